@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what cicada needs on a Debian machine with Node and npm: Bun (from npm), mosquitto
+# and redis-server (from apt), then the project's packages. Pass --test to add what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUN_VERSION=1.4.4
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+apt_pkgs=(mosquitto redis-server openssl ca-certificates)
+if [ "${1:-}" = "--test" ]; then apt_pkgs+=(mosquitto-clients); fi
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian packages start system-wide services; cicada runs its own on free loopback ports.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now mosquitto redis-server >/dev/null 2>&1 || true
+fi
+
+if ! command -v bun >/dev/null 2>&1 || [ "$(bun --version)" != "$BUN_VERSION" ]; then
+  echo "==> npm install -g bun@$BUN_VERSION"
+  $SUDO npm install -g --silent "bun@$BUN_VERSION"
+fi
+echo "==> bun install"
+bun install --frozen-lockfile

@@ -1,0 +1,165 @@
+/**
+ * The local test bed: mosquitto configured like dojot's broker (mutual TLS, identity as
+ * username, per-device ACL, CRL) and redis-server, on loopback and free ports. Used by the
+ * tests, the benchmarks, `scripts/testbed.ts` and the quick start.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { issueServer } from "../../src/pki/issue.ts";
+import { openLocalCa } from "../../src/pki/signers/local.ts";
+import { ensureCertDir, writeFileAtomic, type CertDir } from "../../src/store/dir.ts";
+
+/** The admin identity allowed to read and write every topic (probes, actuation in tests). */
+export const PROBE_CN = "cicada-probe";
+
+export interface Broker {
+  pid: number;
+  host: string;
+  port: number;
+  dir: string;
+  log: string;
+  /** Sends SIGHUP: mosquitto reloads its configuration and CRL. */
+  reload(): void;
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface RedisServer {
+  pid: number;
+  host: string;
+  port: number;
+  url: string;
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A TCP port that was free a moment ago on `host`. */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  const s = Bun.listen({ hostname: host, port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+/** Resolves once something accepts TCP connections on host:port, or rejects after `timeoutMs`. */
+export async function waitForPort(host: string, port: number, timeoutMs = 10_000, alive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!alive()) throw new Error(`process for ${host}:${port} exited before listening`);
+    const ok = await new Promise<boolean>((res) => {
+      Bun.connect({ hostname: host, port, socket: { open(s) { s.end(); res(true); }, connectError() { res(false); }, data() {} } }).catch(() => res(false));
+    });
+    if (ok) return;
+    await Bun.sleep(25);
+  }
+  throw new Error(`nothing listening on ${host}:${port} after ${timeoutMs} ms`);
+}
+
+/** Broker TLS material in `<certDir>/.broker`, made from the directory's CA on first use. */
+export function brokerCerts(certDir: string): { dir: CertDir; cert: string; key: string } {
+  const dir = ensureCertDir(certDir);
+  const { ca } = openLocalCa(dir, { kind: "ec" });
+  const cert = join(dir.broker, "server.crt");
+  const key = join(dir.broker, "server.key");
+  try {
+    readFileSync(cert);
+  } catch {
+    mkdirSync(dir.broker, { recursive: true, mode: 0o700 });
+    const issued = issueServer(ca, ["127.0.0.1", "localhost", "::1"], "ec", 365);
+    writeFileAtomic(key, issued.keyPem, 0o600);
+    writeFileAtomic(cert, issued.certPem, 0o644);
+  }
+  return { dir, cert, key };
+}
+
+export interface BrokerOptions {
+  /** Certificate directory whose CA signs devices (and the broker certificate). */
+  certDir: string;
+  /** Working folder for configs and logs. */
+  stateDir: string;
+  host?: string;
+  port?: number;
+  /** Log each connection (off for scale runs: one line per device). */
+  verbose?: boolean;
+  /** Keep running after this process exits (for `scripts/testbed.ts up`). */
+  detached?: boolean;
+}
+
+/** Starts one mosquitto with mutual TLS like dojot's VerneMQ setup. */
+export async function startBroker(opts: BrokerOptions): Promise<Broker> {
+  const host = opts.host ?? "127.0.0.1";
+  const port = opts.port ?? (await freePort(host));
+  const { dir, cert, key } = brokerCerts(opts.certDir);
+  const wd = resolve(opts.stateDir, `mosquitto-${port}`);
+  mkdirSync(wd, { recursive: true });
+  const acl = join(wd, "acl");
+  // %u is the certificate CN (use_identity_as_username), i.e. tenant:deviceid.
+  writeFileSync(acl, `pattern write %u/attrs\npattern read %u/config\n\nuser ${PROBE_CN}\ntopic readwrite #\ntopic read $SYS/#\n`);
+  const log = join(wd, "mosquitto.log");
+  const conf = join(wd, "mosquitto.conf");
+  writeFileSync(
+    conf,
+    [
+      "per_listener_settings false",
+      "allow_anonymous false",
+      "persistence false",
+      "user root",
+      `log_dest file ${log}`,
+      "log_type error",
+      "log_type warning",
+      ...(opts.verbose === false ? [] : ["log_type notice"]),
+      `connection_messages ${opts.verbose === false ? "false" : "true"}`,
+      "sys_interval 1",
+      `acl_file ${acl}`,
+      `listener ${port} ${host}`,
+      "max_connections -1",
+      "set_tcp_nodelay true",
+      `cafile ${resolve(dir.caCert)}`,
+      `certfile ${resolve(cert)}`,
+      `keyfile ${resolve(key)}`,
+      "require_certificate true",
+      "use_identity_as_username true",
+      `crlfile ${resolve(dir.crl)}`,
+      "",
+    ].join("\n"),
+  );
+  // mosquitto warns on stderr about running as root; keep that out of test output but on disk.
+  const proc = Bun.spawn(["mosquitto", "-c", conf], { stdio: ["ignore", "ignore", Bun.file(join(wd, "stderr.log"))], detached: opts.detached });
+  if (opts.detached) proc.unref();
+  await waitForPort(host, port, 10_000, () => proc.exitCode === null);
+  const stop = async () => {
+    if (proc.exitCode === null) {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    }
+  };
+  return { pid: proc.pid, host, port, dir: wd, log, reload: () => proc.kill("SIGHUP"), stop, [Symbol.asyncDispose]: stop };
+}
+
+/** Starts `count` brokers on consecutive free ports (one mosquitto holds ~20k connections here). */
+export async function startBrokers(count: number, opts: BrokerOptions): Promise<Broker[]> {
+  const out: Broker[] = [];
+  for (let i = 0; i < count; i++) out.push(await startBroker({ ...opts, port: opts.port ? opts.port + i : undefined }));
+  return out;
+}
+
+/** Starts redis-server on loopback with persistence off. */
+export async function startRedis(opts: { stateDir: string; port?: number; password?: string; detached?: boolean }): Promise<RedisServer> {
+  const host = "127.0.0.1";
+  const port = opts.port ?? (await freePort(host));
+  const wd = resolve(opts.stateDir, `redis-${port}`);
+  mkdirSync(wd, { recursive: true });
+  const args = ["redis-server", "--port", String(port), "--bind", host, "--save", "", "--appendonly", "no", "--dir", wd, "--logfile", join(wd, "redis.log")];
+  if (opts.password) args.push("--requirepass", opts.password);
+  const proc = Bun.spawn(args, { stdio: ["ignore", "ignore", "inherit"], detached: opts.detached });
+  if (opts.detached) proc.unref();
+  await waitForPort(host, port, 10_000, () => proc.exitCode === null);
+  const stop = async () => {
+    if (proc.exitCode === null) {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    }
+  };
+  const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : "";
+  return { pid: proc.pid, host, port, url: `redis://${auth}${host}:${port}`, stop, [Symbol.asyncDispose]: stop };
+}

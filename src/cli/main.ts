@@ -1,0 +1,55 @@
+#!/usr/bin/env bun
+/** cicada's entry point: dispatches to one command module and maps errors to exit codes. */
+import pkg from "../../package.json" with { type: "json" };
+import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
+import { certsCommand } from "./certs.ts";
+
+const HELP = `cicada ${pkg.version} — MQTT load generator for IoT platforms: fleets of mTLS devices.
+
+Usage: cicada <command> [options]
+
+Commands:
+  certs      Device certificates, the local CA, CRL and broker certificates
+  version    Print the version
+
+Options:
+  -h, --help     Show help (also: cicada <command> --help)
+  -V, --version  Print the version
+
+Exit codes: 0 ok, 1 internal error, 2 bad input, 3 thresholds failed, 130 interrupted.
+`;
+
+type Command = (argv: string[]) => Promise<number>;
+const COMMANDS: Record<string, Command> = {
+  certs: certsCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === "-h" || cmd === "--help" || cmd === "help") {
+    process.stdout.write(HELP);
+    return cmd === undefined ? EXIT.BAD_INPUT : EXIT.OK;
+  }
+  if (cmd === "-V" || cmd === "--version" || cmd === "version") {
+    process.stdout.write(`cicada ${pkg.version} (bun ${Bun.version})\n`);
+    return EXIT.OK;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) throw new LoadError(`unknown command "${cmd}" (see cicada --help)`, EXIT.BAD_INPUT);
+  return run(rest);
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(err.issues.length === 1 ? `cicada: ${err.issues[0]}\n` : `cicada: bad input:\n${err.issues.map((i) => `  - ${i}`).join("\n")}\n`);
+    process.exitCode = err.code;
+  } else if (err instanceof LoadError) {
+    process.stderr.write(`cicada: ${err.message}\n`);
+    process.exitCode = err.code;
+  } else {
+    process.stderr.write(`cicada: internal error: ${messageOf(err)}\n${err instanceof Error && process.env.CICADA_DEBUG ? `${err.stack}\n` : ""}`);
+    process.exitCode = EXIT.INTERNAL;
+  }
+}

@@ -1,0 +1,182 @@
+/** Flag parsing shared by every command: node's parseArgs, dojot env fallbacks, and validation that gathers every problem. */
+import { parseArgs } from "node:util";
+import { ConfigError } from "../errors.ts";
+
+export interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  /** Environment variable read when the flag is absent (dojot's names; flags win). */
+  env?: string;
+  /** Placeholder shown in --help, e.g. "N". */
+  arg?: string;
+  help: string;
+  /** Default shown in --help and used when neither flag nor env is given. */
+  default?: string;
+  /** Accepts `--no-<name>` to set a boolean false. */
+  negatable?: boolean;
+}
+export type OptionSpecs = Record<string, OptionSpec>;
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  usage: string;
+  options: OptionSpecs;
+  /** Extra text after the option list: examples, notes. */
+  details?: string;
+}
+
+const HELP: OptionSpec = { type: "boolean", short: "h", help: "Show this help" };
+
+/**
+ * Typed access to parsed flags. Each accessor validates and, on bad input, records an issue
+ * naming where the value came from (`--devices` or `CERT_DIR`) instead of throwing, so a
+ * command can report every problem at once via {@link Options.check}.
+ */
+export class Options {
+  readonly issues: string[] = [];
+  constructor(
+    private readonly values: Record<string, string | boolean | undefined>,
+    private readonly sources: Record<string, string>,
+    readonly positionals: string[],
+  ) {}
+
+  /** Where a value came from, for error messages: `--flag` or `ENV_NAME`. */
+  source(name: string): string {
+    return this.sources[name] ?? `--${name}`;
+  }
+  has(name: string): boolean {
+    return this.values[name] !== undefined;
+  }
+  str(name: string): string | undefined {
+    const v = this.values[name];
+    return typeof v === "string" ? v : undefined;
+  }
+  bool(name: string): boolean {
+    const v = this.values[name];
+    if (typeof v === "boolean") return v;
+    if (typeof v === "string") {
+      if (/^(1|true|yes|on)$/i.test(v)) return true;
+      if (/^(0|false|no|off|)$/i.test(v)) return false;
+      this.fail(name, "must be true or false", v);
+    }
+    return false;
+  }
+  /** An integer in [min, max]; `fallback` when absent. */
+  int(name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+    const v = this.str(name);
+    if (v === undefined) return fallback;
+    if (!/^\s*[+-]?\d+\s*$/.test(v)) {
+      this.fail(name, `must be a whole number${boundText(min, max)}`, v);
+      return fallback;
+    }
+    const n = Number(v);
+    if (n < min || n > max) this.fail(name, `must be a whole number${boundText(min, max)}`, v);
+    return n;
+  }
+  /** A number in [min, max]; `fallback` when absent. */
+  num(name: string, fallback: number, min = -Infinity, max = Infinity): number {
+    const v = this.str(name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
+      this.fail(name, `must be a number${boundText(min, max)}`, v);
+      return fallback;
+    }
+    return n;
+  }
+  /** One of `choices`. */
+  choice<T extends string>(name: string, choices: readonly T[], fallback: T): T {
+    const v = this.str(name);
+    if (v === undefined) return fallback;
+    if ((choices as readonly string[]).includes(v)) return v as T;
+    this.fail(name, `must be one of ${choices.join(", ")}`, v);
+    return fallback;
+  }
+  /** A comma-separated list, blanks dropped. */
+  list(name: string): string[] | undefined {
+    const v = this.str(name);
+    if (v === undefined) return undefined;
+    return v.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  }
+  /** Records a problem with one value. */
+  fail(name: string, what: string, got?: string): void {
+    this.issues.push(`${this.source(name)} ${what}${got === undefined ? "" : ` (got ${JSON.stringify(got)})`}`);
+  }
+  /** Throws a ConfigError listing every issue recorded so far. */
+  check(): void {
+    if (this.issues.length > 0) throw new ConfigError([...this.issues]);
+  }
+}
+
+function boundText(min: number, max: number): string {
+  const lo = Number.isFinite(min) && min > Number.MIN_SAFE_INTEGER ? min : undefined;
+  const hi = Number.isFinite(max) && max < Number.MAX_SAFE_INTEGER ? max : undefined;
+  if (lo !== undefined && hi !== undefined) return ` from ${lo} to ${hi}`;
+  if (lo !== undefined) return ` >= ${lo}`;
+  if (hi !== undefined) return ` <= ${hi}`;
+  return "";
+}
+
+/**
+ * Parses argv for one command. Unknown flags, missing values and stray positionals are all
+ * gathered into one ConfigError. Returns null when --help was asked for (help already printed).
+ */
+export function parseCommand(
+  spec: CommandSpec,
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+  opts: { positionals?: boolean } = {},
+): Options | null {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = { help: HELP };
+  for (const [name, o] of Object.entries(spec.options)) {
+    options[name] = o.short ? { type: o.type, short: o.short } : { type: o.type };
+    if (o.negatable) options[`no-${name}`] = { type: "boolean" };
+  }
+  const issues: string[] = [];
+  const { values, positionals, tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  for (const t of tokens ?? []) {
+    if (t.kind !== "option") continue;
+    const known = options[t.name];
+    if (!known) issues.push(`unknown option ${t.rawName} (see cicada ${spec.name} --help)`);
+    else if (known.type === "string" && t.value === undefined) issues.push(`${t.rawName} needs a value`);
+    else if (known.type === "boolean" && t.inlineValue) issues.push(`${t.rawName} takes no value`);
+  }
+  if (values.help === true) {
+    process.stdout.write(renderHelp(spec));
+    return null;
+  }
+  if (positionals.length > 0 && !opts.positionals) issues.push(`unexpected argument ${JSON.stringify(positionals[0])} (see cicada ${spec.name} --help)`);
+
+  const out: Record<string, string | boolean | undefined> = {};
+  const sources: Record<string, string> = {};
+  for (const [name, o] of Object.entries(spec.options)) {
+    let v = values[name] as string | boolean | undefined;
+    if (o.negatable && values[`no-${name}`] === true) v = false;
+    if (v === undefined && o.env && env[o.env] !== undefined && env[o.env] !== "") {
+      v = env[o.env];
+      sources[name] = o.env;
+    }
+    if (v === undefined && o.default !== undefined) v = o.type === "boolean" ? o.default === "true" : o.default;
+    out[name] = v;
+  }
+  const parsed = new Options(out, sources, positionals);
+  parsed.issues.push(...issues);
+  return parsed;
+}
+
+/** Renders `cicada <cmd> --help`. */
+export function renderHelp(spec: CommandSpec): string {
+  const rows: [string, string][] = [];
+  for (const [name, o] of Object.entries(spec.options)) {
+    let left = `${o.short ? `-${o.short}, ` : "    "}--${name}${o.negatable ? `, --no-${name}` : ""}${o.type === "string" ? ` ${o.arg ?? "VALUE"}` : ""}`;
+    let right = o.help;
+    const extra = [o.default !== undefined ? `default ${o.default}` : "", o.env ? `env ${o.env}` : ""].filter(Boolean);
+    if (extra.length) right += ` (${extra.join("; ")})`;
+    rows.push([left, right]);
+  }
+  rows.push(["-h, --help", HELP.help]);
+  const width = Math.min(34, Math.max(...rows.map(([l]) => l.length)) + 2);
+  const lines = rows.map(([l, r]) => (l.length >= width ? `  ${l}\n  ${" ".repeat(width)}${r}` : `  ${l.padEnd(width)}${r}`));
+  return `${spec.summary}\n\nUsage: ${spec.usage}\n\nOptions:\n${lines.join("\n")}\n${spec.details ? `\n${spec.details.trim()}\n` : ""}`;
+}

@@ -1,0 +1,123 @@
+/**
+ * Device identities on disk, laid out like dojot's generate_certs directory:
+ * `<id>.key`, `<id>.crt`, `ca.crt`, `renew/`, `revoke/` — so `ls cert | wc -l` = 2N+3.
+ * cicada's own CA key and CRL live in the hidden `.ca/` folder, which `ls` does not count.
+ */
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { EXIT, LoadError, messageOf } from "../errors.ts";
+
+export interface CertDir {
+  root: string;
+  caCert: string;
+  /** Hidden folder (mode 0700) with the CA key, the CRL and its number. */
+  caDir: string;
+  caKey: string;
+  crl: string;
+  crlNumber: string;
+  renew: string;
+  revoke: string;
+  /** Default home of `certs server` output. */
+  broker: string;
+}
+
+export function certDir(root: string): CertDir {
+  const caDir = join(root, ".ca");
+  return {
+    root,
+    caCert: join(root, "ca.crt"),
+    caDir,
+    caKey: join(caDir, "ca.key"),
+    crl: join(caDir, "crl.pem"),
+    crlNumber: join(caDir, "crlnumber"),
+    renew: join(root, "renew"),
+    revoke: join(root, "revoke"),
+    broker: join(root, ".broker"),
+  };
+}
+
+/** A device id must be usable as a file name and an MQTT topic level. */
+export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Creates the layout (idempotent). Fails with a bad-input error naming the directory when it cannot. */
+export function ensureCertDir(root: string): CertDir {
+  const d = certDir(root);
+  try {
+    mkdirSync(d.root, { recursive: true });
+    mkdirSync(d.renew, { recursive: true });
+    mkdirSync(d.revoke, { recursive: true });
+    mkdirSync(d.caDir, { recursive: true, mode: 0o700 });
+    const probe = join(d.caDir, `.probe-${process.pid}`);
+    writeFileAtomic(probe, "", 0o600);
+    unlinkSync(probe);
+  } catch (err) {
+    throw new LoadError(`certificate directory ${root} is not usable: ${messageOf(err)}`, EXIT.BAD_INPUT, { cause: err });
+  }
+  return d;
+}
+
+let tmpCounter = 0;
+
+/**
+ * Writes a file atomically: a temporary file in the same folder, fsync'd, then moved into place.
+ * With `exclusive`, an existing file is never replaced: returns false instead (hard-link, then
+ * unlink the temporary), so two writers racing for one name cannot clobber each other.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode: number, opts: { exclusive?: boolean; sync?: boolean } = {}): boolean {
+  const tmp = `${path}.tmp-${process.pid}-${++tmpCounter}`;
+  const fd = openSync(tmp, "wx", mode);
+  try {
+    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    if (opts.sync) fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (!opts.exclusive) {
+    renameSync(tmp, path);
+    return true;
+  }
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw err;
+  } finally {
+    unlinkSync(tmp);
+  }
+}
+
+/** Ids of the devices with both `<id>.crt` and `<id>.key` in `root`, sorted. */
+export function listDeviceIds(root: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  const keys = new Set(names.filter((n) => n.endsWith(".key")).map((n) => n.slice(0, -4)));
+  return names
+    .filter((n) => n.endsWith(".crt") && n !== "ca.crt")
+    .map((n) => n.slice(0, -4))
+    .filter((id) => keys.has(id))
+    .sort();
+}
+
+/**
+ * Stores one device's key (mode 0600) and certificate. The key goes first, so a `.crt` on disk
+ * always has its key. Returns false, writing nothing, when the device already exists.
+ */
+export function writeDevice(dir: string, id: string, keyPem: string, certPem: string): boolean {
+  if (!writeFileAtomic(join(dir, `${id}.key`), keyPem, 0o600, { exclusive: true })) return false;
+  if (!writeFileAtomic(join(dir, `${id}.crt`), certPem, 0o644, { exclusive: true })) return false;
+  return true;
+}
+
+export function exists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
