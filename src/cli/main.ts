@@ -3,12 +3,14 @@
 import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { certsCommand } from "./certs.ts";
+import { runCommand } from "./run.ts";
 
 const HELP = `cicada ${pkg.version} — MQTT load generator for IoT platforms: fleets of mTLS devices.
 
 Usage: cicada <command> [options]
 
 Commands:
+  run        Simulate devices against an MQTT broker and report how it held up
   certs      Device certificates, the local CA, CRL and broker certificates
   version    Print the version
 
@@ -22,6 +24,7 @@ Exit codes: 0 ok, 1 internal error, 2 bad input, 3 thresholds failed, 130 interr
 type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   certs: certsCommand,
+  run: runCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,4 +1,5 @@
 /** Flag parsing shared by every command: node's parseArgs, dojot env fallbacks, and validation that gathers every problem. */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ConfigError } from "../errors.ts";
 
@@ -148,6 +149,8 @@ export function parseCommand(
   }
   if (positionals.length > 0 && !opts.positionals) issues.push(`unexpected argument ${JSON.stringify(positionals[0])} (see cicada ${spec.name} --help)`);
 
+  const file = typeof values.config === "string" && spec.options.config ? readConfigFile(values.config, issues) : {};
+  for (const key of Object.keys(file)) if (!spec.options[key] || key === "config") issues.push(`${values.config}: unknown setting "${key}" (keys are flag names)`);
   const out: Record<string, string | boolean | undefined> = {};
   const sources: Record<string, string> = {};
   for (const [name, o] of Object.entries(spec.options)) {
@@ -157,12 +160,38 @@ export function parseCommand(
       v = env[o.env];
       sources[name] = o.env;
     }
+    if (v === undefined && file[name] !== undefined) {
+      v = typeof file[name] === "boolean" ? (file[name] as boolean) : String(file[name]);
+      sources[name] = `${values.config}: "${name}"`;
+    }
     if (v === undefined && o.default !== undefined) v = o.type === "boolean" ? o.default === "true" : o.default;
     out[name] = v;
   }
   const parsed = new Options(out, sources, positionals);
   parsed.issues.push(...issues);
   return parsed;
+}
+
+/**
+ * A JSON config file: an object whose keys are flag names (`{"users": 1000, "rate": 50}`).
+ * Precedence: defaults < file < env < flags.
+ */
+function readConfigFile(path: string, issues: string[]): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    issues.push(`--config: cannot read ${path}: ${(err as Error).message}`);
+    return {};
+  }
+  try {
+    const v = JSON.parse(text);
+    if (v && typeof v === "object" && !Array.isArray(v)) return v as Record<string, unknown>;
+    issues.push(`--config: ${path} must hold a JSON object of flag names to values`);
+  } catch (err) {
+    issues.push(`--config: ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return {};
 }
 
 /** Renders `cicada <cmd> --help`. */

@@ -3,7 +3,7 @@
  * `<id>.key`, `<id>.crt`, `ca.crt`, `renew/`, `revoke/` — so `ls cert | wc -l` = 2N+3.
  * cicada's own CA key and CRL live in the hidden `.ca/` folder, which `ls` does not count.
  */
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
 
@@ -119,5 +119,32 @@ export function exists(path: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Device identities read from a certificate directory: ids sorted, files read at connect time. */
+export class DirIdentities {
+  readonly ids: string[];
+
+  /** `first`/`count` select a segment of the sorted ids (so processes never share an id). */
+  constructor(
+    readonly root: string,
+    first = 0,
+    count = Infinity,
+  ) {
+    this.ids = listDeviceIds(root).slice(first, first + count);
+  }
+
+  get count(): number {
+    return this.ids.length;
+  }
+
+  id(index: number): string {
+    return this.ids[index]!;
+  }
+
+  load(index: number): { cert: string; key: string } {
+    const id = this.ids[index]!;
+    return { cert: readFileSync(join(this.root, `${id}.crt`), "utf8"), key: readFileSync(join(this.root, `${id}.key`), "utf8") };
   }
 }

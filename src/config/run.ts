@@ -1,0 +1,158 @@
+/** Settings of `cicada run`: flags, config file and dojot's environment variables, validated together. */
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import type { CommandSpec, Options } from "../cli/options.ts";
+import type { SwarmConfig } from "../engine/swarm.ts";
+import type { QoS } from "../mqtt/codec.ts";
+import { parseDuration, parseRange } from "./units.ts";
+
+export const RUN_SPEC: CommandSpec = {
+  name: "run",
+  summary: "Simulate devices against an MQTT broker and report how it held up.",
+  usage: "cicada run [options]",
+  options: {
+    host: { type: "string", arg: "LIST", env: "DOJOT_MQTT_HOST", default: "127.0.0.1", help: "Broker host(s), comma-separated; devices are spread round-robin" },
+    port: { type: "string", short: "p", arg: "LIST", env: "DOJOT_MQTT_PORT", default: "8883", help: "Broker port(s), comma-separated (every host × port is a destination)" },
+    users: { type: "string", short: "u", arg: "N", default: "100", help: "Devices to simulate" },
+    rate: { type: "string", short: "r", arg: "N", default: "100", help: "New devices per second while ramping up (spawn rate)" },
+    duration: { type: "string", short: "t", arg: "TIME", default: "1m", help: "Run time, e.g. 90s, 10m, 1h30m (ramp included)" },
+    certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory (dojot layout) with one identity per device" },
+    "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA that signed the broker certificate (default DIR/ca.crt)" },
+    tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: client id = username = tenant:deviceid" },
+    qos: { type: "string", arg: "0|1|2", env: "DOJOT_MQTT_QOS", default: "1", help: "QoS of telemetry and of the config subscription" },
+    interval: { type: "string", arg: "MIN..MAX", help: "Time between a device's publishes, uniformly jittered (default 29.5s..30s; env TASK_MIN_TIME/TASK_MAX_TIME, ms)" },
+    keepalive: { type: "string", arg: "SECONDS", env: "DOJOT_MQTT_TIMEOUT", default: "60", help: "MQTT keepalive; PINGREQ only when idle" },
+    mqtt: { type: "string", arg: "3.1.1|5", default: "3.1.1", help: "MQTT protocol version" },
+    tls: { type: "boolean", negatable: true, default: "true", help: "Mutual TLS with each device's certificate (--no-tls: plain TCP)" },
+    insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
+    "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
+    "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
+    "reconnect-min": { type: "string", arg: "SECONDS", env: "MIN_TIME_RECONN", default: "1", help: "Shortest reconnect backoff" },
+    "reconnect-max": { type: "string", arg: "SECONDS", env: "MAX_TIME_RECONN", default: "60", help: "Longest reconnect backoff" },
+    "connect-timeout": { type: "string", arg: "TIME", default: "30s", help: "Give up on a connect without CONNACK after this long" },
+    "first-device": { type: "string", arg: "N", default: "0", help: "Skip the first N identities of the directory (to split a fleet over processes)" },
+    report: { type: "string", arg: "FILE", help: "Write the JSON report here (also on Ctrl-C)" },
+    config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
+  },
+  details: `
+Each device connects with its own certificate from --certs (CN = tenant:id), subscribes to
+tenant:id/config and publishes {"timestamp": ms} to tenant:id/attrs every --interval.
+Latency is measured from the scheduled send time, so a slow broker cannot hide behind a
+slow generator (coordinated omission).
+
+Examples:
+  cicada certs create --devices 1000
+  cicada run --port 8883 --users 1000 --rate 100 --duration 5m --report run.json`,
+};
+
+export interface RunConfig {
+  swarm: SwarmConfig;
+  durationMs: number;
+  certDir: string;
+  firstDevice: number;
+  reportPath?: string;
+  /** The settings as given, for the report. */
+  echo: Record<string, unknown>;
+}
+
+/** Reads and validates every run setting; problems are recorded on `o` (call o.check()). */
+export function readRunConfig(o: Options, env: Record<string, string | undefined> = process.env): RunConfig {
+  const hosts = o.list("host") ?? [];
+  if (!hosts.length) o.fail("host", "lists no host", o.str("host"));
+  const ports: number[] = [];
+  for (const p of o.list("port") ?? []) {
+    const n = Number(p);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) o.fail("port", "must list ports from 1 to 65535", p);
+    else ports.push(n);
+  }
+  if (!ports.length && o.str("port") !== undefined && !o.issues.some((i) => i.startsWith(o.source("port")))) o.fail("port", "lists no port", o.str("port"));
+  const users = o.int("users", 100, 1, 10_000_000);
+  const rate = o.num("rate", 100, Number.MIN_VALUE);
+  const durationMs = positiveDuration(o, "duration", "1m");
+  const qos = o.int("qos", 1, 0, 2) as QoS;
+  const keepaliveS = o.int("keepalive", 60, 0, 65535);
+  const mqtt = o.choice("mqtt", ["3.1.1", "5"], "3.1.1");
+  const payloadSize = o.int("payload-size", 0, 0, 256 * 1024 * 1024);
+  const reconnectMin = o.num("reconnect-min", 1, 0);
+  const reconnectMax = o.num("reconnect-max", 60, 0);
+  if (reconnectMax < reconnectMin) o.issues.push(`${o.source("reconnect-max")} (${reconnectMax}) must be >= ${o.source("reconnect-min")} (${reconnectMin})`);
+  const connectTimeoutMs = positiveDuration(o, "connect-timeout", "30s");
+  const firstDevice = o.int("first-device", 0, 0);
+
+  let intervalMs: [number, number] = [29_500, 30_000];
+  if (o.has("interval")) {
+    const r = parseRange(o.str("interval")!);
+    if (!r || r[0] <= 0) o.fail("interval", "must be a time or MIN..MAX, e.g. 30s or 29.5s..30s, > 0", o.str("interval"));
+    else intervalMs = r;
+  } else if (env.TASK_MIN_TIME !== undefined || env.TASK_MAX_TIME !== undefined) {
+    // dojot's variables, in ms; either alone means a fixed interval.
+    const lo = Number(env.TASK_MIN_TIME ?? env.TASK_MAX_TIME);
+    const hi = Number(env.TASK_MAX_TIME ?? env.TASK_MIN_TIME);
+    if (!(lo > 0) || !(hi >= lo)) o.issues.push(`TASK_MIN_TIME/TASK_MAX_TIME must be ms with 0 < min <= max (got ${env.TASK_MIN_TIME}, ${env.TASK_MAX_TIME})`);
+    else intervalMs = [lo, hi];
+  }
+
+  const certDir = o.str("certs")!;
+  const tls = o.bool("tls");
+  let caPem: string | undefined;
+  if (tls) {
+    let caPath = o.str("ca-cert") ?? join(certDir, "ca.crt");
+    if (!existsSync(caPath) && !isAbsolute(caPath) && existsSync(join(certDir, caPath))) caPath = join(certDir, caPath);
+    try {
+      caPem = readFileSync(caPath, "utf8");
+    } catch {
+      o.issues.push(`${o.has("ca-cert") ? o.source("ca-cert") : "--certs"}: cannot read CA certificate ${caPath} (run cicada certs create first, or pass --ca-cert)`);
+    }
+  }
+  const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
+  return {
+    swarm: {
+      targets,
+      sources: o.list("source-address") ?? [],
+      tls,
+      insecure: o.bool("insecure"),
+      caPem,
+      tenant: o.str("tenant")!,
+      qos,
+      version: mqtt === "5" ? 5 : 4,
+      keepaliveS,
+      intervalMs,
+      payloadSize,
+      reconnectMs: [reconnectMin * 1000, reconnectMax * 1000],
+      connectTimeoutMs,
+      users,
+      rate,
+    },
+    durationMs,
+    certDir,
+    firstDevice,
+    reportPath: o.str("report"),
+    echo: {
+      targets: targets.map((t) => `${t.host}:${t.port}`),
+      users,
+      rate,
+      duration_s: durationMs / 1000,
+      certs: certDir,
+      tenant: o.str("tenant"),
+      qos,
+      mqtt,
+      tls,
+      insecure: o.bool("insecure"),
+      interval_ms: intervalMs,
+      keepalive_s: keepaliveS,
+      payload_size: payloadSize,
+      source_addresses: o.list("source-address") ?? [],
+      reconnect_s: [reconnectMin, reconnectMax],
+      first_device: firstDevice,
+    },
+  };
+}
+
+function positiveDuration(o: Options, name: string, fallback: string): number {
+  const ms = parseDuration(o.str(name) ?? fallback);
+  if (ms === undefined || ms <= 0) {
+    o.fail(name, "must be a duration > 0 such as 90s, 10m or 1h30m", o.str(name));
+    return parseDuration(fallback)!;
+  }
+  return ms;
+}

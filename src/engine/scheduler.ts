@@ -1,0 +1,94 @@
+/**
+ * One timer wheel per process: every device timer (publish, keepalive, connect timeout,
+ * reconnect) is an entry in a hashed wheel of TICK_MS slots, driven by a single interval.
+ * Cancelling is free: each (device, kind) has one deadline in a Float64Array, and an entry
+ * whose deadline moved is dropped when its slot comes up (or re-filed if the deadline is later).
+ */
+
+export const TICK_MS = 10;
+const SLOTS = 4096; // ~41 s per turn at 10 ms: one turn covers the default 30 s publish interval.
+
+export type Clock = () => number;
+
+export class Wheel {
+  /** deadline[kind * capacity + device], Infinity when not armed. */
+  private deadlines: Float64Array;
+  private readonly slots: number[][] = Array.from({ length: SLOTS }, () => []);
+  private cursor: number;
+  private capacity: number;
+
+  /**
+   * @param kinds number of timer kinds per device
+   * @param fire called with (device, kind, deadline) when a timer is due
+   */
+  constructor(
+    private readonly kinds: number,
+    capacity: number,
+    private readonly fire: (device: number, kind: number, deadline: number) => void,
+    startMs: number,
+  ) {
+    this.capacity = capacity;
+    this.deadlines = new Float64Array(kinds * capacity).fill(Infinity);
+    this.cursor = Math.floor(startMs / TICK_MS);
+  }
+
+  /** Grows to hold at least `capacity` devices. */
+  grow(capacity: number): void {
+    if (capacity <= this.capacity) return;
+    const next = new Float64Array(this.kinds * capacity).fill(Infinity);
+    for (let k = 0; k < this.kinds; k++) next.set(this.deadlines.subarray(k * this.capacity, (k + 1) * this.capacity), k * capacity);
+    // Entries store device*kinds+kind, independent of capacity, so the slots stay valid.
+    this.deadlines = next;
+    this.capacity = capacity;
+  }
+
+  /** Arms (or re-arms) timer `kind` of `device` for time `at` (ms, same clock as tick()). */
+  set(device: number, kind: number, at: number): void {
+    this.deadlines[kind * this.capacity + device] = at;
+    // The first tick at or after `at`: a timer never fires early, and at most TICK_MS late.
+    let tick = Math.ceil(at / TICK_MS);
+    if (tick <= this.cursor) tick = this.cursor + 1;
+    this.slots[tick % SLOTS]!.push(device * this.kinds + kind);
+  }
+
+  clear(device: number, kind: number): void {
+    this.deadlines[kind * this.capacity + device] = Infinity;
+  }
+
+  /** Clears every timer of `device`. */
+  clearAll(device: number): void {
+    for (let k = 0; k < this.kinds; k++) this.deadlines[k * this.capacity + device] = Infinity;
+  }
+
+  deadline(device: number, kind: number): number {
+    return this.deadlines[kind * this.capacity + device]!;
+  }
+
+  /** Fires every timer due at or before `now`. */
+  tick(now: number): void {
+    const target = Math.floor(now / TICK_MS);
+    while (this.cursor < target) {
+      this.cursor++;
+      const slot = this.slots[this.cursor % SLOTS]!;
+      if (slot.length === 0) continue;
+      this.slots[this.cursor % SLOTS] = [];
+      for (let i = 0; i < slot.length; i++) {
+        const entry = slot[i]!;
+        const device = Math.floor(entry / this.kinds);
+        const kind = entry - device * this.kinds;
+        const idx = kind * this.capacity + device;
+        const due = this.deadlines[idx]!;
+        if (due === Infinity) continue;
+        const dueTick = Math.ceil(due / TICK_MS);
+        if (dueTick > this.cursor) {
+          // Due in a later turn of the wheel: file it again. Otherwise it was re-armed and
+          // set() already filed the entry that will fire; this one is stale.
+          if (dueTick - this.cursor >= SLOTS) this.slots[dueTick % SLOTS]!.push(entry);
+          continue;
+        }
+        this.deadlines[idx] = Infinity;
+        this.fire(device, kind, due);
+      }
+    }
+  }
+}

@@ -1,0 +1,403 @@
+/**
+ * The swarm: a population of simulated devices in one process. It ramps devices up at the
+ * spawn rate, keeps each connected (mTLS, CONNECT, SUBSCRIBE), publishes on a jittered
+ * schedule, answers the broker, and reconnects with backoff. All timers live in one wheel and
+ * all sockets share one handler object. Start/setUsers/setRate/stop/snapshot are the
+ * in-process API used by the CLI and the control API.
+ */
+import type { TLSOptions } from "bun";
+import { PINGREQ, PublishTemplate, encodeConnect, encodeDisconnect, type ProtocolVersion, type QoS } from "../mqtt/codec.ts";
+import { onData, type SessionHost } from "../mqtt/session.ts";
+import { Stats } from "../metrics/stats.ts";
+import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
+import { Outbox } from "../transport/outbox.ts";
+import { Conn, Device, INFLIGHT, State, TIMER_KINDS, Timer } from "./device.ts";
+import { TICK_MS, Wheel } from "./scheduler.ts";
+
+export interface SwarmConfig {
+  targets: Target[];
+  /** Local addresses to connect from, spread over devices (empty: the kernel chooses). */
+  sources: string[];
+  tls: boolean;
+  /** Skip verifying the broker's certificate (dojot's tool did). */
+  insecure: boolean;
+  /** CA that signed the broker certificate (PEM). */
+  caPem?: string;
+  tenant: string;
+  qos: QoS;
+  version: ProtocolVersion;
+  keepaliveS: number;
+  /** Publish interval range, ms: each device waits uniformly within it. */
+  intervalMs: [number, number];
+  payloadSize: number;
+  /** Reconnect backoff bounds, ms. */
+  reconnectMs: [number, number];
+  connectTimeoutMs: number;
+  users: number;
+  /** New devices per second. */
+  rate: number;
+}
+
+/** Where device identities come from (a certificate directory, later Redis). */
+export interface IdentitySource {
+  readonly count: number;
+  id(index: number): string;
+  /** PEM certificate and key of device `index`. */
+  load(index: number): { cert: string; key: string };
+}
+
+export interface SwarmSnapshot {
+  target: number;
+  rate: number;
+  active: number;
+  connected: number;
+  stats: Stats;
+}
+
+/** A publish that leaves later than this after its scheduled time counts as a late send. */
+export const LATE_MS = 100;
+
+export class Swarm implements SessionHost, LinkEvents {
+  readonly stats = new Stats();
+  private readonly devices: Device[] = [];
+  private readonly wheel: Wheel;
+  private readonly outbox = new Outbox();
+  private readonly transport: Transport;
+  private readonly epochOffset: number;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private lastTick = 0;
+  private tokens = 0;
+  private target: number;
+  private rate: number;
+  /** Devices [0, active) are in the swarm (connecting, connected or waiting to reconnect). */
+  private active = 0;
+  private connectedCount = 0;
+  private stopping = false;
+
+  constructor(
+    private readonly cfg: SwarmConfig,
+    private readonly identities: IdentitySource,
+    private readonly clock: () => number = () => performance.now(),
+  ) {
+    this.target = Math.min(cfg.users, identities.count);
+    this.rate = cfg.rate;
+    this.epochOffset = Date.now() - clock();
+    this.wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fire(d, k, at), clock());
+    this.transport = new Transport(this, cfg.tls);
+  }
+
+  // ---- in-process API -------------------------------------------------------------------
+
+  start(): void {
+    if (this.timer) return;
+    this.lastTick = this.clock();
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+  }
+
+  setUsers(n: number): void {
+    this.target = Math.max(0, Math.min(n, this.identities.count));
+    this.wheel.grow(this.target);
+    while (this.active > this.target) this.retire(this.devices[--this.active]!);
+  }
+
+  setRate(r: number): void {
+    this.rate = r;
+  }
+
+  snapshot(): SwarmSnapshot {
+    return { target: this.target, rate: this.rate, active: this.active, connected: this.connectedCount, stats: this.stats };
+  }
+
+  /** Sends DISCONNECT to every device, waits up to `timeoutMs` for sockets to close, then stops. */
+  async stop(timeoutMs = 5000): Promise<void> {
+    this.stopping = true;
+    this.setUsers(0);
+    this.outbox.flush(this.clock());
+    const deadline = Date.now() + timeoutMs;
+    while (this.devices.some((d) => d.state === State.STOPPING) && Date.now() < deadline) {
+      await Bun.sleep(20);
+      this.outbox.flush(this.clock());
+    }
+    for (const d of this.devices) {
+      if (d.state === State.STOPPING) {
+        d.conn?.socket?.terminate();
+        d.state = State.IDLE;
+      }
+    }
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  wallClock(monotonic: number): number {
+    return monotonic + this.epochOffset;
+  }
+
+  // ---- scheduling -----------------------------------------------------------------------
+
+  /** One scheduler step: timers, the ramp, then one write per socket. Public for tests with a fake clock. */
+  tick(): void {
+    const now = this.clock();
+    const lag = now - this.lastTick - TICK_MS;
+    this.stats.loopLag.recordMs(lag > 0 ? lag : 0);
+    const dt = (now - this.lastTick) / 1000;
+    this.lastTick = now;
+    this.wheel.tick(now);
+    if (!this.stopping && this.active < this.target) {
+      this.tokens = Math.min(this.tokens + this.rate * dt, Math.max(1, this.rate));
+      while (this.tokens >= 1 && this.active < this.target) {
+        this.tokens -= 1;
+        this.spawn(this.active++, now);
+      }
+    } else this.tokens = 0;
+    this.outbox.flush(now);
+  }
+
+  private fire(index: number, kind: number, at: number): void {
+    const dev = this.devices[index];
+    if (!dev) return;
+    const now = this.clock();
+    switch (kind) {
+      case Timer.PUBLISH:
+        return this.publish(dev, at, now);
+      case Timer.KEEPALIVE:
+        return this.keepalive(dev, now);
+      case Timer.TIMEOUT:
+        if (dev.conn && (dev.state === State.DIALING || dev.state === State.CONNECTING)) this.drop(dev.conn, "timeout");
+        return;
+      case Timer.RECONNECT:
+        if (dev.state === State.WAITING) this.dialDevice(dev, now);
+        return;
+    }
+  }
+
+  // ---- device lifecycle -----------------------------------------------------------------
+
+  private spawn(index: number, now: number): void {
+    let dev = this.devices[index];
+    if (!dev) {
+      const id = this.identities.id(index);
+      const clientId = `${this.cfg.tenant}:${id}`;
+      dev = new Device(index, id, clientId, new PublishTemplate(`${clientId}/attrs`, this.cfg.qos, this.cfg.version, this.cfg.payloadSize));
+      this.devices[index] = dev;
+    }
+    dev.attempts = 0;
+    this.dialDevice(dev, now);
+  }
+
+  private dialDevice(dev: Device, now: number): void {
+    const conn = new Conn(dev, this.cfg.version, this.cfg.qos);
+    conn.dialAt = now;
+    dev.conn = conn;
+    dev.state = State.DIALING;
+    const { targets, sources } = this.cfg;
+    const target = targets[dev.index % targets.length]!;
+    const source = sources.length ? sources[Math.floor(dev.index / targets.length) % sources.length] : undefined;
+    let tls: TLSOptions | undefined;
+    if (this.cfg.tls) {
+      let ident;
+      try {
+        ident = this.identities.load(dev.index);
+      } catch (err) {
+        conn.closed = true;
+        return this.closed(conn, "identity_unreadable");
+      }
+      tls = { cert: ident.cert, key: ident.key, ca: this.cfg.caPem, rejectUnauthorized: !this.cfg.insecure };
+    }
+    this.wheel.set(dev.index, Timer.TIMEOUT, now + this.cfg.connectTimeoutMs);
+    this.transport.dial(conn, { target, source, tls });
+  }
+
+  /** Takes a device out of the swarm: DISCONNECT if connected, then close. */
+  private retire(dev: Device): void {
+    this.wheel.clearAll(dev.index);
+    const conn = dev.conn;
+    if (dev.state === State.CONNECTED && conn?.socket) {
+      this.connectedCount--;
+      dev.state = State.STOPPING;
+      this.outbox.send(conn, encodeDisconnect(conn.version));
+      this.outbox.flush(this.clock());
+      conn.socket.end();
+      return;
+    }
+    if (conn && !conn.closed) {
+      conn.closed = true;
+      conn.socket?.terminate();
+    }
+    dev.conn = null;
+    dev.state = State.IDLE;
+  }
+
+  // ---- LinkEvents (socket callbacks) ------------------------------------------------------
+
+  opened(conn: Conn): void {
+    const dev = conn.device;
+    if (dev.conn !== conn) {
+      conn.socket?.terminate();
+      return;
+    }
+    conn.tcpAt = this.clock();
+    this.stats.phases.tcp_connect.recordMs(conn.tcpAt - conn.dialAt);
+  }
+
+  ready(conn: Conn): void {
+    const dev = conn.device;
+    if (dev.conn !== conn || dev.state !== State.DIALING) return;
+    const now = this.clock();
+    if (this.cfg.tls) this.stats.phases.tls_handshake.recordMs(now - conn.tcpAt);
+    dev.state = State.CONNECTING;
+    conn.connectSentAt = now;
+    this.outbox.send(conn, encodeConnect(dev.clientId, this.cfg.keepaliveS, conn.version));
+    this.outbox.flush(now);
+  }
+
+  data(conn: Conn, bytes: Uint8Array): void {
+    if (conn.device.conn !== conn) return;
+    const now = this.clock();
+    onData(this, conn, bytes, now);
+    this.outbox.flush(now);
+  }
+
+  drained(conn: Conn): void {
+    this.outbox.drain(conn, this.clock());
+  }
+
+  crashed(conn: Conn, err: unknown): void {
+    this.drop(conn, `internal:${err instanceof Error ? err.name : "error"}`);
+  }
+
+  closed(conn: Conn, reason: string | null): void {
+    const dev = conn.device;
+    if (dev.conn !== conn) return;
+    dev.conn = null;
+    this.wheel.clearAll(dev.index);
+    const why = conn.failReason ?? reason ?? "closed_by_broker";
+    const lostInflight = this.abandonInflight(dev);
+    switch (dev.state) {
+      case State.STOPPING:
+        this.stats.rows.disconnect.ok();
+        dev.state = State.IDLE;
+        return;
+      case State.CONNECTED:
+        this.connectedCount--;
+        this.stats.rows.disconnect.fail(why);
+        if (lostInflight) for (let i = 0; i < lostInflight; i++) this.stats.rows.publish.fail("connection_lost");
+        break;
+      case State.DIALING:
+      case State.CONNECTING:
+        this.stats.rows.connect.fail(why);
+        break;
+      default:
+        return;
+    }
+    if (this.stopping || dev.index >= this.active) {
+      dev.state = State.IDLE;
+      return;
+    }
+    this.scheduleReconnect(dev);
+  }
+
+  // ---- SessionHost (MQTT callbacks) -------------------------------------------------------
+
+  send(conn: Conn, bytes: Uint8Array): void {
+    this.outbox.send(conn, bytes);
+  }
+
+  connected(conn: Conn, now: number): void {
+    const dev = conn.device;
+    dev.state = State.CONNECTED;
+    dev.attempts = 0;
+    this.connectedCount++;
+    this.wheel.clear(dev.index, Timer.TIMEOUT);
+    dev.nextPublishAt = now + this.interval();
+    this.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
+    this.wheel.set(dev.index, Timer.KEEPALIVE, now + this.cfg.keepaliveS * 1000);
+  }
+
+  drop(conn: Conn, reason: string): void {
+    if (conn.closed) return;
+    conn.failReason ??= reason;
+    if (conn.socket) {
+      conn.socket.terminate();
+      return; // close() follows and does the accounting
+    }
+    // Still dialing: account now; the socket, if it ever opens, is terminated in opened().
+    conn.closed = true;
+    this.closed(conn, reason);
+  }
+
+  // ---- periodic work ----------------------------------------------------------------------
+
+  private interval(): number {
+    const [lo, hi] = this.cfg.intervalMs;
+    return lo + Math.random() * (hi - lo);
+  }
+
+  private publish(dev: Device, deadline: number, now: number): void {
+    const conn = dev.conn;
+    if (dev.state !== State.CONNECTED || !conn) return;
+    // The wheel fires a whole tick at once, so a send may go out up to TICK_MS before its
+    // deadline: it is then intended for now.
+    const scheduled = deadline < now ? deadline : now;
+    // The next one keeps to the schedule even when this one is late.
+    let next = deadline + this.interval();
+    if (next <= now) next = now + 1;
+    dev.nextPublishAt = next;
+    this.wheel.set(dev.index, Timer.PUBLISH, next);
+    if (now - scheduled > LATE_MS) this.stats.health.late_sends++;
+    if (conn.pending) {
+      this.stats.health.backpressure_skips++;
+      this.stats.rows.publish.fail("backpressure");
+      return;
+    }
+    const qos = this.cfg.qos;
+    let id = 0;
+    if (qos > 0) {
+      id = dev.packetId();
+      const slot = id % INFLIGHT;
+      if (!Number.isNaN(dev.inflightAt[slot]!)) this.stats.rows.publish.fail("timeout"); // never acked
+      dev.inflightId[slot] = id;
+      dev.inflightAt[slot] = scheduled;
+      dev.inflightSentAt[slot] = now;
+      dev.inflightReleased[slot] = 0;
+    }
+    const bytes = new Uint8Array(dev.publish.length);
+    dev.publish.fill(bytes, 0, id, Math.round(this.wallClock(scheduled)));
+    this.outbox.send(conn, bytes);
+    if (qos === 0) this.stats.rows.publish.ok();
+  }
+
+  /** PINGREQ when idle for a keepalive period; a link silent for 1.5 keepalives is dead (§3.1.2.10). */
+  private keepalive(dev: Device, now: number): void {
+    const conn = dev.conn;
+    if (dev.state !== State.CONNECTED || !conn) return;
+    const ka = this.cfg.keepaliveS * 1000;
+    if (now - conn.lastRx > ka * 1.5) return this.drop(conn, "keepalive_timeout");
+    if (now - conn.lastTx >= ka && !conn.pingOutstanding) {
+      conn.pingOutstanding = true;
+      this.outbox.send(conn, PINGREQ);
+    }
+    const next = Math.min(conn.lastTx + ka, conn.lastRx + ka * 1.5);
+    this.wheel.set(dev.index, Timer.KEEPALIVE, Math.max(next, now + TICK_MS));
+  }
+
+  /** Clears in-flight publishes of a lost connection; returns how many there were. */
+  private abandonInflight(dev: Device): number {
+    let n = 0;
+    for (let i = 0; i < INFLIGHT; i++) {
+      if (!Number.isNaN(dev.inflightAt[i]!)) n++;
+      dev.inflightAt[i] = NaN;
+    }
+    return n;
+  }
+
+  /** Exponential backoff from MIN to MAX with jitter: uniform in [max(min, d/2), d]. */
+  private scheduleReconnect(dev: Device): void {
+    const [lo, hi] = this.cfg.reconnectMs;
+    dev.attempts++;
+    const d = Math.min(hi, lo * 2 ** Math.min(dev.attempts - 1, 30));
+    const floor = Math.max(lo, d / 2);
+    const delay = floor + Math.random() * (d - floor);
+    dev.state = State.WAITING;
+    this.wheel.set(dev.index, Timer.RECONNECT, this.clock() + delay);
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Latency histograms: HdrHistogram (hdr-histogram-js) in microseconds, 3 significant digits,
+ * up to one hour. Recording is a few integer operations; merging is exact (`add`), so
+ * percentiles of merged workers equal percentiles of the union of their samples.
+ */
+import * as hdr from "hdr-histogram-js";
+
+const HIGHEST_US = 3_600_000_000;
+
+export interface LatencySummary {
+  count: number;
+  min_ms: number;
+  p50_ms: number;
+  p95_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  mean_ms: number;
+}
+
+export class Latency {
+  private h: hdr.Histogram;
+
+  constructor() {
+    this.h = hdr.build({ bitBucketSize: 32, numberOfSignificantValueDigits: 3, lowestDiscernibleValue: 1, highestTrackableValue: HIGHEST_US, autoResize: false });
+  }
+
+  /** Records one sample in milliseconds (fractions kept to the microsecond). */
+  recordMs(ms: number): void {
+    let us = Math.round(ms * 1000);
+    if (us < 1) us = 1;
+    else if (us > HIGHEST_US) us = HIGHEST_US;
+    this.h.recordValue(us);
+  }
+
+  get count(): number {
+    return this.h.totalCount;
+  }
+
+  /** Adds every sample of `other` (exact merge). */
+  add(other: Latency): void {
+    this.h.add(other.h);
+  }
+
+  reset(): void {
+    this.h.reset();
+  }
+
+  percentileMs(p: number): number {
+    return this.h.totalCount ? this.h.getValueAtPercentile(p) / 1000 : 0;
+  }
+
+  summary(): LatencySummary {
+    const h = this.h;
+    const n = h.totalCount;
+    const ms = (us: number) => (n ? Math.round(us) / 1000 : 0);
+    return {
+      count: n,
+      min_ms: ms(h.minNonZeroValue),
+      p50_ms: ms(h.getValueAtPercentile(50)),
+      p95_ms: ms(h.getValueAtPercentile(95)),
+      p99_ms: ms(h.getValueAtPercentile(99)),
+      max_ms: ms(h.maxValue),
+      mean_ms: ms(h.mean),
+    };
+  }
+
+  /** Compact, mergeable form for sending to a controller (HdrHistogram's compressed base64). */
+  encode(): string {
+    return hdr.encodeIntoCompressedBase64(this.h);
+  }
+
+  static decode(text: string): Latency {
+    const l = new Latency();
+    l.h.add(hdr.decodeFromCompressedBase64(text, 32, false));
+    return l;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The stats of a run: rows named as in dojot's Locust tool (connect, disconnect, publish,
+ * subscribe, recv_message, renew, revoke), each a success count, failures by reason and a
+ * latency histogram; plus the run's health counters. Workers ship deltas of these; the
+ * controller adds them up (see merge()).
+ */
+import { Latency, type LatencySummary } from "./histogram.ts";
+
+export const ROWS = ["connect", "subscribe", "publish", "recv_message", "disconnect", "renew", "revoke"] as const;
+export type RowName = (typeof ROWS)[number];
+
+/** Connection phases, each its own histogram. */
+export const PHASES = ["tcp_connect", "tls_handshake", "connack", "suback", "puback", "e2e"] as const;
+export type PhaseName = (typeof PHASES)[number];
+
+export class Row {
+  count = 0;
+  failures = 0;
+  readonly reasons = new Map<string, number>();
+  readonly latency = new Latency();
+
+  ok(ms?: number): void {
+    this.count++;
+    if (ms !== undefined) this.latency.recordMs(ms);
+  }
+
+  fail(reason: string): void {
+    this.failures++;
+    this.reasons.set(reason, (this.reasons.get(reason) ?? 0) + 1);
+  }
+
+  add(other: Row): void {
+    this.count += other.count;
+    this.failures += other.failures;
+    for (const [r, n] of other.reasons) this.reasons.set(r, (this.reasons.get(r) ?? 0) + n);
+    this.latency.add(other.latency);
+  }
+}
+
+/** Health of the generator itself: did cicada keep up with its own schedule? */
+export interface Health {
+  /** Publishes that went out more than LATE_MS after their scheduled time. */
+  late_sends: number;
+  /** Publishes skipped because the socket's send buffer was still full. */
+  backpressure_skips: number;
+  /** Inbound bytes that did not parse as MQTT (each closes its connection). */
+  protocol_errors: number;
+}
+
+export class Stats {
+  readonly rows: Record<RowName, Row>;
+  readonly phases: Record<PhaseName, Latency>;
+  /** Event-loop lag: how late the scheduler's tick ran. */
+  readonly loopLag = new Latency();
+  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0 };
+
+  constructor() {
+    this.rows = Object.fromEntries(ROWS.map((r) => [r, new Row()])) as Record<RowName, Row>;
+    this.phases = Object.fromEntries(PHASES.map((p) => [p, new Latency()])) as Record<PhaseName, Latency>;
+  }
+
+  add(other: Stats): void {
+    for (const r of ROWS) this.rows[r].add(other.rows[r]);
+    for (const p of PHASES) this.phases[p].add(other.phases[p]);
+    this.loopLag.add(other.loopLag);
+    for (const k of Object.keys(this.health) as (keyof Health)[]) this.health[k] += other.health[k];
+  }
+}
+
+export interface RowReport extends Omit<LatencySummary, "count"> {
+  count: number;
+  /** Samples behind the latency figures (QoS 0 publishes and disconnects have none). */
+  latency_count: number;
+  failures: number;
+  rate_per_s: number;
+  reasons: Record<string, number>;
+}
+
+/** A row as the report shows it; `seconds` is the window its rate is over. */
+export function rowReport(row: Row, seconds: number): RowReport {
+  const s = row.latency.summary();
+  const { count: latency_count, ...lat } = s;
+  return { count: row.count, latency_count, ...lat, failures: row.failures, rate_per_s: seconds > 0 ? Math.round((row.count / seconds) * 100) / 100 : 0, reasons: Object.fromEntries(row.reasons) };
+}

@@ -1,0 +1,153 @@
+/**
+ * The MQTT side of one device connection: what each inbound packet means and what goes back.
+ * The engine owns sockets and timers; this file sees a connection only through SessionHost.
+ */
+import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt-packet";
+import { Conn, Device, INFLIGHT, State } from "../engine/device.ts";
+import type { Stats } from "../metrics/stats.ts";
+import { CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadTimestamp } from "./codec.ts";
+import { connackReason, isFailure, reasonName } from "./reasons.ts";
+
+export interface SessionHost {
+  readonly stats: Stats;
+  send(conn: Conn, bytes: Uint8Array): void;
+  /** CONNACK accepted: start publishing and keepalive. */
+  connected(conn: Conn, now: number): void;
+  /** Ends the connection, counting `reason` against the row of the phase it is in. */
+  drop(conn: Conn, reason: string): void;
+  /** Monotonic ms to wall-clock ms (payload timestamps are wall clock). */
+  wallClock(monotonic: number): number;
+}
+
+/** Handles every whole packet in `bytes` (plus any partial packet kept from before). */
+export function onData(host: SessionHost, conn: Conn, bytes: Uint8Array, now: number): void {
+  let buf = bytes;
+  if (conn.rx) {
+    const joined = new Uint8Array(conn.rx.length + bytes.length);
+    joined.set(conn.rx);
+    joined.set(bytes, conn.rx.length);
+    buf = joined;
+    conn.rx = null;
+  }
+  conn.lastRx = now;
+  let off = 0;
+  while (off < buf.length && !conn.closed) {
+    const len = frameLength(buf, off);
+    if (len === 0) break;
+    if (len < 0) return protocolError(host, conn, "malformed_remaining_length");
+    onFrame(host, conn, buf.subarray(off, off + len), now);
+    off += len;
+  }
+  if (off < buf.length && !conn.closed) conn.rx = buf.slice(off);
+}
+
+function protocolError(host: SessionHost, conn: Conn, why: string): void {
+  host.stats.health.protocol_errors++;
+  host.drop(conn, `protocol_error:${why}`);
+}
+
+function onFrame(host: SessionHost, conn: Conn, frame: Uint8Array, now: number): void {
+  const type = frame[0]! >> 4;
+  // PUBACK is most of the inbound traffic: read it in place.
+  if (type === CMD.PUBACK && frame[0] === 0x40 && frame.length >= 4) {
+    const id = (frame[2]! << 8) | frame[3]!;
+    const code = frame.length > 4 ? frame[4] : undefined;
+    return settle(host, conn, id, now, code);
+  }
+  let packet: Packet;
+  try {
+    packet = decode(frame, conn.version);
+  } catch (err) {
+    return protocolError(host, conn, (err as Error).message.toLowerCase().replace(/[^a-z0-9]+/g, "_").slice(0, 40));
+  }
+  const dev = conn.device;
+  switch (packet.cmd) {
+    case "connack":
+      return onConnack(host, conn, packet, now);
+    case "suback":
+      return onSuback(host, conn, packet, now);
+    case "pubrec": {
+      if (isFailure(packet.reasonCode)) return settle(host, conn, packet.messageId!, now, packet.reasonCode);
+      const slot = findInflight(dev, packet.messageId!);
+      if (slot >= 0) dev.inflightReleased[slot] = 1;
+      host.send(conn, encodeAck(CMD.PUBREL, packet.messageId!));
+      return;
+    }
+    case "pubcomp":
+      return settle(host, conn, packet.messageId!, now, packet.reasonCode);
+    case "publish":
+      return onPublish(host, conn, packet, now);
+    case "pubrel":
+      host.send(conn, encodeAck(CMD.PUBCOMP, packet.messageId!));
+      return;
+    case "pingresp":
+      conn.pingOutstanding = false;
+      return;
+    case "disconnect":
+      // MQTT 5: the broker says why it is closing (§3.14.2.1).
+      return host.drop(conn, `server_disconnect:${reasonName(packet.reasonCode ?? 0)}`);
+    default:
+      return protocolError(host, conn, `unexpected_${packet.cmd}`);
+  }
+}
+
+function onConnack(host: SessionHost, conn: Conn, p: IConnackPacket, now: number): void {
+  const dev = conn.device;
+  if (dev.state !== State.CONNECTING) return protocolError(host, conn, "unexpected_connack");
+  const code = conn.version === 5 ? (p.reasonCode ?? 0) : (p.returnCode ?? 0);
+  if (code !== 0) return host.drop(conn, connackReason(code, conn.version));
+  host.stats.phases.connack.recordMs(now - conn.connectSentAt);
+  host.stats.rows.connect.ok(now - conn.dialAt);
+  conn.subscribeId = dev.packetId();
+  conn.subscribeSentAt = now;
+  host.send(conn, encodeSubscribe(conn.subscribeId, `${dev.clientId}/config`, conn.qos, conn.version));
+  host.connected(conn, now);
+}
+
+function onSuback(host: SessionHost, conn: Conn, p: ISubackPacket, now: number): void {
+  if (p.messageId !== conn.subscribeId) return protocolError(host, conn, "unexpected_suback");
+  const granted = p.granted[0];
+  const code = typeof granted === "number" ? granted : 0x80;
+  if (code >= 0x80) {
+    host.stats.rows.subscribe.fail(conn.version === 5 ? reasonName(code) : "refused");
+    return;
+  }
+  const ms = now - conn.subscribeSentAt;
+  host.stats.rows.subscribe.ok(ms);
+  host.stats.phases.suback.recordMs(ms);
+}
+
+function onPublish(host: SessionHost, conn: Conn, p: IPublishPacket, now: number): void {
+  const ts = payloadTimestamp(p.payload as Uint8Array);
+  const row = host.stats.rows.recv_message;
+  if (Number.isFinite(ts)) {
+    const ms = Math.max(0, host.wallClock(now) - ts);
+    row.ok(ms);
+    host.stats.phases.e2e.recordMs(ms);
+  } else row.ok();
+  if (p.qos === 1) host.send(conn, encodeAck(CMD.PUBACK, p.messageId!));
+  else if (p.qos === 2) host.send(conn, encodeAck(CMD.PUBREC, p.messageId!));
+}
+
+function findInflight(dev: Device, id: number): number {
+  const slot = id % INFLIGHT;
+  return dev.inflightId[slot] === id && !Number.isNaN(dev.inflightAt[slot]!) ? slot : -1;
+}
+
+/** A publish finished (PUBACK, PUBCOMP, or a refusal code): latency from its scheduled time. */
+function settle(host: SessionHost, conn: Conn, id: number, now: number, code: number | undefined): void {
+  const dev = conn.device;
+  const slot = findInflight(dev, id);
+  if (slot < 0) return; // late ack of a publish already counted as timed out
+  const scheduled = dev.inflightAt[slot]!;
+  const sent = dev.inflightSentAt[slot]!;
+  dev.inflightAt[slot] = NaN;
+  dev.inflightReleased[slot] = 0;
+  if (isFailure(code)) {
+    host.stats.rows.publish.fail(reasonName(code!));
+    return;
+  }
+  // The row measures from the scheduled time (coordinated omission); the phase from the write.
+  host.stats.rows.publish.ok(now - scheduled);
+  host.stats.phases.puback.recordMs(now - sent);
+}

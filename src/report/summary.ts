@@ -1,0 +1,100 @@
+/** The end-of-run report: JSON (for --report and CI) and a Locust-like table for the terminal. */
+import { ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";
+
+export interface HealthReport {
+  late_sends: number;
+  backpressure_skips: number;
+  protocol_errors: number;
+  loop_lag_p99_ms: number;
+  loop_lag_max_ms: number;
+  cpu_percent: number;
+  rss_bytes: number;
+  /** True when the generator kept to its own schedule, so latencies describe the broker. */
+  kept_up: boolean;
+}
+
+export interface Report {
+  config: Record<string, unknown>;
+  started: string;
+  ended: string;
+  duration_s: number;
+  interrupted: boolean;
+  users: { target: number; active: number; connected: number };
+  stats: Record<string, RowReport>;
+  phases: Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }>;
+  errors: Record<string, Record<string, number>>;
+  health: HealthReport;
+}
+
+export interface ReportInput {
+  config: Record<string, unknown>;
+  started: Date;
+  ended: Date;
+  interrupted: boolean;
+  users: { target: number; active: number; connected: number };
+  stats: Stats;
+  cpuMicros: number;
+  rssBytes: number;
+}
+
+export function buildReport(r: ReportInput): Report {
+  const seconds = Math.max(1e-3, (r.ended.getTime() - r.started.getTime()) / 1000);
+  const stats: Record<string, RowReport> = {};
+  const errors: Record<string, Record<string, number>> = {};
+  for (const name of ROWS) {
+    const row = rowReport(r.stats.rows[name], seconds);
+    stats[name] = row;
+    if (row.failures) errors[name] = row.reasons;
+  }
+  const phases: Report["phases"] = {};
+  for (const [name, h] of Object.entries(r.stats.phases)) {
+    const s = h.summary();
+    phases[name] = { count: s.count, p50_ms: s.p50_ms, p99_ms: s.p99_ms, max_ms: s.max_ms };
+  }
+  const lag = r.stats.loopLag.summary();
+  const publishes = r.stats.rows.publish.count + r.stats.rows.publish.failures;
+  const h = r.stats.health;
+  return {
+    config: r.config,
+    started: r.started.toISOString(),
+    ended: r.ended.toISOString(),
+    duration_s: Math.round(seconds * 10) / 10,
+    interrupted: r.interrupted,
+    users: r.users,
+    stats,
+    phases,
+    errors,
+    health: {
+      ...h,
+      loop_lag_p99_ms: lag.p99_ms,
+      loop_lag_max_ms: lag.max_ms,
+      cpu_percent: Math.round((r.cpuMicros / 1e6 / seconds) * 1000) / 10,
+      rss_bytes: r.rssBytes,
+      kept_up: lag.p99_ms < 50 && h.late_sends <= Math.max(1, publishes * 0.01) && h.backpressure_skips === 0,
+    },
+  };
+}
+
+const f = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+
+/** The report as a table, like Locust's end-of-run statistics. */
+export function renderTable(rep: Report): string {
+  const head = ["Name", "# reqs", "# fails", "Min", "Med", "p95", "p99", "Max", "Avg", "rate/s"];
+  const lines = [head];
+  for (const [name, s] of Object.entries(rep.stats)) {
+    if (s.count === 0 && s.failures === 0) continue;
+    const lat = s.latency_count ? [f(s.min_ms), f(s.p50_ms), f(s.p95_ms), f(s.p99_ms), f(s.max_ms), f(s.mean_ms)] : ["-", "-", "-", "-", "-", "-"];
+    lines.push([name, String(s.count), `${s.failures}${s.count + s.failures ? ` (${((s.failures / (s.count + s.failures)) * 100).toFixed(1)}%)` : ""}`, ...lat, f(s.rate_per_s)]);
+  }
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
+  const fmt = (l: string[]) => l.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  let out = `${fmt(lines[0]!)}   (latencies in ms)\n${widths.map((w) => "-".repeat(w)).join("  ")}\n${lines.slice(1).map(fmt).join("\n")}\n`;
+  const failures = Object.entries(rep.errors).flatMap(([row, reasons]) => Object.entries(reasons).map(([r, n]) => `  ${row.padEnd(12)} ${String(n).padStart(8)}  ${r}`));
+  if (failures.length) out += `\nFailures:\n${failures.join("\n")}\n`;
+  const h = rep.health;
+  out +=
+    `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +
+    ` Generator: ${h.kept_up ? "kept up" : "DID NOT keep up — latencies include cicada's own delay"}` +
+    ` (loop lag p99 ${f(h.loop_lag_p99_ms)} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent}%, RSS ${(h.rss_bytes / 1048576).toFixed(0)} MiB)\n`;
+  return out;
+}

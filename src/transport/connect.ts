@@ -1,0 +1,150 @@
+/**
+ * Dialing: Bun.connect over TCP or TLS with one shared handler object for every socket
+ * (per-connection state lives in socket.data). Nothing thrown in a callback escapes: each is
+ * wrapped, and a failure costs that one connection (wrk's count-then-reconnect).
+ */
+import type { SocketHandler, TCPSocketConnectOptions, TLSOptions } from "bun";
+import type { Conn } from "../engine/device.ts";
+
+export interface Target {
+  host: string;
+  port: number;
+}
+
+/** What the engine does with socket events. */
+export interface LinkEvents {
+  /** TCP is up (for TLS: before the handshake). */
+  opened(conn: Conn): void;
+  /** Ready for MQTT: TCP without TLS, or TLS after a successful handshake. */
+  ready(conn: Conn): void;
+  data(conn: Conn, bytes: Uint8Array): void;
+  drained(conn: Conn): void;
+  /** The connection ended or could not be made; `reason` names why, when known. */
+  closed(conn: Conn, reason: string | null): void;
+  /** A callback threw: counted, and that connection is closed. */
+  crashed(conn: Conn, err: unknown): void;
+}
+
+/** Failure reason from a socket or TLS error: its code in snake case, e.g. "econnrefused", "cert_has_expired". */
+export function errorReason(err: unknown): string {
+  if (!err || typeof err !== "object") return "closed";
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e.code === "string" && e.code) return e.code.toLowerCase().replace(/^err_/, "");
+  const msg = typeof e.message === "string" ? e.message : String(err);
+  return msg.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "").slice(0, 48) || "closed";
+}
+
+/** One handler object for all sockets of an engine. */
+export function socketHandlers(ev: LinkEvents, tls: boolean): SocketHandler<Conn> {
+  const guard = (conn: Conn, fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      try {
+        ev.crashed(conn, err);
+      } catch {
+        // Nothing may escape a socket callback.
+      }
+    }
+  };
+  const handlers: SocketHandler<Conn> = {
+    binaryType: "uint8array",
+    open(s) {
+      const conn = s.data;
+      conn.socket = s;
+      guard(conn, () => {
+        ev.opened(conn);
+        if (!tls) ev.ready(conn);
+      });
+    },
+    data(s, bytes) {
+      guard(s.data, () => ev.data(s.data, bytes as Uint8Array));
+    },
+    drain(s) {
+      guard(s.data, () => ev.drained(s.data));
+    },
+    close(s, err) {
+      const conn = s.data;
+      if (conn.closed) return;
+      conn.closed = true;
+      guard(conn, () => ev.closed(conn, err ? errorReason(err) : null));
+    },
+    error(s, err) {
+      // close() follows; remember why.
+      if (!s.data.failReason) s.data.failReason = errorReason(err);
+    },
+    end(s) {
+      s.end();
+    },
+    connectError(s, err) {
+      const conn = s.data;
+      if (conn.closed) return;
+      conn.closed = true;
+      guard(conn, () => ev.closed(conn, errorReason(err)));
+    },
+    timeout() {},
+  };
+  if (tls) {
+    handlers.handshake = (s, success, authorizationError) => {
+      const conn = s.data;
+      guard(conn, () => {
+        if (!success || authorizationError) {
+          conn.failReason = errorReason(authorizationError ?? new Error("tls_handshake_failed"));
+          s.end();
+          return;
+        }
+        ev.ready(conn);
+      });
+    };
+  }
+  return handlers;
+}
+
+export interface DialOptions {
+  target: Target;
+  /** Local source address (127.0.0.x) to spread ports across. */
+  source?: string;
+  tls?: TLSOptions;
+}
+
+/** Dials connections for one engine, all sharing one handler object. */
+export class Transport {
+  readonly handlers: SocketHandler<Conn>;
+
+  constructor(
+    private readonly ev: LinkEvents,
+    tls: boolean,
+  ) {
+    this.handlers = socketHandlers(ev, tls);
+  }
+
+  /** Opens a connection for `conn`; every outcome arrives through the LinkEvents. */
+  dial(conn: Conn, opts: DialOptions): void {
+    // `localAddress` is accepted by Bun.connect though missing from its types (bun 1.4).
+    const options = {
+      hostname: opts.target.host,
+      port: opts.target.port,
+      data: conn,
+      socket: this.handlers,
+      ...(opts.tls ? { tls: opts.tls } : {}),
+      ...(opts.source ? { localAddress: opts.source } : {}),
+    };
+    try {
+      Bun.connect<Conn>(options as TCPSocketConnectOptions<Conn>).catch((err: unknown) => this.failed(conn, err));
+    } catch (err) {
+      // Bad options (e.g. an unreadable key) throw synchronously.
+      this.failed(conn, err);
+    }
+  }
+
+  private failed(conn: Conn, err: unknown): void {
+    // connectError usually reported it already.
+    if (conn.closed) return;
+    conn.closed = true;
+    try {
+      this.ev.closed(conn, errorReason(err));
+    } catch (e) {
+      this.ev.crashed(conn, e);
+    }
+  }
+}

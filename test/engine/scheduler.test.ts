@@ -1,0 +1,56 @@
+import { expect, test } from "bun:test";
+import { TICK_MS, Wheel } from "../../src/engine/scheduler.ts";
+
+function wheel(capacity = 4) {
+  const fired: [number, number, number][] = [];
+  const w = new Wheel(2, capacity, (d, k, at) => fired.push([d, k, at]), 0);
+  return { w, fired };
+}
+
+test("fires each timer once, never early, in order of time", () => {
+  const { w, fired } = wheel();
+  w.set(0, 0, 25);
+  w.set(1, 1, 5);
+  w.set(2, 0, 100);
+  w.tick(20);
+  expect(fired).toEqual([[1, 1, 5]]);
+  w.tick(30);
+  expect(fired).toEqual([[1, 1, 5], [0, 0, 25]]);
+  w.tick(1000);
+  expect(fired.length).toBe(3);
+  w.tick(2000);
+  expect(fired.length).toBe(3);
+});
+
+test("re-arming moves a timer; clearing cancels it", () => {
+  const { w, fired } = wheel();
+  w.set(0, 0, 50);
+  w.set(0, 0, 200);
+  w.set(1, 0, 60);
+  w.clear(1, 0);
+  w.tick(100);
+  expect(fired).toEqual([]);
+  w.tick(200);
+  expect(fired).toEqual([[0, 0, 200]]);
+});
+
+test("timers more than one turn of the wheel away wait for their turn", () => {
+  const { w, fired } = wheel();
+  const far = 4096 * TICK_MS * 2 + 35;
+  w.set(3, 1, far);
+  for (let t = 0; t < far - TICK_MS; t += 500) w.tick(t);
+  expect(fired).toEqual([]);
+  w.tick(far - 1);
+  expect(fired).toEqual([]);
+  w.tick(far + TICK_MS);
+  expect(fired).toEqual([[3, 1, far]]);
+});
+
+test("grow keeps armed timers", () => {
+  const { w, fired } = wheel(2);
+  w.set(1, 1, 40);
+  w.grow(1000);
+  w.set(999, 0, 40);
+  w.tick(50);
+  expect(fired.sort()).toEqual([[1, 1, 40], [999, 0, 40]]);
+});

@@ -1,0 +1,110 @@
+/** The swarm against an in-process broker: refusals, silence, garbage, QoS 2, MQTT 5, the ramp. */
+import { describe, expect, test } from "bun:test";
+import { FakeBroker, waitFor } from "../helpers/broker.ts";
+import { plainIds, startSwarm, swarmConfig } from "../helpers/swarm.ts";
+
+const at = (b: FakeBroker) => [{ host: "127.0.0.1", port: b.port }];
+
+describe("swarm against an in-process broker", () => {
+  test("connects, subscribes to tenant:id/config and publishes to tenant:id/attrs", async () => {
+    using broker = new FakeBroker();
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 5 }), plainIds(5));
+    await waitFor(() => swarm.stats.rows.publish.count >= 10, "10 acked publishes");
+    expect(broker.received.filter((r) => r.cmd === "connect").map((r) => r.clientId).sort()).toEqual(["admin:p0", "admin:p1", "admin:p2", "admin:p3", "admin:p4"]);
+    expect(swarm.stats.rows.subscribe.count).toBe(5);
+    const topics = new Set(broker.received.filter((r) => r.cmd === "publish").map((r) => r.topic));
+    expect([...topics].every((t) => /^admin:p\d\/attrs$/.test(t!))).toBe(true);
+    expect(swarm.stats.rows.publish.failures).toBe(0);
+  });
+
+  test("MQTT 5 CONNACK reason codes are counted by name", async () => {
+    using broker = new FakeBroker({ kind: "refuse", code: 0x8a });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, version: 5 }), plainIds(3));
+    await waitFor(() => swarm.stats.rows.connect.failures >= 3, "3 refused connects");
+    expect(swarm.stats.rows.connect.count).toBe(0);
+    expect([...swarm.stats.rows.connect.reasons.keys()]).toEqual(["banned"]);
+  });
+
+  test("MQTT 3.1.1 CONNACK return codes are counted by name", async () => {
+    using broker = new FakeBroker({ kind: "refuse", code: 5 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2 }), plainIds(2));
+    await waitFor(() => swarm.stats.rows.connect.failures >= 2, "2 refused connects");
+    expect([...swarm.stats.rows.connect.reasons.keys()]).toEqual(["not_authorized"]);
+  });
+
+  test("a broker that sends random bytes costs counted failures, not the process", async () => {
+    using broker = new FakeBroker({ kind: "garbage", bytes: 4096 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 20, reconnectMs: [50, 100], connectTimeoutMs: 500 }), plainIds(20));
+    await waitFor(() => swarm.stats.rows.connect.failures >= 40, "40 failed connects");
+    expect(swarm.stats.health.protocol_errors).toBeGreaterThan(0);
+    expect(swarm.stats.rows.connect.count).toBe(0);
+    for (const reason of swarm.stats.rows.connect.reasons.keys()) expect(reason).toMatch(/^protocol_error:|^closed|^timeout$/);
+  });
+
+  test("a broker that never answers: connect timeouts are counted and retried", async () => {
+    using broker = new FakeBroker({ kind: "silent" });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 4, connectTimeoutMs: 300, reconnectMs: [50, 100] }), plainIds(4));
+    await waitFor(() => swarm.stats.rows.connect.failures >= 8, "8 timed-out connects");
+    expect([...swarm.stats.rows.connect.reasons.keys()]).toEqual(["timeout"]);
+    expect(broker.connections).toBeGreaterThanOrEqual(8);
+  });
+
+  test("a broker that goes quiet after CONNACK: the dead link is detected within 1.5 keepalives", async () => {
+    using broker = new FakeBroker({ kind: "hang-after-connack" });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, keepaliveS: 1, intervalMs: [10_000, 10_000] }), plainIds(2));
+    await waitFor(() => swarm.stats.rows.disconnect.failures >= 2, "2 dead links", 5000);
+    expect([...swarm.stats.rows.disconnect.reasons.keys()]).toEqual(["keepalive_timeout"]);
+    expect(broker.count("pingreq")).toBeGreaterThanOrEqual(2);
+  });
+
+  test("QoS 2: PUBLISH, PUBREC, PUBREL, PUBCOMP", async () => {
+    using broker = new FakeBroker();
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, qos: 2 }), plainIds(3));
+    await waitFor(() => swarm.stats.rows.publish.count >= 6, "6 completed QoS 2 publishes");
+    expect(broker.count("pubrel")).toBeGreaterThanOrEqual(6);
+    expect(broker.received.filter((r) => r.cmd === "publish").every((r) => r.qos === 2)).toBe(true);
+    expect(swarm.stats.rows.publish.failures).toBe(0);
+  });
+
+  test("connection refused is counted and retried with backoff", async () => {
+    const port = (() => {
+      const b = new FakeBroker();
+      const p = b.port;
+      b.stop();
+      return p;
+    })();
+    await using swarm = startSwarm(swarmConfig([{ host: "127.0.0.1", port }], { users: 2, reconnectMs: [100, 200] }), plainIds(2));
+    await Bun.sleep(1000);
+    const n = swarm.stats.rows.connect.failures;
+    // 2 devices, backoff 100..200 ms: at most ~2 × (1 + 1000/100) attempts in a second.
+    expect(n).toBeGreaterThanOrEqual(4);
+    expect(n).toBeLessThanOrEqual(24);
+    expect([...swarm.stats.rows.connect.reasons.keys()]).toEqual(["econnrefused"]);
+  });
+
+  test("the ramp honours the spawn rate (±10%)", async () => {
+    using broker = new FakeBroker();
+    const t0 = performance.now();
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 150, rate: 100, intervalMs: [60_000, 60_000] }), plainIds(150));
+    await waitFor(() => swarm.snapshot().active >= 150, "150 started devices");
+    const seconds = (performance.now() - t0) / 1000;
+    // 150 devices at 100/s: the last one starts 1.5 s in.
+    expect(seconds).toBeGreaterThan(1.35);
+    expect(seconds).toBeLessThan(1.65);
+    await waitFor(() => swarm.snapshot().connected === 150, "150 connected");
+  });
+
+  test("setUsers lowers and raises the population live; stop sends DISCONNECT", async () => {
+    using broker = new FakeBroker();
+    const swarm = startSwarm(swarmConfig(at(broker), { users: 10, intervalMs: [60_000, 60_000] }), plainIds(10));
+    await waitFor(() => swarm.snapshot().connected === 10, "10 connected");
+    swarm.setUsers(4);
+    await waitFor(() => swarm.snapshot().connected === 4 && broker.count("disconnect") === 6, "6 devices retired");
+    swarm.setUsers(8);
+    await waitFor(() => swarm.snapshot().connected === 8, "8 connected");
+    await swarm.stop();
+    await waitFor(() => broker.count("disconnect") === 14, "14 DISCONNECTs at the broker");
+    expect(swarm.stats.rows.disconnect.count).toBe(14);
+    expect(swarm.stats.rows.disconnect.failures).toBe(0);
+  });
+});

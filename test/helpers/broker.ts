@@ -1,0 +1,102 @@
+/**
+ * An in-process MQTT broker on a free port (plain TCP), for behaviour mosquitto will not show
+ * on demand: chosen CONNACK codes, silence, garbage. It acks what it receives and records it.
+ */
+import * as mqtt from "mqtt-packet";
+import type { Socket, TCPSocketListener } from "bun";
+
+export type Behaviour =
+  | { kind: "normal" }
+  /** Answer CONNECT with this return/reason code. */
+  | { kind: "refuse"; code: number }
+  /** Accept TCP and never say a word. */
+  | { kind: "silent" }
+  /** Send random bytes as soon as a client connects. */
+  | { kind: "garbage"; bytes: number }
+  /** Accept CONNECT, then never answer anything again (no PINGRESP, no PUBACK). */
+  | { kind: "hang-after-connack" };
+
+interface Client {
+  parser: mqtt.Parser;
+  version: 4 | 5;
+}
+
+export class FakeBroker {
+  readonly received: { cmd: string; clientId?: string; topic?: string; qos?: number }[] = [];
+  connections = 0;
+  private server: TCPSocketListener<Client>;
+
+  constructor(public behaviour: Behaviour = { kind: "normal" }) {
+    const self = this;
+    this.server = Bun.listen<Client>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(s) {
+          self.connections++;
+          const parser = mqtt.parser({ protocolVersion: 5 });
+          s.data = { parser, version: 4 };
+          parser.on("packet", (p) => self.onPacket(s, p));
+          parser.on("error", () => s.end());
+          if (self.behaviour.kind === "garbage") s.write(crypto.getRandomValues(new Uint8Array(self.behaviour.bytes)));
+        },
+        data(s, d) {
+          if (self.behaviour.kind === "silent") return;
+          s.data.parser.parse(Buffer.from(d));
+        },
+        error() {},
+        close() {},
+      },
+    });
+  }
+
+  get port(): number {
+    return this.server.port;
+  }
+
+  private onPacket(s: Socket<Client>, p: mqtt.Packet): void {
+    const c = s.data;
+    const send = (packet: mqtt.Packet): void => void s.write(mqtt.generate(packet, { protocolVersion: c.version }));
+    this.received.push({ cmd: p.cmd, ...(p.cmd === "connect" ? { clientId: p.clientId } : {}), ...(p.cmd === "publish" ? { topic: p.topic, qos: p.qos } : {}) });
+    const b = this.behaviour;
+    if (p.cmd === "connect") {
+      c.version = (p.protocolVersion ?? 4) as 4 | 5;
+      if (b.kind === "refuse") return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: b.code } : { cmd: "connack", sessionPresent: false, returnCode: b.code });
+      return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: 0 } : { cmd: "connack", sessionPresent: false, returnCode: 0 });
+    }
+    if (b.kind === "hang-after-connack") return;
+    switch (p.cmd) {
+      case "subscribe":
+        return send({ cmd: "suback", messageId: p.messageId!, granted: p.subscriptions.map((x) => x.qos) });
+      case "publish":
+        if (p.qos === 1) send({ cmd: "puback", messageId: p.messageId! });
+        if (p.qos === 2) send({ cmd: "pubrec", messageId: p.messageId! });
+        return;
+      case "pubrel":
+        return send({ cmd: "pubcomp", messageId: p.messageId! });
+      case "pingreq":
+        return send({ cmd: "pingresp" });
+    }
+  }
+
+  count(cmd: string): number {
+    return this.received.filter((r) => r.cmd === cmd).length;
+  }
+
+  stop(): void {
+    this.server.stop(true);
+  }
+
+  [Symbol.dispose](): void {
+    this.stop();
+  }
+}
+
+/** Polls `cond` every 20 ms until it holds; throws with `what` after `timeoutMs`. */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
