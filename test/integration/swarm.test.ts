@@ -1,0 +1,210 @@
+/** The swarm against a real mosquitto with mutual TLS: what the broker saw, not what cicada says it did. */
+import { describe, expect, test } from "bun:test";
+import { copyFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { DirIdentities } from "../../src/store/dir.ts";
+import { Probe } from "../helpers/probe.ts";
+import { waitFor } from "../helpers/broker.ts";
+import { makeCerts, startSwarm, swarmConfig } from "../helpers/swarm.ts";
+import { HAVE_MOSQUITTO, issuedIdentity, startBroker, type Broker } from "../helpers/testbed.ts";
+import { cicada, tempDir } from "../helpers/tmp.ts";
+
+function tlsConfig(certDir: string, broker: Broker, over: Parameters<typeof swarmConfig>[1] = {}) {
+  return swarmConfig([{ host: "127.0.0.1", port: broker.port }], { tls: true, caPem: readFileSync(join(certDir, "ca.crt"), "utf8"), ...over });
+}
+
+async function probeOn(certDir: string, broker: Broker, topic: string): Promise<Probe> {
+  const id = issuedIdentity(certDir);
+  const p = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+  await p.connack;
+  await p.subscribe(topic, 1);
+  return p;
+}
+
+describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
+  test("devices connect with their own certificates; every acked publish reached the broker", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 20);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using probe = await probeOn(certDir, broker, "+/attrs");
+    const swarm = startSwarm(tlsConfig(certDir, broker, { users: 20, intervalMs: [200, 400] }), ids);
+    await waitFor(() => swarm.stats.rows.publish.count >= 60, "60 acked publishes");
+    await swarm.stop();
+    const acked = swarm.stats.rows.publish.count;
+    await waitFor(() => probe.packets.filter((p) => p.cmd === "publish").length >= acked, "the probe to see every acked publish");
+    const seen = probe.packets.filter((p) => p.cmd === "publish");
+    const senders = new Set(seen.map((p) => (p.cmd === "publish" ? p.topic : "")));
+    expect(senders.size).toBe(20);
+    for (const t of senders) expect(t).toMatch(/^admin:d\d{5}\/attrs$/);
+    const first = seen[0]!;
+    expect(first.cmd === "publish" && JSON.parse(first.payload.toString()).timestamp).toBeGreaterThan(Date.now() - 60_000);
+    expect(swarm.stats.rows.connect.count).toBe(20);
+    expect(swarm.stats.rows.subscribe.count).toBe(20);
+    expect(swarm.stats.rows.connect.failures + swarm.stats.rows.publish.failures).toBe(0);
+    // mosquitto logs each client with its certificate identity as username.
+    const log = readFileSync(broker.log, "utf8");
+    expect(log).toContain("u'admin:d00000'");
+  });
+
+  test("a message published to tenant:id/config reaches that device and is counted with its latency", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 3);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 3, intervalMs: [60_000, 60_000] }), ids);
+    await waitFor(() => swarm.stats.rows.subscribe.count === 3, "3 subscriptions");
+    const id = issuedIdentity(certDir);
+    await using admin = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+    await admin.connack;
+    await admin.publish("admin:d00001/config", JSON.stringify({ timestamp: Date.now() - 250 }), 1);
+    await waitFor(() => swarm.stats.rows.recv_message.count === 1, "the actuation to arrive");
+    const s = swarm.stats.rows.recv_message.latency.summary();
+    expect(s.min_ms).toBeGreaterThanOrEqual(250);
+    expect(s.max_ms).toBeLessThan(5000);
+    // Another device's config topic is not delivered to the others.
+    await Bun.sleep(200);
+    expect(swarm.stats.rows.recv_message.count).toBe(1);
+  });
+
+  test("broker restart mid-run: every device reconnects", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 30);
+    let broker = await startBroker({ certDir, stateDir: tmp.path });
+    const port = broker.port;
+    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 30, intervalMs: [500, 1000], reconnectMs: [100, 500] }), ids);
+    await waitFor(() => swarm.snapshot().connected === 30, "30 connected");
+    await broker.stop();
+    await waitFor(() => swarm.snapshot().connected === 0, "every device to notice");
+    expect(swarm.stats.rows.disconnect.failures).toBe(30);
+    broker = await startBroker({ certDir, stateDir: tmp.path, port });
+    try {
+      await waitFor(() => swarm.snapshot().connected === 30, "30 reconnected", 30_000);
+      expect(swarm.stats.rows.connect.count).toBe(60);
+      const before = swarm.stats.rows.publish.count;
+      await waitFor(() => swarm.stats.rows.publish.count > before + 30, "publishing again");
+    } finally {
+      await swarm.stop();
+      await broker.stop();
+    }
+  });
+
+  test("QoS 2 and MQTT 5 against mosquitto", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 5);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using probe = await probeOn(certDir, broker, "+/attrs");
+    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 5, qos: 2, version: 5 }), ids);
+    await waitFor(() => swarm.stats.rows.publish.count >= 15, "15 QoS 2 publishes completed");
+    expect(swarm.stats.rows.publish.failures).toBe(0);
+    expect(swarm.stats.phases.puback.count).toBeGreaterThanOrEqual(15);
+    const got = await probe.next((p) => p.cmd === "publish");
+    expect(got.cmd === "publish" && got.topic).toMatch(/\/attrs$/);
+  });
+
+  test("--source-address: the broker sees the connections come from those addresses", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 6);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 6, sources: ["127.0.0.2", "127.0.0.3"], intervalMs: [60_000, 60_000] }), ids);
+    await waitFor(() => swarm.snapshot().connected === 6, "6 connected");
+    const log = readFileSync(broker.log, "utf8");
+    expect(log.match(/New connection from 127\.0\.0\.2:/g)?.length).toBe(3);
+    expect(log.match(/New connection from 127\.0\.0\.3:/g)?.length).toBe(3);
+  });
+
+  test("a device whose certificate was revoked is refused and counted", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 3);
+    expect((await cicada(["certs", "revoke", "--ids", "d00001", "--dir", certDir])).code).toBe(0);
+    // Revoked files leave the directory, so run with the revoked one restored as a live identity.
+    copyFileSync(join(certDir, "revoke/d00001.crt"), join(certDir, "d00001.crt"));
+    copyFileSync(join(certDir, "revoke/d00001.key"), join(certDir, "d00001.key"));
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 3, reconnectMs: [5000, 5000] }), new DirIdentities(certDir));
+    await waitFor(() => swarm.stats.rows.connect.count === 2 && swarm.stats.rows.connect.failures >= 1, "2 accepted, 1 refused");
+    expect(swarm.snapshot().connected).toBe(2);
+  });
+});
+
+describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
+  test("a short run writes a report whose counts match", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "50", "--duration", "3s", "--interval", "300ms..500ms", "--report", join(tmp.path, "r.json")]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("connect");
+    const rep = JSON.parse(readFileSync(join(tmp.path, "r.json"), "utf8"));
+    expect(rep.stats.connect.count).toBe(10);
+    expect(rep.stats.publish.count).toBeGreaterThan(20);
+    expect(rep.stats.publish.failures).toBe(0);
+    expect(rep.stats.disconnect.count).toBe(10);
+    for (const k of ["count", "failures", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "rate_per_s"]) expect(rep.stats.publish).toHaveProperty(k);
+    expect(rep.config.users).toBe(10);
+    expect(rep.health.kept_up).toBe(true);
+  });
+
+  test("SIGINT stops cleanly, writes the report and exits 130", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 5);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const report = join(tmp.path, "r.json");
+    const proc = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/cli/main.ts"), "run", "--certs", certDir, "--port", String(broker.port), "--users", "5", "--duration", "10m", "--report", report], { stdio: ["ignore", "pipe", "pipe"] });
+    const err = new Response(proc.stderr).text();
+    await waitFor(() => readFileSync(broker.log, "utf8").split("New client connected").length - 1 >= 5, "5 devices at the broker");
+    proc.kill("SIGINT");
+    expect(await proc.exited).toBe(130);
+    expect(await err).toContain("interrupted");
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.interrupted).toBe(true);
+    expect(rep.stats.connect.count).toBe(5);
+    expect(rep.stats.disconnect.count).toBe(5);
+  });
+
+  test("bad flags are listed together and exit 2 before any connection", async () => {
+    using tmp = tempDir();
+    const r = await cicada(["run", "--users", "0", "--qos", "3", "--interval", "abc", "--duration", "-1", "--mqtt", "4", "--certs", join(tmp.path, "none")]);
+    expect(r.code).toBe(2);
+    for (const s of ["--users must be", "--qos must be", "--interval must be", "--duration must be", "--mqtt must be one of 3.1.1, 5", "cannot read CA certificate"]) expect(r.stderr).toContain(s);
+  });
+
+  test("more users than certificates: says how to make them", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 2);
+    const r = await cicada(["run", "--certs", certDir, "--users", "5"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`run cicada certs create --devices 3 --dir ${certDir}`);
+  });
+
+  test("more users than one process can hold: says what to do instead of failing at the fd limit", async () => {
+    const r = await cicada(["run", "--no-tls", "--users", "50000", "--port", "1"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("open files");
+    expect(r.stderr).toContain("devices per process");
+  });
+
+  test("dojot environment variables are honoured and flags win", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4, "envt");
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const report = join(tmp.path, "r.json");
+    const env = { DOJOT_MQTT_HOST: "127.0.0.1", DOJOT_MQTT_PORT: String(broker.port), TENANT: "envt", CERT_DIR: certDir, DOJOT_MQTT_QOS: "0", TASK_MIN_TIME: "200", TASK_MAX_TIME: "300" };
+    const r = await cicada(["run", "--users", "4", "--duration", "2s", "--qos", "1", "--report", report], { env });
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.config.tenant).toBe("envt");
+    expect(rep.config.qos).toBe(1);
+    expect(rep.config.interval_ms).toEqual([200, 300]);
+    expect(rep.stats.connect.count).toBe(4);
+    expect(readFileSync(broker.log, "utf8")).toContain("u'envt:d00000'");
+  });
+});
