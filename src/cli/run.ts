@@ -41,8 +41,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   const raised = await raiseFileLimit();
-  const files = raised.ok ? raised.value : (getFileLimit() as { ok: true; value: { soft: number; hard: number } }).value ?? null;
   if (!raised.ok) process.stderr.write(`cicada: warning: ${raised.reason}\n`);
+  const limit = raised.ok ? raised : getFileLimit();
+  const files = limit.ok ? limit.value : null;
   const cap = checkCapacity({
     users: cfg.swarm.users,
     destinations: new Set(cfg.swarm.targets.map((t) => `${t.host}:${t.port}`)).size,
@@ -96,7 +97,7 @@ async function runSwarm(cfg: RunConfig, identities: IdentitySource): Promise<num
   progress.done();
   if (interrupted) process.stderr.write("cicada: interrupted, stopping devices and writing the report\n");
 
-  const users = { target: swarm.snapshot().target, active: swarm.snapshot().active, connected: swarm.snapshot().connected };
+  const { target, active, connected } = swarm.snapshot();
   await swarm.stop();
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
@@ -106,7 +107,7 @@ async function runSwarm(cfg: RunConfig, identities: IdentitySource): Promise<num
     started,
     ended: new Date(),
     interrupted,
-    users,
+    users: { target, active, connected },
     stats: swarm.stats,
     cpuMicros: cpu.user + cpu.system,
     rssBytes: process.memoryUsage().rss,

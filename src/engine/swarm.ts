@@ -83,7 +83,7 @@ export class Swarm implements SessionHost, LinkEvents {
     this.rate = cfg.rate;
     this.epochOffset = Date.now() - clock();
     this.wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fire(d, k, at), clock());
-    this.transport = new Transport(this, cfg.tls);
+    this.transport = new Transport(this, cfg.tls, !cfg.insecure);
   }
 
   // ---- in-process API -------------------------------------------------------------------
@@ -201,7 +201,8 @@ export class Swarm implements SessionHost, LinkEvents {
         conn.closed = true;
         return this.closed(conn, "identity_unreadable");
       }
-      tls = { cert: ident.cert, key: ident.key, ca: this.cfg.caPem, rejectUnauthorized: !this.cfg.insecure };
+      // Without verification there is no need for a CA store in every connection's context.
+      tls = this.cfg.insecure ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false } : { cert: ident.cert, key: ident.key, ca: this.cfg.caPem, rejectUnauthorized: true };
     }
     this.wheel.set(dev.index, Timer.TIMEOUT, now + this.cfg.connectTimeoutMs);
     this.transport.dial(conn, { target, source, tls });
@@ -310,7 +311,8 @@ export class Swarm implements SessionHost, LinkEvents {
     this.wheel.clear(dev.index, Timer.TIMEOUT);
     dev.nextPublishAt = now + this.interval();
     this.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
-    this.wheel.set(dev.index, Timer.KEEPALIVE, now + this.cfg.keepaliveS * 1000);
+    // Keepalive 0 turns the mechanism off (§3.1.2.10).
+    if (this.cfg.keepaliveS > 0) this.wheel.set(dev.index, Timer.KEEPALIVE, now + this.cfg.keepaliveS * 1000);
   }
 
   drop(conn: Conn, reason: string): void {

@@ -34,40 +34,55 @@ export function errorReason(err: unknown): string {
   return msg.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "").slice(0, 48) || "closed";
 }
 
-/** One handler object for all sockets of an engine. */
-export function socketHandlers(ev: LinkEvents, tls: boolean): SocketHandler<Conn> {
-  const guard = (conn: Conn, fn: () => void) => {
-    try {
-      fn();
-    } catch (err) {
-      try {
-        ev.crashed(conn, err);
-      } catch {
-        // Nothing may escape a socket callback.
-      }
-    }
-  };
+/** Counts a throw from engine code as that connection's failure; nothing escapes a callback. */
+function crash(ev: LinkEvents, conn: Conn, err: unknown): void {
+  try {
+    ev.crashed(conn, err);
+  } catch {
+    // The engine's own error path failed too: there is nothing left to count with.
+  }
+}
+
+/**
+ * One handler object for all sockets of an engine. Each callback has its own try/catch rather
+ * than a shared wrapper taking a closure, so no function is allocated per packet.
+ */
+export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): SocketHandler<Conn> {
   const handlers: SocketHandler<Conn> = {
     binaryType: "uint8array",
     open(s) {
       const conn = s.data;
       conn.socket = s;
-      guard(conn, () => {
+      try {
         ev.opened(conn);
         if (!tls) ev.ready(conn);
-      });
+      } catch (err) {
+        crash(ev, conn, err);
+      }
     },
     data(s, bytes) {
-      guard(s.data, () => ev.data(s.data, bytes as Uint8Array));
+      try {
+        ev.data(s.data, bytes as Uint8Array);
+      } catch (err) {
+        crash(ev, s.data, err);
+      }
     },
     drain(s) {
-      guard(s.data, () => ev.drained(s.data));
+      try {
+        ev.drained(s.data);
+      } catch (err) {
+        crash(ev, s.data, err);
+      }
     },
     close(s, err) {
       const conn = s.data;
       if (conn.closed) return;
       conn.closed = true;
-      guard(conn, () => ev.closed(conn, err ? errorReason(err) : null));
+      try {
+        ev.closed(conn, err ? errorReason(err) : null);
+      } catch (e) {
+        crash(ev, conn, e);
+      }
     },
     error(s, err) {
       // close() follows; remember why.
@@ -80,21 +95,28 @@ export function socketHandlers(ev: LinkEvents, tls: boolean): SocketHandler<Conn
       const conn = s.data;
       if (conn.closed) return;
       conn.closed = true;
-      guard(conn, () => ev.closed(conn, errorReason(err)));
+      try {
+        ev.closed(conn, errorReason(err));
+      } catch (e) {
+        crash(ev, conn, e);
+      }
     },
     timeout() {},
   };
   if (tls) {
     handlers.handshake = (s, success, authorizationError) => {
       const conn = s.data;
-      guard(conn, () => {
-        if (!success || authorizationError) {
+      try {
+        // With verification off (--insecure) Bun still reports why the chain did not verify.
+        if (!success || (verify && authorizationError)) {
           conn.failReason = errorReason(authorizationError ?? new Error("tls_handshake_failed"));
           s.end();
           return;
         }
         ev.ready(conn);
-      });
+      } catch (err) {
+        crash(ev, conn, err);
+      }
     };
   }
   return handlers;
@@ -114,8 +136,9 @@ export class Transport {
   constructor(
     private readonly ev: LinkEvents,
     tls: boolean,
+    verify = true,
   ) {
-    this.handlers = socketHandlers(ev, tls);
+    this.handlers = socketHandlers(ev, tls, verify);
   }
 
   /** Opens a connection for `conn`; every outcome arrives through the LinkEvents. */
@@ -144,7 +167,7 @@ export class Transport {
     try {
       this.ev.closed(conn, errorReason(err));
     } catch (e) {
-      this.ev.crashed(conn, e);
+      crash(this.ev, conn, e);
     }
   }
 }

@@ -57,6 +57,15 @@ describe("swarm against an in-process broker", () => {
     expect(broker.count("pingreq")).toBeGreaterThanOrEqual(2);
   });
 
+  test("keepalive 0 turns pings and dead-link detection off", async () => {
+    using broker = new FakeBroker({ kind: "hang-after-connack" });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, keepaliveS: 0, intervalMs: [60_000, 60_000] }), plainIds(2));
+    await waitFor(() => swarm.snapshot().connected === 2, "2 connected");
+    await Bun.sleep(1500);
+    expect(swarm.snapshot().connected).toBe(2);
+    expect(broker.count("pingreq")).toBe(0);
+  });
+
   test("QoS 2: PUBLISH, PUBREC, PUBREL, PUBCOMP", async () => {
     using broker = new FakeBroker();
     await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, qos: 2 }), plainIds(3));

@@ -60,7 +60,8 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
     await admin.publish("admin:d00001/config", JSON.stringify({ timestamp: Date.now() - 250 }), 1);
     await waitFor(() => swarm.stats.rows.recv_message.count === 1, "the actuation to arrive");
     const s = swarm.stats.rows.recv_message.latency.summary();
-    expect(s.min_ms).toBeGreaterThanOrEqual(250);
+    // Wall clock (ms resolution) against the monotonic clock: allow a couple of ms.
+    expect(s.min_ms).toBeGreaterThanOrEqual(248);
     expect(s.max_ms).toBeLessThan(5000);
     // Another device's config topic is not delivered to the others.
     await Bun.sleep(200);
