@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cicada needs on a Debian machine with Node and npm: Bun (from npm), mosquitto
-# and redis-server (from apt), then the project's packages. Pass --test to add what the tests need.
+# and redis-server (from apt), then the project's packages. `--test` is accepted for what the
+# tests will need beyond that (nothing yet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,6 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 apt_pkgs=(mosquitto redis-server openssl ca-certificates)
-if [ "${1:-}" = "--test" ]; then apt_pkgs+=(mosquitto-clients); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
