@@ -92,3 +92,17 @@ export class Wheel {
     }
   }
 }
+
+/**
+ * When a timer with this deadline should have fired, given the previous tick ran at `prevTick`
+ * and this one at `now`. The wheel files a timer at the TICK_MS grid point at or after its
+ * deadline, so the earliest tick that could fire it is the first one, counting every TICK_MS
+ * from the previous tick, at or after that point. Timer resolution is thus not counted as
+ * latency; a stalled event loop is, in full (coordinated omission).
+ */
+export function intendedTime(deadline: number, prevTick: number, now: number): number {
+  const grid = Math.ceil(deadline / TICK_MS) * TICK_MS;
+  if (grid <= prevTick) return deadline;
+  const nominal = prevTick + Math.ceil((grid - prevTick) / TICK_MS) * TICK_MS;
+  return nominal < now ? nominal : now;
+}

@@ -12,7 +12,7 @@ import { Stats } from "../metrics/stats.ts";
 import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
 import { Outbox } from "../transport/outbox.ts";
 import { Conn, Device, INFLIGHT, State, TIMER_KINDS, Timer } from "./device.ts";
-import { TICK_MS, Wheel } from "./scheduler.ts";
+import { TICK_MS, Wheel, intendedTime } from "./scheduler.ts";
 
 export interface SwarmConfig {
   targets: Target[];
@@ -66,6 +66,8 @@ export class Swarm implements SessionHost, LinkEvents {
   private readonly epochOffset: number;
   private timer: ReturnType<typeof setInterval> | null = null;
   private lastTick = 0;
+  /** When the tick before the current one ran: timers due after it could not have fired earlier. */
+  private prevTick = 0;
   private tokens = 0;
   private target: number;
   private rate: number;
@@ -140,6 +142,7 @@ export class Swarm implements SessionHost, LinkEvents {
     const lag = now - this.lastTick - TICK_MS;
     this.stats.loopLag.recordMs(lag > 0 ? lag : 0);
     const dt = (now - this.lastTick) / 1000;
+    this.prevTick = this.lastTick;
     this.lastTick = now;
     this.wheel.tick(now);
     if (!this.stopping && this.active < this.target) {
@@ -337,9 +340,7 @@ export class Swarm implements SessionHost, LinkEvents {
   private publish(dev: Device, deadline: number, now: number): void {
     const conn = dev.conn;
     if (dev.state !== State.CONNECTED || !conn) return;
-    // The wheel fires a whole tick at once, so a send may go out up to TICK_MS before its
-    // deadline: it is then intended for now.
-    const scheduled = deadline < now ? deadline : now;
+    const scheduled = intendedTime(deadline, this.prevTick, now);
     // The next one keeps to the schedule even when this one is late.
     let next = deadline + this.interval();
     if (next <= now) next = now + 1;

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { TICK_MS, Wheel } from "../../src/engine/scheduler.ts";
+import { TICK_MS, Wheel, intendedTime } from "../../src/engine/scheduler.ts";
 
 function wheel(capacity = 4) {
   const fired: [number, number, number][] = [];
@@ -53,4 +53,16 @@ test("grow keeps armed timers", () => {
   w.set(999, 0, 40);
   w.tick(50);
   expect(fired.sort()).toEqual([[1, 1, 40], [999, 0, 40]]);
+});
+
+test("intended send time: timer resolution is forgiven, a stalled loop is not", () => {
+  // Deadline 1012 is filed at grid point 1020. Ticks nominally every 10 ms from 1007: 1017, 1027.
+  // 1017 is before the grid point, so 1027 is the earliest tick that could fire it.
+  expect(intendedTime(1012, 1007, 1027)).toBe(1027);
+  // Tick jitter is real lag: the tick due at 1027 ran at 1029.
+  expect(intendedTime(1012, 1017, 1029)).toBe(1027);
+  // The loop stalled from 1007 to 1307: the send should have gone at 1027.
+  expect(intendedTime(1012, 1007, 1307)).toBe(1027);
+  // A deadline on the grid fires at the first nominal tick at or after it.
+  expect(intendedTime(1200, 1007, 1307)).toBe(1207);
 });
