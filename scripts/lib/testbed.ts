@@ -55,6 +55,20 @@ export async function waitForPort(host: string, port: number, timeoutMs = 10_000
   throw new Error(`nothing listening on ${host}:${port} after ${timeoutMs} ms`);
 }
 
+/** Starts a server process, resolves once it listens; `stop` ends that PID only. */
+async function spawnServer(argv: string[], host: string, port: number, stderr: string, detached = false) {
+  const proc = Bun.spawn(argv, { stdio: ["ignore", "ignore", Bun.file(stderr)], detached });
+  if (detached) proc.unref();
+  await waitForPort(host, port, 10_000, () => proc.exitCode === null);
+  const stop = async () => {
+    if (proc.exitCode === null) {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    }
+  };
+  return { proc, stop };
+}
+
 /** Broker TLS material in `<certDir>/.broker`, made from the directory's CA on first use. */
 export function brokerCerts(certDir: string): { dir: CertDir; cert: string; key: string } {
   const dir = ensureCertDir(certDir);
@@ -124,15 +138,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
     ].join("\n"),
   );
   // mosquitto warns on stderr about running as root; keep that out of test output but on disk.
-  const proc = Bun.spawn(["mosquitto", "-c", conf], { stdio: ["ignore", "ignore", Bun.file(join(wd, "stderr.log"))], detached: opts.detached });
-  if (opts.detached) proc.unref();
-  await waitForPort(host, port, 10_000, () => proc.exitCode === null);
-  const stop = async () => {
-    if (proc.exitCode === null) {
-      proc.kill("SIGTERM");
-      await proc.exited;
-    }
-  };
+  const { proc, stop } = await spawnServer(["mosquitto", "-c", conf], host, port, join(wd, "stderr.log"), opts.detached);
   return { pid: proc.pid, host, port, dir: wd, log, reload: () => proc.kill("SIGHUP"), stop, [Symbol.asyncDispose]: stop };
 }
 
@@ -151,15 +157,7 @@ export async function startRedis(opts: { stateDir: string; port?: number; passwo
   mkdirSync(wd, { recursive: true });
   const args = ["redis-server", "--port", String(port), "--bind", host, "--save", "", "--appendonly", "no", "--dir", wd, "--logfile", join(wd, "redis.log")];
   if (opts.password) args.push("--requirepass", opts.password);
-  const proc = Bun.spawn(args, { stdio: ["ignore", "ignore", "inherit"], detached: opts.detached });
-  if (opts.detached) proc.unref();
-  await waitForPort(host, port, 10_000, () => proc.exitCode === null);
-  const stop = async () => {
-    if (proc.exitCode === null) {
-      proc.kill("SIGTERM");
-      await proc.exited;
-    }
-  };
+  const { proc, stop } = await spawnServer(args, host, port, join(wd, "stderr.log"), opts.detached);
   const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : "";
   return { pid: proc.pid, host, port, url: `redis://${auth}${host}:${port}`, stop, [Symbol.asyncDispose]: stop };
 }
