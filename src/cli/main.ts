@@ -4,6 +4,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { certsCommand } from "./certs.ts";
 import { runCommand } from "./run.ts";
+import { runWorkerProcess } from "../cluster/worker.ts";
 
 const HELP = `cicada ${pkg.version} — MQTT load generator for IoT platforms: fleets of mTLS devices.
 
@@ -25,6 +26,8 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   certs: certsCommand,
   run: runCommand,
+  // Internal: a worker process started by `cicada run` (talks to its supervisor over IPC).
+  "__swarm-worker": () => runWorkerProcess(),
 };
 
 async function main(argv: string[]): Promise<number> {

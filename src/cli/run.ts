@@ -1,26 +1,18 @@
-/** `cicada run`: one process simulating a fleet of devices, with a live progress line and a final report. */
+/** `cicada run`: a fleet of devices on this machine — one process per core — with a live progress line and a final report. */
 import { mkdirSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
+import { InProcessFleet } from "../cluster/local-fleet.ts";
+import { Supervisor, planWorkers, type Fleet } from "../cluster/supervisor.ts";
+import { identitiesFor } from "../cluster/worker.ts";
 import { readRunConfig, RUN_SPEC, type RunConfig } from "../config/run.ts";
-import { ConfigError, EXIT } from "../errors.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
-import { Swarm, type IdentitySource } from "../engine/swarm.ts";
+import { ConfigError, EXIT } from "../errors.ts";
 import { buildReport, renderTable, type Report } from "../report/summary.ts";
-import { DirIdentities } from "../store/dir.ts";
+import { listDeviceIds } from "../store/dir.ts";
 import { parseCommand } from "./options.ts";
 import { Progress, fmtInt } from "./progress.ts";
-
-/** Ids for plain-TCP runs without a certificate directory. */
-class SyntheticIdentities implements IdentitySource {
-  constructor(readonly count: number, private readonly first: number) {}
-  id(i: number): string {
-    return (this.first + i).toString(16).padStart(8, "0");
-  }
-  load(): { cert: string; key: string } {
-    throw new Error("synthetic identities have no certificate");
-  }
-}
 
 export async function runCommand(argv: string[]): Promise<number> {
   const o = parseCommand(RUN_SPEC, argv);
@@ -28,24 +20,25 @@ export async function runCommand(argv: string[]): Promise<number> {
   const cfg = readRunConfig(o);
   o.check();
 
-  let identities: IdentitySource = new DirIdentities(cfg.certDir, cfg.firstDevice, cfg.swarm.users);
-  if (identities.count < cfg.swarm.users) {
-    if (cfg.swarm.tls) {
-      const have = identities.count;
-      throw new ConfigError([
-        `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${cfg.certDir}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${have}: ` +
-          `run cicada certs create --devices ${cfg.swarm.users - have} --dir ${cfg.certDir}`,
-      ]);
-    }
-    identities = new SyntheticIdentities(cfg.swarm.users, cfg.firstDevice);
+  const available = Math.max(0, listDeviceIds(cfg.certDir).length - cfg.firstDevice);
+  const synthetic = !cfg.swarm.tls && available < cfg.swarm.users;
+  if (available < cfg.swarm.users && !synthetic) {
+    throw new ConfigError([
+      `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${cfg.certDir}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${available}: ` +
+        `run cicada certs create --devices ${cfg.swarm.users - available} --dir ${cfg.certDir}`,
+    ]);
   }
 
   const raised = await raiseFileLimit();
   if (!raised.ok) process.stderr.write(`cicada: warning: ${raised.reason}\n`);
   const limit = raised.ok ? raised : getFileLimit();
   const files = limit.ok ? limit.value : null;
+  const perProcess = files ? Math.max(1, files.soft - 100) : cfg.swarm.users;
+  const workers =
+    cfg.workers === "auto" ? Math.max(1, Math.min(cfg.swarm.users, Math.max(availableParallelism(), Math.ceil(cfg.swarm.users / perProcess)))) : cfg.workers;
   const cap = checkCapacity({
     users: cfg.swarm.users,
+    workers,
     destinations: new Set(cfg.swarm.targets.map((t) => `${t.host}:${t.port}`)).size,
     sources: cfg.swarm.sources.length,
     files,
@@ -54,24 +47,31 @@ export async function runCommand(argv: string[]): Promise<number> {
   for (const w of cap.warnings) process.stderr.write(`cicada: warning: ${w}\n`);
   if (cap.errors.length) throw new ConfigError(cap.errors);
 
-  return runSwarm(cfg, identities);
+  const identities = synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users);
+  const fleet: Fleet =
+    workers === 1
+      ? new InProcessFleet(cfg.swarm, identitiesFor({ certDir: cfg.certDir, first: cfg.firstDevice, count: identities, synthetic }))
+      : new Supervisor(
+          planWorkers({ certDir: cfg.certDir, synthetic, first: cfg.firstDevice, identities, workers, swarm: cfg.swarm }),
+          (line) => process.stderr.write(`cicada: ${line}\n`),
+        );
+  return runFleet(cfg, fleet, workers);
 }
 
-async function runSwarm(cfg: RunConfig, identities: IdentitySource): Promise<number> {
-  const swarm = new Swarm(cfg.swarm, identities);
+async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<number> {
   const started = new Date();
   const cpu0 = process.cpuUsage();
-  swarm.start();
+  fleet.start();
   process.stderr.write(
     `cicada: ${fmtInt(cfg.swarm.users)} devices → ${cfg.echo.targets} at ${cfg.swarm.rate}/s for ${cfg.durationMs / 1000}s` +
-      ` (${cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos})\n`,
+      ` (${cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ${workers} process${workers > 1 ? "es" : ""})\n`,
   );
 
   const progress = new Progress(process.stderr, { intervalMs: 2000 });
   const t0 = performance.now();
   let prev = { t: t0, pub: 0, recv: 0, fail: 0 };
   const line = () => {
-    const s = swarm.snapshot();
+    const s = fleet.snapshot();
     const now = performance.now();
     const dt = Math.max(1e-3, (now - prev.t) / 1000);
     const rows = s.stats.rows;
@@ -80,7 +80,8 @@ async function runSwarm(cfg: RunConfig, identities: IdentitySource): Promise<num
     const text =
       `[${Math.round((now - t0) / 1000)}s] devices ${fmtInt(s.connected)}/${fmtInt(s.target)} connected` +
       ` | publish ${((pub - prev.pub) / dt).toFixed(1)}/s p99 ${rows.publish.latency.percentileMs(99).toFixed(1)} ms` +
-      ` | recv ${((recv - prev.recv) / dt).toFixed(1)}/s | failures ${fmtInt(fail)} (+${fmtInt(fail - prev.fail)})`;
+      ` | recv ${((recv - prev.recv) / dt).toFixed(1)}/s | failures ${fmtInt(fail)} (+${fmtInt(fail - prev.fail)})` +
+      (s.restarts ? ` | worker restarts ${s.restarts}` : "");
     prev = { t: now, pub, recv, fail };
     return text;
   };
@@ -97,20 +98,24 @@ async function runSwarm(cfg: RunConfig, identities: IdentitySource): Promise<num
   progress.done();
   if (interrupted) process.stderr.write("cicada: interrupted, stopping devices and writing the report\n");
 
-  const { target, active, connected } = swarm.snapshot();
-  await swarm.stop();
+  const after = await fleet.stop();
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
-  const cpu = process.cpuUsage(cpu0);
+  const own = process.cpuUsage(cpu0);
+  // In-process: the one worker is this process. Otherwise add the workers' own figures.
+  const supervised = workers > 1;
+  const cpuMicros = own.user + own.system + (supervised ? after.workers.reduce((a, w) => a + w.cpu_us, 0) : 0);
+  const rssBytes = process.memoryUsage().rss + (supervised ? after.workers.reduce((a, w) => a + w.rss, 0) : 0);
   const report = buildReport({
-    config: cfg.echo,
+    config: { ...cfg.echo, workers },
     started,
     ended: new Date(),
     interrupted,
-    users: { target, active, connected },
-    stats: swarm.stats,
-    cpuMicros: cpu.user + cpu.system,
-    rssBytes: process.memoryUsage().rss,
+    users: { target: after.target, active: after.active, connected: after.connected },
+    stats: after.stats,
+    cpuMicros,
+    rssBytes,
+    workers: supervised ? { processes: workers, restarts: after.restarts, list: after.workers.map(({ slot, pid, restarts, connected, rss, cpu_us }) => ({ slot, pid, restarts, connected, rss, cpu_us })) } : undefined,
   });
   process.stdout.write(`\n${renderTable(report)}`);
   if (cfg.reportPath) writeReport(cfg.reportPath, report);

@@ -30,7 +30,8 @@ export const RUN_SPEC: CommandSpec = {
     "reconnect-min": { type: "string", arg: "SECONDS", env: "MIN_TIME_RECONN", default: "1", help: "Shortest reconnect backoff" },
     "reconnect-max": { type: "string", arg: "SECONDS", env: "MAX_TIME_RECONN", default: "60", help: "Longest reconnect backoff" },
     "connect-timeout": { type: "string", arg: "TIME", default: "30s", help: "Give up on a connect without CONNACK after this long" },
-    "first-device": { type: "string", arg: "N", default: "0", help: "Skip the first N identities of the directory (to split a fleet over processes)" },
+    "first-device": { type: "string", arg: "N", default: "0", help: "Skip the first N identities of the directory" },
+    workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     report: { type: "string", arg: "FILE", help: "Write the JSON report here (also on Ctrl-C)" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
   },
@@ -50,6 +51,8 @@ export interface RunConfig {
   durationMs: number;
   certDir: string;
   firstDevice: number;
+  /** Worker processes, or "auto". */
+  workers: number | "auto";
   reportPath?: string;
   /** The settings as given, for the report. */
   echo: Record<string, unknown>;
@@ -78,6 +81,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   if (reconnectMax < reconnectMin) o.issues.push(`${o.source("reconnect-max")} (${reconnectMax}) must be >= ${o.source("reconnect-min")} (${reconnectMin})`);
   const connectTimeoutMs = positiveDuration(o, "connect-timeout", "30s");
   const firstDevice = o.int("first-device", 0, 0);
+  const workers = o.str("workers") === "auto" ? "auto" : o.int("workers", 1, 1, 1024);
 
   let intervalMs: [number, number] = [29_500, 30_000];
   if (o.has("interval")) {
@@ -126,6 +130,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     durationMs,
     certDir,
     firstDevice,
+    workers,
     reportPath: o.str("report"),
     echo: {
       targets: targets.map((t) => `${t.host}:${t.port}`),

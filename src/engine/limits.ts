@@ -12,6 +12,8 @@ export const PORT_SEARCH_SLOW = 10_000;
 
 export interface CapacityInput {
   users: number;
+  /** Worker processes the users are split over. */
+  workers: number;
   /** Distinct broker host:port destinations. */
   destinations: number;
   /** Source addresses (0: the kernel chooses one). */
@@ -41,10 +43,12 @@ export function checkCapacity(c: CapacityInput): Capacity {
   const errors: string[] = [];
   const warnings: string[] = [];
   const perProcess = c.files ? Math.max(0, c.files.soft - FD_RESERVE) : Number.MAX_SAFE_INTEGER;
-  if (c.files && c.users > perProcess) {
+  const perWorker = Math.ceil(c.users / Math.max(1, c.workers));
+  if (c.files && perWorker > perProcess) {
     errors.push(
-      `--users ${c.users} needs ${c.users + FD_RESERVE} open files but one process may open ${c.files.soft} (hard limit ${c.files.hard}): ` +
-        `hold at most ${perProcess} devices per process — run several cicada processes, each with --first-device and --users ≤ ${perProcess}` +
+      `--users ${c.users} over ${c.workers} worker process(es) puts ${perWorker} devices in each, needing ${perWorker + FD_RESERVE} open files, ` +
+        `but one process may open ${c.files.soft} (hard limit ${c.files.hard}): hold at most ${perProcess} devices per process — ` +
+        `use --workers ${Math.ceil(c.users / perProcess)} or more (or --workers auto)` +
         (c.files.hard > c.files.soft ? `, or raise the limit with 'ulimit -n ${c.files.hard}'` : ""),
     );
   }

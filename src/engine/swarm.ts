@@ -58,7 +58,8 @@ export interface SwarmSnapshot {
 export const LATE_MS = 100;
 
 export class Swarm implements SessionHost, LinkEvents {
-  readonly stats = new Stats();
+  /** Everything counted since the start, or since the last takeStats(). */
+  stats = new Stats();
   private readonly devices: Device[] = [];
   private readonly wheel: Wheel;
   private readonly outbox = new Outbox();
@@ -104,6 +105,13 @@ export class Swarm implements SessionHost, LinkEvents {
 
   setRate(r: number): void {
     this.rate = r;
+  }
+
+  /** Returns the stats counted so far and starts counting afresh (workers ship these deltas). */
+  takeStats(): Stats {
+    const s = this.stats;
+    this.stats = new Stats();
+    return s;
   }
 
   snapshot(): SwarmSnapshot {

@@ -24,6 +24,15 @@ export interface Report {
   phases: Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }>;
   errors: Record<string, Record<string, number>>;
   health: HealthReport;
+  /** Worker processes, when the run had more than one. */
+  workers?: WorkersReport;
+}
+
+export interface WorkersReport {
+  processes: number;
+  /** Workers that died or hung and were replaced. */
+  restarts: number;
+  list: { slot: number; pid: number; restarts: number; connected: number; rss: number; cpu_us: number }[];
 }
 
 export interface ReportInput {
@@ -35,6 +44,7 @@ export interface ReportInput {
   stats: Stats;
   cpuMicros: number;
   rssBytes: number;
+  workers?: WorkersReport;
 }
 
 export function buildReport(r: ReportInput): Report {
@@ -72,6 +82,7 @@ export function buildReport(r: ReportInput): Report {
       rss_bytes: r.rssBytes,
       kept_up: lag.p99_ms < 50 && h.late_sends <= Math.max(1, publishes * 0.01) && h.backpressure_skips === 0,
     },
+    ...(r.workers ? { workers: r.workers } : {}),
   };
 }
 
@@ -95,6 +106,7 @@ export function renderTable(rep: Report): string {
   out +=
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +
     ` Generator: ${h.kept_up ? "kept up" : "DID NOT keep up — latencies include cicada's own delay"}` +
-    ` (loop lag p99 ${f(h.loop_lag_p99_ms)} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent}%, RSS ${(h.rss_bytes / 1048576).toFixed(0)} MiB)\n`;
+    ` (loop lag p99 ${f(h.loop_lag_p99_ms)} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent}%, RSS ${(h.rss_bytes / 1048576).toFixed(0)} MiB)\n` +
+    (rep.workers ? `Workers: ${rep.workers.processes} processes, ${rep.workers.restarts} restarted.\n` : "");
   return out;
 }

@@ -19,14 +19,15 @@ test("ranges", () => {
 
 test("capacity: the open-file limit and the port range name the way out", () => {
   const files = { soft: 20_000, hard: 20_000 };
-  const ok = checkCapacity({ users: 19_000, destinations: 2, sources: 0, files, ports: [32768, 60999] });
+  const ok = checkCapacity({ users: 19_000, workers: 1, destinations: 2, sources: 0, files, ports: [32768, 60999] });
   expect(ok.errors).toEqual([]);
-  const fd = checkCapacity({ users: 25_000, destinations: 4, sources: 0, files, ports: [32768, 60999] });
+  const fd = checkCapacity({ users: 25_000, workers: 1, destinations: 4, sources: 0, files, ports: [32768, 60999] });
   expect(fd.errors.length).toBe(1);
   expect(fd.errors[0]).toContain("one process may open 20000");
-  expect(fd.errors[0]).toContain("--users ≤ 19900");
-  const ports = checkCapacity({ users: 19_000, destinations: 1, sources: 0, files: { soft: 1e6, hard: 1e6 }, ports: [50000, 60000] });
+  expect(fd.errors[0]).toContain("use --workers 2 or more");
+  expect(checkCapacity({ users: 25_000, workers: 2, destinations: 4, sources: 0, files, ports: [32768, 60999] }).errors).toEqual([]);
+  const ports = checkCapacity({ users: 19_000, workers: 1, destinations: 1, sources: 0, files: { soft: 1e6, hard: 1e6 }, ports: [50000, 60000] });
   expect(ports.errors[0]).toContain("--source-address");
-  const slow = checkCapacity({ users: 15_000, destinations: 1, sources: 0, files, ports: [32768, 60999] });
+  const slow = checkCapacity({ users: 15_000, workers: 1, destinations: 1, sources: 0, files, ports: [32768, 60999] });
   expect(slow.warnings[0]).toContain("port search");
 });

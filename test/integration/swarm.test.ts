@@ -186,10 +186,11 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
   });
 
   test("more users than one process can hold: says what to do instead of failing at the fd limit", async () => {
-    const r = await cicada(["run", "--no-tls", "--users", "50000", "--port", "1"]);
+    const r = await cicada(["run", "--no-tls", "--users", "50000", "--port", "1", "--workers", "1"]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("open files");
     expect(r.stderr).toContain("devices per process");
+    expect(r.stderr).toContain("use --workers 3 or more");
   });
 
   test("dojot environment variables are honoured and flags win", async () => {

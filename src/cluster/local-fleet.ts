@@ -1,0 +1,32 @@
+/** The fleet as one in-process swarm: `--workers 1`, and the engine inside every worker process. */
+import { Swarm, type IdentitySource, type SwarmConfig } from "../engine/swarm.ts";
+import type { Fleet, FleetSnapshot } from "./supervisor.ts";
+import { status } from "./worker.ts";
+
+export class InProcessFleet implements Fleet {
+  private readonly swarm: Swarm;
+
+  constructor(cfg: SwarmConfig, identities: IdentitySource) {
+    this.swarm = new Swarm(cfg, identities);
+  }
+
+  start(): void {
+    this.swarm.start();
+  }
+  setUsers(n: number): void {
+    this.swarm.setUsers(n);
+  }
+  setRate(r: number): void {
+    this.swarm.setRate(r);
+  }
+  snapshot(): FleetSnapshot {
+    const s = this.swarm.snapshot();
+    return { target: s.target, active: s.active, connected: s.connected, stats: this.swarm.stats, workers: [{ ...status(this.swarm), slot: 0, pid: process.pid, restarts: 0, alive: true }], restarts: 0 };
+  }
+  async stop(): Promise<FleetSnapshot> {
+    const before = this.snapshot();
+    await this.swarm.stop();
+    return { ...this.snapshot(), target: before.target, active: before.active, connected: before.connected };
+  }
+}
+

@@ -1,0 +1,214 @@
+/**
+ * The supervisor: runs a fleet as several worker processes of this binary on one machine,
+ * splits users and spawn rate across them, and adds up the stats deltas they send every
+ * second (counters add, histograms merge exactly). A worker that dies or goes silent for
+ * WATCHDOG_MS is counted, replaced, and its devices resume in the new process.
+ */
+import type { Subprocess } from "bun";
+import { Stats } from "../metrics/stats.ts";
+import { addEncoded } from "../metrics/snapshot.ts";
+import type { SwarmConfig } from "../engine/swarm.ts";
+import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
+import { selfArgv } from "./self.ts";
+
+export const WATCHDOG_MS = 5000;
+
+/** What the CLI and the API drive: one in-process swarm or a supervised set of workers. */
+export interface Fleet {
+  start(): void;
+  setUsers(n: number): void;
+  setRate(r: number): void;
+  snapshot(): FleetSnapshot;
+  /** Stops every device; resolves with the fleet as it was when told to stop (final stats included). */
+  stop(): Promise<FleetSnapshot>;
+}
+
+export interface WorkerInfo extends WorkerStatus {
+  slot: number;
+  pid: number;
+  restarts: number;
+  alive: boolean;
+}
+
+export interface FleetSnapshot {
+  target: number;
+  active: number;
+  connected: number;
+  stats: Stats;
+  workers: WorkerInfo[];
+  /** Worker processes that died or hung and were replaced. */
+  restarts: number;
+}
+
+/** Splits `total` into `parts` near-equal whole shares. */
+export function split(total: number, parts: number): number[] {
+  return Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
+}
+
+export interface FleetPlan {
+  certDir: string;
+  synthetic: boolean;
+  /** First identity of the whole fleet, and how many identities it may use. */
+  first: number;
+  identities: number;
+  workers: number;
+  swarm: SwarmConfig;
+}
+
+/** One spec per worker: disjoint identity segments covering the fleet's identities, users and rate split evenly. */
+export function planWorkers(plan: FleetPlan): WorkerSpec[] {
+  const segments = split(plan.identities, plan.workers);
+  const users = split(plan.swarm.users, plan.workers);
+  let first = plan.first;
+  return segments.map((count, slot) => {
+    const spec: WorkerSpec = {
+      slot,
+      certDir: plan.certDir,
+      first,
+      count,
+      synthetic: plan.synthetic,
+      swarm: { ...plan.swarm, users: users[slot]!, rate: (plan.swarm.rate * users[slot]!) / Math.max(1, plan.swarm.users) },
+    };
+    first += count;
+    return spec;
+  });
+}
+
+interface Worker {
+  spec: WorkerSpec;
+  proc: Subprocess | null;
+  lastSeen: number;
+  lastSeq: number;
+  status: WorkerStatus;
+  restarts: number;
+  stopped: boolean;
+  exited: Promise<void>;
+}
+
+const IDLE: WorkerStatus = { target: 0, active: 0, connected: 0, rss: 0, cpu_us: 0 };
+
+export class Supervisor implements Fleet {
+  readonly stats = new Stats();
+  private readonly workers: Worker[];
+  private stopping = false;
+  private watchdog: ReturnType<typeof setInterval> | null = null;
+  private restarts = 0;
+  private users: number;
+  private rate: number;
+
+  constructor(specs: WorkerSpec[], private readonly onEvent: (line: string) => void = () => {}) {
+    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve() }));
+    this.users = specs.reduce((a, s) => a + s.swarm.users, 0);
+    this.rate = specs.reduce((a, s) => a + s.swarm.rate, 0);
+  }
+
+  start(): void {
+    for (const w of this.workers) this.spawn(w);
+    this.watchdog = setInterval(() => this.check(), 1000);
+  }
+
+  setUsers(n: number): void {
+    this.users = n;
+    this.reshare();
+  }
+
+  setRate(r: number): void {
+    this.rate = r;
+    this.reshare();
+  }
+
+  snapshot(): FleetSnapshot {
+    let target = 0, active = 0, connected = 0;
+    for (const w of this.workers) {
+      target += w.spec.swarm.users;
+      active += w.status.active;
+      connected += w.status.connected;
+    }
+    const workers = this.workers.map((w) => ({ ...w.status, slot: w.spec.slot, pid: w.proc?.pid ?? 0, restarts: w.restarts, alive: !!w.proc && w.proc.exitCode === null }));
+    return { target, active, connected, stats: this.stats, workers, restarts: this.restarts };
+  }
+
+  async stop(timeoutMs = 15_000): Promise<FleetSnapshot> {
+    this.stopping = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    for (const w of this.workers) this.post(w, { t: "stop" });
+    const all = Promise.all(this.workers.map((w) => w.exited));
+    const timer = setTimeout(() => {
+      for (const w of this.workers) if (w.proc?.exitCode === null) w.proc.kill("SIGKILL");
+    }, timeoutMs);
+    await all;
+    clearTimeout(timer);
+    return this.snapshot();
+  }
+
+  private reshare(): void {
+    const users = split(this.users, this.workers.length);
+    this.workers.forEach((w, i) => {
+      const u = Math.min(users[i]!, w.spec.count);
+      w.spec.swarm.users = u;
+      w.spec.swarm.rate = (this.rate * u) / Math.max(1, this.users);
+      this.post(w, { t: "set", users: u, rate: w.spec.swarm.rate });
+    });
+  }
+
+  private post(w: Worker, m: ToWorker): void {
+    try {
+      if (w.proc && w.proc.exitCode === null) w.proc.send(m);
+    } catch {
+      // The channel closed under us: the exit handler deals with it.
+    }
+  }
+
+  private spawn(w: Worker): void {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    w.exited = promise;
+    w.lastSeen = performance.now();
+    w.status = { ...IDLE };
+    const proc = Bun.spawn(selfArgv(["__swarm-worker"]), {
+      stdio: ["ignore", "inherit", "inherit"],
+      serialization: "json",
+      ipc: (m: FromWorker) => this.onMessage(w, m),
+      onExit: (_p, code, signal) => {
+        resolve();
+        this.onExit(w, code, signal);
+      },
+    });
+    w.proc = proc;
+    w.lastSeq = 0;
+    proc.send({ t: "start", spec: w.spec } satisfies ToWorker);
+  }
+
+  private onMessage(w: Worker, m: FromWorker): void {
+    if (m.t === "error") {
+      this.onEvent(`worker ${w.spec.slot}: ${m.message}`);
+      return;
+    }
+    w.lastSeen = performance.now();
+    w.lastSeq = m.seq;
+    w.status = m.status;
+    addEncoded(this.stats, m.delta);
+    if (m.t === "stopped") w.stopped = true;
+  }
+
+  private onExit(w: Worker, code: number | null, signal: number | string | null): void {
+    if (this.stopping || w.stopped) return;
+    this.restarts++;
+    w.restarts++;
+    this.onEvent(`worker ${w.spec.slot} (pid ${w.proc?.pid}) exited (${signal ?? `code ${code}`}); restarting it`);
+    w.proc = null;
+    setTimeout(() => {
+      if (!this.stopping) this.spawn(w);
+    }, 200);
+  }
+
+  /** A worker that sent nothing for WATCHDOG_MS is hung: kill it, and the exit handler replaces it. */
+  private check(): void {
+    const now = performance.now();
+    for (const w of this.workers) {
+      if (w.proc && w.proc.exitCode === null && now - w.lastSeen > WATCHDOG_MS) {
+        this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${Math.round((now - w.lastSeen) / 1000)} s; killing it`);
+        w.proc.kill("SIGKILL");
+      }
+    }
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * A worker process (`cicada __swarm-worker`): runs one Swarm for a segment of the fleet and
+ * ships stats deltas to its supervisor every second over IPC. It stops its devices when told,
+ * and also when its supervisor goes away, so no load is ever left behind.
+ */
+import { raiseFileLimit } from "../../native/rlimit.ts";
+import { Swarm, type IdentitySource } from "../engine/swarm.ts";
+import { encodeStats } from "../metrics/snapshot.ts";
+import { DirIdentities } from "../store/dir.ts";
+import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
+
+export const STATS_INTERVAL_MS = 1000;
+
+/** Ids for plain-TCP runs without a certificate directory. */
+export class SyntheticIdentities implements IdentitySource {
+  constructor(
+    readonly count: number,
+    private readonly first: number,
+  ) {}
+  id(i: number): string {
+    return (this.first + i).toString(16).padStart(8, "0");
+  }
+  load(): { cert: string; key: string } {
+    throw new Error("synthetic identities have no certificate");
+  }
+}
+
+export function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "first" | "count" | "synthetic">): IdentitySource {
+  return spec.synthetic ? new SyntheticIdentities(spec.count, spec.first) : new DirIdentities(spec.certDir, spec.first, spec.count);
+}
+
+export function status(swarm: Swarm): WorkerStatus {
+  const s = swarm.snapshot();
+  const cpu = process.cpuUsage();
+  return { target: s.target, active: s.active, connected: s.connected, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
+}
+
+export async function runWorkerProcess(): Promise<number> {
+  await raiseFileLimit();
+  // The supervisor coordinates shutdown: Ctrl-C in a terminal reaches the whole process group.
+  process.on("SIGINT", () => {});
+  let swarm: Swarm | null = null;
+  let slot = -1;
+  let seq = 0;
+  let ticker: ReturnType<typeof setInterval> | null = null;
+  const send = (m: FromWorker) => process.send?.(m);
+  const { promise: done, resolve: finish } = Promise.withResolvers<number>();
+
+  const stop = async () => {
+    if (ticker) clearInterval(ticker);
+    ticker = null;
+    if (swarm) {
+      // Report the devices as they were when told to stop, with the disconnects counted after.
+      const before = status(swarm);
+      await swarm.stop();
+      send({ t: "stopped", slot, seq: ++seq, delta: encodeStats(swarm.takeStats()), status: { ...status(swarm), target: before.target, active: before.active, connected: before.connected } });
+    }
+    // Let the last message leave, then let go of the channel so the process can exit.
+    setTimeout(() => {
+      process.disconnect?.();
+      finish(0);
+    }, 50);
+  };
+
+  process.on("message", (m: ToWorker) => {
+    try {
+      if (m.t === "start") {
+        slot = m.spec.slot;
+        swarm = new Swarm(m.spec.swarm, identitiesFor(m.spec));
+        swarm.start();
+        ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!) }), STATS_INTERVAL_MS);
+      } else if (m.t === "set") {
+        if (m.users !== undefined) swarm?.setUsers(m.users);
+        if (m.rate !== undefined) swarm?.setRate(m.rate);
+      } else if (m.t === "stop") {
+        void stop();
+      }
+    } catch (err) {
+      send({ t: "error", slot, message: err instanceof Error ? err.message : String(err) });
+    }
+  });
+  // The supervisor died or closed the channel: stop cleanly rather than run unsupervised.
+  process.on("disconnect", () => void stop());
+  return done;
+}

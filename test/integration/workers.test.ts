@@ -1,0 +1,69 @@
+/** `cicada run` as a supervisor of worker processes, against real mosquitto. */
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Probe } from "../helpers/probe.ts";
+import { waitFor } from "../helpers/broker.ts";
+import { makeCerts } from "../helpers/swarm.ts";
+import { HAVE_MOSQUITTO, issuedIdentity, startBroker } from "../helpers/testbed.ts";
+import { sh, tempDir } from "../helpers/tmp.ts";
+
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+
+function connectedClients(log: string): string[] {
+  return [...log.matchAll(/New client connected from \S+ as (\S+) /g)].map((m) => m[1]!);
+}
+
+describe.skipIf(!HAVE_MOSQUITTO)("worker processes", () => {
+  test("two workers: disjoint devices, and merged counts equal what the broker saw", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 40);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const id = issuedIdentity(certDir);
+    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+    await probe.connack;
+    await probe.subscribe("+/attrs", 1);
+    const report = join(tmp.path, "r.json");
+    const proc = Bun.spawn([process.execPath, MAIN, "run", "--certs", certDir, "--port", String(broker.port), "--users", "40", "--rate", "100", "--workers", "2", "--duration", "4s", "--interval", "300ms..500ms", "--report", report], { stdio: ["ignore", "pipe", "pipe"] });
+    expect(await proc.exited).toBe(0);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.workers.processes).toBe(2);
+    expect(rep.workers.list.map((w: { connected: number }) => w.connected)).toEqual([20, 20]);
+    expect(rep.stats.connect.count).toBe(40);
+    const clients = connectedClients(readFileSync(broker.log, "utf8")).filter((c) => c.startsWith("admin:"));
+    expect(clients.length).toBe(40);
+    expect(new Set(clients).size).toBe(40);
+    await waitFor(() => probe.packets.filter((p) => p.cmd === "publish").length >= rep.stats.publish.count, "the probe to see every publish");
+    // Every acked publish was seen by the broker's subscriber, and nothing more was sent.
+    await Bun.sleep(300);
+    expect(probe.packets.filter((p) => p.cmd === "publish").length).toBe(rep.stats.publish.count);
+  });
+
+  test("kill -9 a worker: noticed, replaced, its devices come back", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 20);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const report = join(tmp.path, "r.json");
+    const proc = Bun.spawn([process.execPath, MAIN, "run", "--certs", certDir, "--port", String(broker.port), "--users", "20", "--workers", "2", "--duration", "60s", "--interval", "300ms..500ms", "--reconnect-min", "0.1", "--reconnect-max", "0.5", "--report", report], { stdio: ["ignore", "pipe", "pipe"] });
+    let err = "";
+    void (async () => {
+      for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+    })();
+    await waitFor(() => connectedClients(readFileSync(broker.log, "utf8")).length >= 20, "20 devices at the broker");
+    const children = (await sh(["pgrep", "-P", String(proc.pid)])).stdout.trim().split("\n").map(Number);
+    expect(children.length).toBe(2);
+    process.kill(children[0]!, "SIGKILL");
+    await waitFor(() => err.includes("restarting it"), "the supervisor to notice", 5000);
+    // The replacement reconnects the same 10 devices: 30 connections in all at the broker.
+    await waitFor(() => connectedClients(readFileSync(broker.log, "utf8")).length >= 30, "the devices to come back", 20_000);
+    proc.kill("SIGINT");
+    expect(await proc.exited).toBe(130);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.workers.restarts).toBe(1);
+    expect(rep.users.connected).toBe(20);
+    const after = (await sh(["pgrep", "-P", String(proc.pid)])).stdout.trim();
+    expect(after).toBe("");
+  });
+});
