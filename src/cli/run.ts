@@ -115,7 +115,7 @@ async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<
     stats: after.stats,
     cpuMicros,
     rssBytes,
-    workers: supervised ? { processes: workers, restarts: after.restarts, list: after.workers.map(({ slot, pid, restarts, connected, rss, cpu_us }) => ({ slot, pid, restarts, connected, rss, cpu_us })) } : undefined,
+    workers: supervised ? { processes: workers, supervisor_cpu_percent: Math.round(((own.user + own.system) / 1e4 / Math.max(1e-3, (Date.now() - started.getTime()) / 1000)) * 100) / 100, restarts: after.restarts, list: after.workers.map(({ slot, pid, restarts, connected, rss, cpu_us }) => ({ slot, pid, restarts, connected, rss, cpu_us })) } : undefined,
   });
   process.stdout.write(`\n${renderTable(report)}`);
   if (cfg.reportPath) writeReport(cfg.reportPath, report);

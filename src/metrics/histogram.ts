@@ -64,14 +64,26 @@ export class Latency {
     };
   }
 
-  /** Compact, mergeable form for sending to a controller (HdrHistogram's compressed base64). */
-  encode(): string {
-    return hdr.encodeIntoCompressedBase64(this.h);
+  /**
+   * The non-empty buckets as [index, count, index, count, ...], for shipping to a controller.
+   * Every Latency has the same bucket layout, so this merges exactly (addSparse). It replaces
+   * HdrHistogram's compressed encoding, whose decoder allocates a full counts array (~90 KB)
+   * per histogram per message: with 10 workers that was most of the supervisor's CPU.
+   */
+  toSparse(): number[] {
+    const h = this.h as hdr.JsHistogram;
+    const out: number[] = [];
+    if (h.totalCount === 0) return out;
+    for (let i = 0, n = h.countsArrayLength; i < n; i++) {
+      const c = h.getCountAtIndex(i);
+      if (c !== 0) out.push(i, c);
+    }
+    return out;
   }
 
-  static decode(text: string): Latency {
-    const l = new Latency();
-    l.h.add(hdr.decodeFromCompressedBase64(text, 32, false));
-    return l;
+  /** Adds buckets produced by toSparse() (of any Latency). */
+  addSparse(pairs: number[]): void {
+    const h = this.h as hdr.JsHistogram;
+    for (let k = 0; k + 1 < pairs.length; k += 2) h.recordValueWithCount(h.valueFromIndex(pairs[k]!), pairs[k + 1]!);
   }
 }

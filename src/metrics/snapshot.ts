@@ -3,26 +3,25 @@
  * one) and how the controller adds it to its totals. Histograms travel as HdrHistogram's
  * compressed encoding and merge exactly.
  */
-import { Latency } from "./histogram.ts";
+import type { Latency } from "./histogram.ts";
 import { PHASES, ROWS, Stats, type Health } from "./stats.ts";
 
 export interface EncodedRow {
   count: number;
   failures: number;
   reasons: Record<string, number>;
-  /** Encoded histogram; empty when it holds no samples. */
-  h: string;
+  /** Histogram buckets as [index, count, ...] (Latency.toSparse). */
+  h: number[];
 }
 
 export interface EncodedStats {
   rows: Record<string, EncodedRow>;
-  phases: Record<string, string>;
-  lag: string;
+  phases: Record<string, number[]>;
+  lag: number[];
   health: Health;
 }
 
-const enc = (l: Latency) => (l.count ? l.encode() : "");
-const dec = (s: string | undefined) => (s ? Latency.decode(s) : null);
+const enc = (l: Latency) => l.toSparse();
 
 export function encodeStats(s: Stats): EncodedStats {
   const rows: Record<string, EncodedRow> = {};
@@ -30,7 +29,7 @@ export function encodeStats(s: Stats): EncodedStats {
     const r = s.rows[name];
     rows[name] = { count: r.count, failures: r.failures, reasons: Object.fromEntries(r.reasons), h: enc(r.latency) };
   }
-  const phases: Record<string, string> = {};
+  const phases: Record<string, number[]> = {};
   for (const p of PHASES) phases[p] = enc(s.phases[p]);
   return { rows, phases, lag: enc(s.loopLag), health: { ...s.health } };
 }
@@ -44,14 +43,9 @@ export function addEncoded(into: Stats, e: EncodedStats): void {
     row.count += r.count;
     row.failures += r.failures;
     for (const [k, n] of Object.entries(r.reasons)) row.reasons.set(k, (row.reasons.get(k) ?? 0) + n);
-    const h = dec(r.h);
-    if (h) row.latency.add(h);
+    if (r.h?.length) row.latency.addSparse(r.h);
   }
-  for (const p of PHASES) {
-    const h = dec(e.phases[p]);
-    if (h) into.phases[p].add(h);
-  }
-  const lag = dec(e.lag);
-  if (lag) into.loopLag.add(lag);
+  for (const p of PHASES) if (e.phases[p]?.length) into.phases[p].addSparse(e.phases[p]!);
+  if (e.lag?.length) into.loopLag.addSparse(e.lag);
   for (const k of Object.keys(into.health) as (keyof Health)[]) into.health[k] += e.health[k] ?? 0;
 }

@@ -84,8 +84,9 @@ function onFrame(host: SessionHost, conn: Conn, frame: Uint8Array, now: number):
       conn.pingOutstanding = false;
       return;
     case "disconnect":
-      // MQTT 5: the broker says why it is closing (§3.14.2.1).
-      return host.drop(conn, `server_disconnect:${reasonName(packet.reasonCode ?? 0)}`);
+      // Only MQTT 5 servers send DISCONNECT, saying why they close (§3.14.2.1).
+      if (conn.version !== 5) return protocolError(host, conn, "unexpected_disconnect");
+      return host.drop(conn, `server_disconnect:${packet.reasonCode ? reasonName(packet.reasonCode) : "normal_disconnection"}`);
     default:
       return protocolError(host, conn, `unexpected_${packet.cmd}`);
   }

@@ -30,6 +30,8 @@ export interface Report {
 
 export interface WorkersReport {
   processes: number;
+  /** CPU of the supervisor itself (merging, progress, IPC), percent of one core. */
+  supervisor_cpu_percent: number;
   /** Workers that died or hung and were replaced. */
   restarts: number;
   list: { slot: number; pid: number; restarts: number; connected: number; rss: number; cpu_us: number }[];

@@ -1,0 +1,115 @@
+#!/usr/bin/env bun
+/**
+ * Fleet figures through `cicada run` itself (supervisor + worker processes), one JSON line each:
+ *   hold        — mTLS devices held by a supervisor and N workers across several mosquitto brokers
+ *   coordination — the supervisor's own CPU with many workers (merging stats, IPC, progress)
+ *   bun bench/fleet.bench.ts [--devices 38000] [--workers 2] [--brokers 4] [--rate 400] [--hold 30]
+ *                            [--coord-workers 10] [--only hold,coordination]
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startBrokers } from "../scripts/lib/testbed.ts";
+import { issueParallel, workersFor } from "../src/pki/batch.ts";
+import { openLocalCa } from "../src/pki/signers/local.ts";
+import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: "string", default: "38000" },
+    workers: { type: "string", default: "2" },
+    brokers: { type: "string", default: "4" },
+    rate: { type: "string", default: "400" },
+    hold: { type: "string", default: "30" },
+    "coord-workers": { type: "string", default: "10" },
+    only: { type: "string", default: "hold,coordination" },
+    certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+  },
+});
+const only = new Set(values.only!.split(","));
+const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "fleet", ...o }));
+const log = (s: string) => process.stderr.write(`# ${s}\n`);
+const MAIN = join(import.meta.dir, "../src/cli/main.ts");
+
+async function certs(n: number): Promise<string> {
+  const root = values.certs!;
+  const have = existsSync(root) ? listDeviceIds(root).length : 0;
+  if (have < n) {
+    log(`making ${n - have} certificates in ${root}`);
+    const dir = ensureCertDir(root);
+    const { ca } = openLocalCa(dir, { kind: "ec" });
+    const ids = Array.from({ length: n - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
+    await issueParallel({ root, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
+  }
+  return root;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+async function run(args: string[], brokerCount: number, certDir: string, onStarted?: (pid: number) => Promise<void>): Promise<Record<string, any>> {
+  const state = mkdtempSync(join(tmpdir(), "cicada-bench-state-"));
+  const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
+  const report = join(state, "report.json");
+  try {
+    const ports = brokers.map((b) => b.port).join(",");
+    const proc = Bun.spawn([process.execPath, MAIN, "run", "--certs", certDir, "--port", ports, "--report", report, ...args], { stdio: ["ignore", "ignore", "inherit"] });
+    if (onStarted) await onStarted(proc.pid);
+    const code = await proc.exited;
+    if (code !== 0) throw new Error(`cicada run exited ${code}`);
+    return JSON.parse(readFileSync(report, "utf8"));
+  } finally {
+    for (const b of brokers) await b.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
+}
+
+if (only.has("hold")) {
+  const devices = Number(values.devices), workers = Number(values.workers), rate = Number(values.rate), hold = Number(values.hold);
+  const certDir = await certs(devices);
+  const duration = Math.ceil(devices / rate) + 30 + hold;
+  log(`hold: ${devices} devices, ${workers} workers, ${values.brokers} brokers, ramp ${rate}/s, run ${duration}s`);
+  const rep = await run(["--users", String(devices), "--workers", String(workers), "--rate", String(rate), "--duration", `${duration}s`, "--interval", "300s", "--keepalive", "120", "--connect-timeout", "60s"], Number(values.brokers), certDir);
+  emit({
+    figure: "hold",
+    devices_target: devices,
+    connected_at_end: rep.users.connected,
+    connect_count: rep.stats.connect.count,
+    connect_failures: rep.stats.connect.failures,
+    disconnect_failures: rep.stats.disconnect.failures,
+    workers: rep.workers.processes,
+    worker_connected: rep.workers.list.map((w: { connected: number }) => w.connected),
+    worker_restarts: rep.workers.restarts,
+    brokers: Number(values.brokers),
+    connect_p50_ms: rep.stats.connect.p50_ms,
+    connect_p99_ms: rep.stats.connect.p99_ms,
+    rss_mb_total: Math.round(rep.health.rss_bytes / 1048576),
+    supervisor_cpu_percent: rep.workers.supervisor_cpu_percent,
+  });
+}
+
+if (only.has("coordination")) {
+  const workers = Number(values["coord-workers"]);
+  const devices = workers * 100;
+  const certDir = await certs(devices);
+  log(`coordination: ${workers} workers × 100 devices publishing every 1 s; supervisor CPU over a 20 s steady window`);
+  let steady = NaN;
+  const rep = await run(["--users", String(devices), "--workers", String(workers), "--rate", "500", "--duration", "45s", "--interval", "1s"], 2, certDir, async (pid) => {
+    await Bun.sleep(15_000); // start-up and ramp
+    const a = cpuSeconds(pid);
+    await Bun.sleep(20_000);
+    steady = ((cpuSeconds(pid) - a) / 20) * 100;
+  });
+  emit({
+    figure: "coordination",
+    workers: rep.workers.processes,
+    devices,
+    publishes: rep.stats.publish.count,
+    supervisor_cpu_percent_steady: +steady.toFixed(2),
+    supervisor_cpu_percent_whole_run: rep.workers.supervisor_cpu_percent,
+  });
+}
