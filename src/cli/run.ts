@@ -85,7 +85,30 @@ async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<
     prev = { t: now, pub, recv, fail };
     return text;
   };
-  const ticker = setInterval(() => progress.update(line(), true), 2000);
+  const supervised = workers > 1;
+  // CPU of this process and its workers, so the report's CPU covers the same window as its stats.
+  const cpuNow = (workersCpu: number) => {
+    const own = process.cpuUsage(cpu0);
+    return own.user + own.system + (supervised ? workersCpu : 0);
+  };
+  let statsFrom = started;
+  let cpuFrom = 0;
+  let resetPending = cfg.resetStats;
+  const ticker = setInterval(() => {
+    if (resetPending) {
+      const s = fleet.snapshot();
+      if (s.connected >= s.target) {
+        fleet.resetStats();
+        resetPending = false;
+        statsFrom = new Date();
+        cpuFrom = cpuNow(s.workers.reduce((a, w) => a + w.cpu_us, 0));
+        prev = { t: performance.now(), pub: 0, recv: 0, fail: 0 };
+        progress.update(`[${Math.round((performance.now() - t0) / 1000)}s] all ${fmtInt(s.target)} devices connected: stats reset`, true);
+        return;
+      }
+    }
+    progress.update(line(), true);
+  }, 2000);
 
   const { promise: finished, resolve: finish } = Promise.withResolvers<boolean>();
   const timeout = setTimeout(() => finish(false), cfg.durationMs);
@@ -103,12 +126,11 @@ async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<
   process.off("SIGTERM", onSignal);
   const own = process.cpuUsage(cpu0);
   // In-process: the one worker is this process. Otherwise add the workers' own figures.
-  const supervised = workers > 1;
-  const cpuMicros = own.user + own.system + (supervised ? after.workers.reduce((a, w) => a + w.cpu_us, 0) : 0);
+  const cpuMicros = cpuNow(after.workers.reduce((a, w) => a + w.cpu_us, 0)) - cpuFrom;
   const rssBytes = process.memoryUsage().rss + (supervised ? after.workers.reduce((a, w) => a + w.rss, 0) : 0);
   const report = buildReport({
     config: { ...cfg.echo, workers },
-    started,
+    started: statsFrom,
     ended: new Date(),
     interrupted,
     users: { target: after.target, active: after.active, connected: after.connected },

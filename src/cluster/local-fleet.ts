@@ -19,6 +19,9 @@ export class InProcessFleet implements Fleet {
   setRate(r: number): void {
     this.swarm.setRate(r);
   }
+  resetStats(): void {
+    this.swarm.takeStats();
+  }
   snapshot(): FleetSnapshot {
     const s = this.swarm.snapshot();
     return { target: s.target, active: s.active, connected: s.connected, stats: this.swarm.stats, workers: [{ ...status(this.swarm), slot: 0, pid: process.pid, restarts: 0, alive: true }], restarts: 0 };

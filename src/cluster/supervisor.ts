@@ -19,6 +19,8 @@ export interface Fleet {
   setUsers(n: number): void;
   setRate(r: number): void;
   snapshot(): FleetSnapshot;
+  /** Forgets the stats counted so far (Locust's reset): the report then covers what follows. */
+  resetStats(): void;
   /** Stops every device; resolves with the fleet as it was when told to stop (final stats included). */
   stop(): Promise<FleetSnapshot>;
 }
@@ -88,7 +90,7 @@ interface Worker {
 const IDLE: WorkerStatus = { target: 0, active: 0, connected: 0, rss: 0, cpu_us: 0 };
 
 export class Supervisor implements Fleet {
-  readonly stats = new Stats();
+  stats = new Stats();
   private readonly workers: Worker[];
   private stopping = false;
   private watchdog: ReturnType<typeof setInterval> | null = null;
@@ -126,6 +128,11 @@ export class Supervisor implements Fleet {
     }
     const workers = this.workers.map((w) => ({ ...w.status, slot: w.spec.slot, pid: w.proc?.pid ?? 0, restarts: w.restarts, alive: !!w.proc && w.proc.exitCode === null }));
     return { target, active, connected, stats: this.stats, workers, restarts: this.restarts };
+  }
+
+  resetStats(): void {
+    // Deltas already sent are dropped; workers keep sending only what they count from now on.
+    this.stats = new Stats();
   }
 
   async stop(timeoutMs = 15_000): Promise<FleetSnapshot> {

@@ -33,6 +33,7 @@ export const RUN_SPEC: CommandSpec = {
     "first-device": { type: "string", arg: "N", default: "0", help: "Skip the first N identities of the directory" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     report: { type: "string", arg: "FILE", help: "Write the JSON report here (also on Ctrl-C)" },
+    "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
   },
   details: `
@@ -54,6 +55,7 @@ export interface RunConfig {
   /** Worker processes, or "auto". */
   workers: number | "auto";
   reportPath?: string;
+  resetStats: boolean;
   /** The settings as given, for the report. */
   echo: Record<string, unknown>;
 }
@@ -132,6 +134,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     firstDevice,
     workers,
     reportPath: o.str("report"),
+    resetStats: o.bool("reset-stats"),
     echo: {
       targets: targets.map((t) => `${t.host}:${t.port}`),
       users,
@@ -149,6 +152,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       source_addresses: o.list("source-address") ?? [],
       reconnect_s: [reconnectMin, reconnectMax],
       first_device: firstDevice,
+      reset_stats: o.bool("reset-stats"),
     },
   };
 }

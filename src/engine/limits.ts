@@ -7,7 +7,7 @@ import type { FileLimit } from "../../native/rlimit.ts";
 
 /** File descriptors a process needs besides its connections (stdio, files, Redis, the API). */
 export const FD_RESERVE = 100;
-/** Beyond this many connections per (source, destination) pair the kernel's port search gets slow. */
+/** Beyond this many connections per destination (or per bound source address) the kernel's port search gets slow. */
 export const PORT_SEARCH_SLOW = 10_000;
 
 export interface CapacityInput {
@@ -54,18 +54,25 @@ export function checkCapacity(c: CapacityInput): Capacity {
   }
   if (c.ports) {
     const portCount = c.ports[1] - c.ports[0] + 1;
-    const pairs = Math.max(1, c.sources) * Math.max(1, c.destinations);
-    const perPair = Math.ceil(c.users / pairs);
-    const where = `(${Math.max(1, c.sources)} source address(es) × ${Math.max(1, c.destinations)} broker address(es))`;
-    if (perPair > portCount) {
-      errors.push(
-        `--users ${c.users} over ${pairs} connection pair(s) ${where} needs ${perPair} local ports per pair, but the ephemeral range ${c.ports[0]}-${c.ports[1]} has ${portCount}: ` +
-          `add source addresses (--source-address 127.0.0.2,127.0.0.3,...) or broker ports`,
-      );
-    } else if (perPair > PORT_SEARCH_SLOW) {
-      warnings.push(
-        `${perPair} connections per (source, broker) pair ${where}: past ~${PORT_SEARCH_SLOW} the kernel's port search slows connects; add --source-address 127.0.0.2,... or broker ports`,
-      );
+    const range = `${c.ports[0]}-${c.ports[1]}`;
+    if (c.sources > 0) {
+      // Bun binds each socket to its source address before connecting, so the kernel picks the
+      // port at bind() time, unaware of the destination: one ephemeral range per source address
+      // across all brokers, searched more slowly as it fills.
+      const perSource = Math.ceil(c.users / c.sources);
+      if (perSource > portCount) {
+        errors.push(`--users ${c.users} over ${c.sources} --source-address(es) needs ${perSource} local ports per address, but the ephemeral range ${range} has ${portCount}: add source addresses, or drop --source-address and add broker ports`);
+      } else if (perSource > PORT_SEARCH_SLOW) {
+        warnings.push(`${perSource} connections per --source-address: a socket bound to a source address gets its port at bind() time, and past ~${PORT_SEARCH_SLOW} per address that search slows connects sharply; add addresses, or drop --source-address and spread over more broker ports`);
+      }
+    } else {
+      const perDestination = Math.ceil(c.users / Math.max(1, c.destinations));
+      const where = `${Math.max(1, c.destinations)} broker address(es)`;
+      if (perDestination > portCount) {
+        errors.push(`--users ${c.users} over ${where} needs ${perDestination} local ports per broker address, but the ephemeral range ${range} has ${portCount}: add broker ports or hosts`);
+      } else if (perDestination > PORT_SEARCH_SLOW) {
+        warnings.push(`${perDestination} connections per broker address (${where}): past ~${PORT_SEARCH_SLOW} the kernel's port search slows connects; add broker ports or hosts`);
+      }
     }
   }
   return { errors, warnings, perProcess };

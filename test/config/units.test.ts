@@ -27,7 +27,12 @@ test("capacity: the open-file limit and the port range name the way out", () => 
   expect(fd.errors[0]).toContain("use --workers 2 or more");
   expect(checkCapacity({ users: 25_000, workers: 2, destinations: 4, sources: 0, files, ports: [32768, 60999] }).errors).toEqual([]);
   const ports = checkCapacity({ users: 19_000, workers: 1, destinations: 1, sources: 0, files: { soft: 1e6, hard: 1e6 }, ports: [50000, 60000] });
-  expect(ports.errors[0]).toContain("--source-address");
+  expect(ports.errors[0]).toContain("add broker ports");
+  // A source address is one port range across all brokers (bind before connect).
+  const bound = checkCapacity({ users: 60_000, workers: 4, destinations: 10, sources: 2, files, ports: [32768, 60999] });
+  expect(bound.errors[0]).toContain("30000 local ports per address");
+  const boundSlow = checkCapacity({ users: 30_000, workers: 2, destinations: 10, sources: 2, files, ports: [32768, 60999] });
+  expect(boundSlow.warnings[0]).toContain("per --source-address");
   const slow = checkCapacity({ users: 15_000, workers: 1, destinations: 1, sources: 0, files, ports: [32768, 60999] });
   expect(slow.warnings[0]).toContain("port search");
 });

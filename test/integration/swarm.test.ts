@@ -169,6 +169,22 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
     expect(rep.stats.disconnect.count).toBe(5);
   });
 
+  test("--reset-stats: the report covers what follows the ramp", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 6);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const report = join(tmp.path, "r.json");
+    const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "6", "--rate", "100", "--duration", "5s", "--interval", "300ms..400ms", "--reset-stats", "--report", report]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("stats reset");
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    // The 6 connects happened before the reset; publishes and the disconnects at stop after it.
+    expect(rep.stats.connect.count).toBe(0);
+    expect(rep.stats.publish.count).toBeGreaterThan(6);
+    expect(rep.stats.disconnect.count).toBe(6);
+  });
+
   test("bad flags are listed together and exit 2 before any connection", async () => {
     using tmp = tempDir();
     const r = await cicada(["run", "--users", "0", "--qos", "3", "--interval", "abc", "--duration", "-1", "--mqtt", "4", "--certs", join(tmp.path, "none")]);

@@ -1,0 +1,171 @@
+#!/usr/bin/env bun
+/**
+ * The 100,000-device test on one machine, broker included: makes P-256 device certificates,
+ * starts enough mosquitto instances for the per-process file limit, runs `cicada run` with
+ * enough workers and source addresses, ramps to N connected mTLS devices, holds them
+ * publishing QoS 1 every 29.5-30 s (subscribed to config), then stops. Bounded in time; stops
+ * what it started. Prints JSON lines: samples every 10 s, then a summary.
+ *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0]
+ *   bun bench/scale.bench.ts --devices 20000 --hold 60        # routine use: a few minutes
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { machineMemory, treeUsage } from "../scripts/lib/procstat.ts";
+import { startBrokers } from "../scripts/lib/testbed.ts";
+import { issueParallel, workersFor } from "../src/pki/batch.ts";
+import { openLocalCa } from "../src/pki/signers/local.ts";
+import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: "string", default: "100000" },
+    rate: { type: "string", default: "300" },
+    hold: { type: "string", default: "300" },
+    brokers: { type: "string", default: "auto" },
+    workers: { type: "string", default: "auto" },
+    // Source addresses make Bun bind() before connect(), which caps each address at one
+    // ephemeral range across all brokers and slows the kernel's search: more broker ports scale better.
+    sources: { type: "string", default: "0" },
+    "per-broker": { type: "string", default: "10000" },
+    certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+  },
+});
+const devices = Number(values.devices);
+const rate = Number(values.rate);
+const holdS = Number(values.hold);
+const brokerCount = values.brokers === "auto" ? Math.ceil(devices / Number(values["per-broker"])) : Number(values.brokers);
+const sources = Array.from({ length: Number(values.sources) }, (_, i) => `127.0.0.${i + 2}`);
+const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "scale", ...o }));
+const log = (s: string) => process.stderr.write(`# ${s}\n`);
+const MAIN = join(import.meta.dir, "../src/cli/main.ts");
+const MB = 1048576;
+
+// 1. Certificates (kept between runs: making 100,000 takes about a minute).
+const certDir = values.certs!;
+const have = existsSync(certDir) ? listDeviceIds(certDir).length : 0;
+if (have < devices) {
+  log(`making ${devices - have} P-256 device certificates in ${certDir}`);
+  const dir = ensureCertDir(certDir);
+  const { ca } = openLocalCa(dir, { kind: "ec" });
+  const ids = Array.from({ length: devices - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
+  const t0 = performance.now();
+  await issueParallel({ root: certDir, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
+  log(`certificates made in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+// 2. Brokers.
+const state = mkdtempSync(join(tmpdir(), "cicada-scale-"));
+const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
+log(`${brokerCount} mosquitto brokers on ports ${brokers.map((b) => b.port).join(",")}`);
+const report = join(state, "report.json");
+const rampS = Math.ceil(devices / rate);
+const durationS = rampS + 60 + holdS; // ramp, margin for stragglers, hold
+const memStart = machineMemory();
+
+// 3. cicada run.
+const args = [
+  "run", "--certs", certDir, "--port", brokers.map((b) => b.port).join(","), ...(sources.length ? ["--source-address", sources.join(",")] : []),
+  "--users", String(devices), "--rate", String(rate), "--workers", values.workers!, "--duration", `${durationS}s`,
+  "--interval", "29.5s..30s", "--qos", "1", "--keepalive", "120", "--connect-timeout", "60s", "--report", report,
+  // The report (publish latency, late sends) covers the hold; the ramp's figures are sampled here.
+  "--reset-stats",
+];
+log(`cicada ${args.join(" ")}`);
+const cicada = Bun.spawn([process.execPath, MAIN, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+interface Progress { t: number; connected: number; publishPerS: number; failures: number }
+const progress: Progress[] = [];
+void (async () => {
+  let buf = "";
+  for await (const chunk of cicada.stderr) {
+    buf += new TextDecoder().decode(chunk);
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.includes("stats reset")) continue;
+      const m = /^\[(\d+)s\] devices ([\d,]+)\/[\d,]+ connected \| publish ([\d.]+)\/s.*failures ([\d,]+)/.exec(line);
+      if (m) progress.push({ t: Number(m[1]), connected: Number(m[2]!.replace(/,/g, "")), publishPerS: Number(m[3]), failures: Number(m[4]!.replace(/,/g, "")) });
+      else if (!line.startsWith("[")) process.stderr.write(`${line}\n`);
+    }
+  }
+})();
+
+// 4. Samples every 10 s while it runs.
+const brokerPids = brokers.map((b) => b.pid);
+let prev = { t: performance.now(), c: treeUsage([cicada.pid]), b: treeUsage(brokerPids) };
+const samples: Record<string, number>[] = [];
+const sampler = setInterval(() => {
+  const now = performance.now();
+  const c = treeUsage([cicada.pid]);
+  const b = treeUsage(brokerPids);
+  const dt = (now - prev.t) / 1000;
+  const p = progress[progress.length - 1];
+  const sample = {
+    t_s: p?.t ?? 0,
+    connected: p?.connected ?? 0,
+    cicada_cpu_percent: +(((c.cpuS - prev.c.cpuS) / dt) * 100).toFixed(1),
+    cicada_rss_mb: Math.round(c.rssBytes / MB),
+    cicada_processes: c.processes,
+    brokers_cpu_percent: +(((b.cpuS - prev.b.cpuS) / dt) * 100).toFixed(1),
+    brokers_rss_mb: Math.round(b.rssBytes / MB),
+    machine_available_mb: Math.round(machineMemory().availableBytes / MB),
+  };
+  samples.push(sample);
+  emit({ sample });
+  prev = { t: now, c, b };
+}, 10_000);
+
+const code = await cicada.exited;
+clearInterval(sampler);
+for (const b of brokers) await b.stop();
+
+// 5. Summary.
+const rep = existsSync(report) ? JSON.parse(readFileSync(report, "utf8")) : null;
+rmSync(state, { recursive: true, force: true });
+if (!rep) {
+  emit({ error: `cicada run exited ${code} without a report` });
+  process.exit(1);
+}
+const full = progress.find((p) => p.connected >= devices);
+const failuresAtFull = full?.failures ?? NaN;
+const holdSamples = samples.filter((s) => full && s.t_s > full.t + 30);
+function holdRate(): number | null {
+  const window = full ? progress.filter((p) => p.t > full.t + 31) : [];
+  return window.length ? Math.round(window.reduce((a, p) => a + p.publishPerS, 0) / window.length) : null;
+}
+const avg = (k: string) => (holdSamples.length ? holdSamples.reduce((a, s) => a + s[k]!, 0) / holdSamples.length : NaN);
+const peak = (k: string) => Math.max(...samples.map((s) => s[k]!));
+emit({
+  summary: {
+    devices_target: devices,
+    brokers: brokerCount,
+    workers: rep.workers?.processes ?? 1,
+    source_addresses: sources.length,
+    seconds_to_all_connected: full ? full.t : null,
+    max_connected: Math.max(...progress.map((p) => p.connected)),
+    connected_at_stop: rep.users.connected,
+    connect_failures_during_ramp: Number.isFinite(failuresAtFull) ? failuresAtFull : null,
+    // From here on the report covers the hold only (--reset-stats).
+    failures_after_ramp: Object.values(rep.stats as Record<string, { failures: number }>).reduce((a, r) => a + r.failures, 0),
+    failure_reasons_after_ramp: rep.errors,
+    publishes: rep.stats.publish.count,
+    // Average of the progress line's rate once every device has had a full interval to publish.
+    publish_rate_hold_per_s: holdRate(),
+    publish_p50_ms: rep.stats.publish.p50_ms,
+    publish_p99_ms: rep.stats.publish.p99_ms,
+    subscribe_count: rep.stats.subscribe.count,
+    generator_kept_up: rep.health.kept_up,
+    late_sends: rep.health.late_sends,
+    cicada_cpu_percent_hold: +avg("cicada_cpu_percent").toFixed(1),
+    cicada_rss_mb_peak: peak("cicada_rss_mb"),
+    cicada_rss_kb_per_device: +((peak("cicada_rss_mb") * 1024) / devices).toFixed(1),
+    brokers_cpu_percent_hold: +avg("brokers_cpu_percent").toFixed(1),
+    brokers_rss_mb_peak: peak("brokers_rss_mb"),
+    brokers_rss_kb_per_device: +((peak("brokers_rss_mb") * 1024) / devices).toFixed(1),
+    machine_memory_total_mb: Math.round(memStart.totalBytes / MB),
+    machine_memory_used_peak_mb: Math.round((memStart.totalBytes - Math.min(...samples.map((s) => s.machine_available_mb! * MB))) / MB),
+    exit_code: code,
+  },
+});

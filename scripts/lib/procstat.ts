@@ -1,0 +1,53 @@
+/** CPU and memory of process trees and of the machine, read from /proc (Linux), for benchmarks. */
+import { readFileSync, readdirSync } from "node:fs";
+
+const TICKS_PER_S = 100; // USER_HZ
+
+export interface ProcUsage {
+  /** user + system CPU seconds of the processes counted. */
+  cpuS: number;
+  rssBytes: number;
+  processes: number;
+}
+
+function stat(pid: number): { ppid: number; cpuS: number; rssBytes: number } | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return { ppid: Number(f[1]), cpuS: (Number(f[11]) + Number(f[12])) / TICKS_PER_S, rssBytes: Number(f[21]) * 4096 };
+  } catch {
+    return null;
+  }
+}
+
+/** Usage of `pids` and all their descendants. */
+export function treeUsage(pids: number[]): ProcUsage {
+  const all = readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number);
+  const parent = new Map<number, number>();
+  for (const p of all) {
+    const s = stat(p);
+    if (s) parent.set(p, s.ppid);
+  }
+  const wanted = new Set(pids);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [p, pp] of parent) if (!wanted.has(p) && wanted.has(pp)) (wanted.add(p), (grew = true));
+  }
+  const u: ProcUsage = { cpuS: 0, rssBytes: 0, processes: 0 };
+  for (const p of wanted) {
+    const s = stat(p);
+    if (!s) continue;
+    u.cpuS += s.cpuS;
+    u.rssBytes += s.rssBytes;
+    u.processes++;
+  }
+  return u;
+}
+
+/** MemTotal and MemAvailable, bytes. */
+export function machineMemory(): { totalBytes: number; availableBytes: number } {
+  const m = readFileSync("/proc/meminfo", "utf8");
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(m)?.[1] ?? 0) * 1024;
+  return { totalBytes: kb("MemTotal"), availableBytes: kb("MemAvailable") };
+}
