@@ -150,14 +150,19 @@ export async function startBrokers(count: number, opts: BrokerOptions): Promise<
 }
 
 /** Starts redis-server on loopback with persistence off. */
-export async function startRedis(opts: { stateDir: string; port?: number; password?: string; detached?: boolean }): Promise<RedisServer> {
+export async function startRedis(opts: { stateDir: string; port?: number; password?: string; detached?: boolean; tlsCertDir?: string }): Promise<RedisServer> {
   const host = "127.0.0.1";
   const port = opts.port ?? (await freePort(host));
   const wd = resolve(opts.stateDir, `redis-${port}`);
   mkdirSync(wd, { recursive: true });
-  const args = ["redis-server", "--port", String(port), "--bind", host, "--save", "", "--appendonly", "no", "--dir", wd, "--logfile", join(wd, "redis.log")];
+  const args = ["redis-server", "--bind", host, "--save", "", "--appendonly", "no", "--dir", wd, "--logfile", join(wd, "redis.log")];
+  if (opts.tlsCertDir) {
+    // TLS only (rediss://), with the server certificate the test bed's brokers use; clients need no certificate.
+    const { dir, cert, key } = brokerCerts(opts.tlsCertDir);
+    args.push("--port", "0", "--tls-port", String(port), "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", dir.caCert, "--tls-auth-clients", "no");
+  } else args.push("--port", String(port));
   if (opts.password) args.push("--requirepass", opts.password);
   const { proc, stop } = await spawnServer(args, host, port, join(wd, "stderr.log"), opts.detached);
   const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : "";
-  return { pid: proc.pid, host, port, url: `redis://${auth}${host}:${port}`, stop, [Symbol.asyncDispose]: stop };
+  return { pid: proc.pid, host, port, url: `${opts.tlsCertDir ? "rediss" : "redis"}://${auth}${host}:${port}`, stop, [Symbol.asyncDispose]: stop };
 }

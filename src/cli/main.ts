@@ -4,6 +4,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { certsCommand } from "./certs.ts";
 import { runCommand } from "./run.ts";
+import { workerCommand } from "./worker.ts";
 import { runWorkerProcess } from "../cluster/worker.ts";
 
 const HELP = `cicada ${pkg.version} — MQTT load generator for IoT platforms: fleets of mTLS devices.
@@ -12,6 +13,7 @@ Usage: cicada <command> [options]
 
 Commands:
   run        Simulate devices against an MQTT broker and report how it held up
+  worker     Join a run that spans machines (controller: cicada run --redis URL)
   certs      Device certificates, the local CA, CRL and broker certificates
   version    Print the version
 
@@ -26,6 +28,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   certs: certsCommand,
   run: runCommand,
+  worker: workerCommand,
   // Internal: a worker process started by `cicada run` (talks to its supervisor over IPC).
   "__swarm-worker": () => runWorkerProcess(),
 };

@@ -4,7 +4,10 @@ import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
+import { Controller } from "../cluster/controller.ts";
+import { idsDigest } from "../cluster/federation.ts";
 import { Supervisor, planWorkers, type Fleet } from "../cluster/supervisor.ts";
+import type { Range } from "../cluster/identities.ts";
 import { identitiesFor } from "../cluster/worker.ts";
 import { readRunConfig, RUN_SPEC, type RunConfig } from "../config/run.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
@@ -29,6 +32,24 @@ export async function runCommand(argv: string[]): Promise<number> {
     ]);
   }
 
+  if (cfg.federation) {
+    const ids = listDeviceIds(cfg.certDir);
+    const controller = new Controller(
+      {
+        redis: cfg.federation.redis,
+        swarm: cfg.swarm,
+        synthetic,
+        space: [cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)],
+        digest: idsDigest(ids),
+        graceMs: cfg.federation.graceMs,
+        expect: cfg.federation.expect,
+        waitMs: Math.max(cfg.federation.graceMs, 10_000),
+      },
+      (line) => process.stderr.write(`cicada: ${line}\n`),
+    );
+    return runFleet(cfg, controller, 0);
+  }
+
   const raised = await raiseFileLimit();
   if (!raised.ok) process.stderr.write(`cicada: warning: ${raised.reason}\n`);
   const limit = raised.ok ? raised : getFileLimit();
@@ -47,12 +68,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   for (const w of cap.warnings) process.stderr.write(`cicada: warning: ${w}\n`);
   if (cap.errors.length) throw new ConfigError(cap.errors);
 
-  const identities = synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users);
+  const ranges: Range[] = [[cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)]];
   const fleet: Fleet =
     workers === 1
-      ? new InProcessFleet(cfg.swarm, identitiesFor({ certDir: cfg.certDir, first: cfg.firstDevice, count: identities, synthetic }))
+      ? new InProcessFleet(cfg.swarm, identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0 }))
       : new Supervisor(
-          planWorkers({ certDir: cfg.certDir, synthetic, first: cfg.firstDevice, identities, workers, swarm: cfg.swarm }),
+          planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm }),
           (line) => process.stderr.write(`cicada: ${line}\n`),
         );
   return runFleet(cfg, fleet, workers);
@@ -61,10 +82,12 @@ export async function runCommand(argv: string[]): Promise<number> {
 async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<number> {
   const started = new Date();
   const cpu0 = process.cpuUsage();
-  fleet.start();
+  const federated = !!cfg.federation;
+  await fleet.start();
   process.stderr.write(
     `cicada: ${fmtInt(cfg.swarm.users)} devices → ${cfg.echo.targets} at ${cfg.swarm.rate}/s for ${cfg.durationMs / 1000}s` +
-      ` (${cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ${workers} process${workers > 1 ? "es" : ""})\n`,
+      ` (${cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ` +
+      `${federated ? `${fleet.snapshot().machines?.filter((m) => !m.lost && !m.rejected).length} machines` : `${workers} process${workers > 1 ? "es" : ""}`})\n`,
   );
 
   const progress = new Progress(process.stderr, { intervalMs: 2000 });
@@ -81,11 +104,12 @@ async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<
       `[${Math.round((now - t0) / 1000)}s] devices ${fmtInt(s.connected)}/${fmtInt(s.target)} connected` +
       ` | publish ${((pub - prev.pub) / dt).toFixed(1)}/s p99 ${rows.publish.latency.percentileMs(99).toFixed(1)} ms` +
       ` | recv ${((recv - prev.recv) / dt).toFixed(1)}/s | failures ${fmtInt(fail)} (+${fmtInt(fail - prev.fail)})` +
-      (s.restarts ? ` | worker restarts ${s.restarts}` : "");
+      (s.restarts ? ` | worker restarts ${s.restarts}` : "") +
+      (s.machines ? ` | machines ${s.machines.filter((m) => !m.lost && !m.rejected).length}${s.machines.some((m) => m.lost) ? ` (${s.machines.filter((m) => m.lost).length} lost)` : ""}` : "");
     prev = { t: now, pub, recv, fail };
     return text;
   };
-  const supervised = workers > 1;
+  const supervised = workers > 1 || federated;
   // CPU of this process and its workers, so the report's CPU covers the same window as its stats.
   const cpuNow = (workersCpu: number) => {
     const own = process.cpuUsage(cpu0);
@@ -128,8 +152,9 @@ async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<
   // In-process: the one worker is this process. Otherwise add the workers' own figures.
   const cpuMicros = cpuNow(after.workers.reduce((a, w) => a + w.cpu_us, 0)) - cpuFrom;
   const rssBytes = process.memoryUsage().rss + (supervised ? after.workers.reduce((a, w) => a + w.rss, 0) : 0);
+  const machines = after.machines?.map(({ id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, rejected }) => ({ id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, ...(rejected ? { rejected } : {}) }));
   const report = buildReport({
-    config: { ...cfg.echo, workers },
+    config: { ...cfg.echo, workers: federated ? "machines" : workers },
     started: statsFrom,
     ended: new Date(),
     interrupted,
@@ -137,7 +162,8 @@ async function runFleet(cfg: RunConfig, fleet: Fleet, workers: number): Promise<
     stats: after.stats,
     cpuMicros,
     rssBytes,
-    workers: supervised ? { processes: workers, supervisor_cpu_percent: Math.round(((own.user + own.system) / 1e4 / Math.max(1e-3, (Date.now() - started.getTime()) / 1000)) * 100) / 100, restarts: after.restarts, list: after.workers.map(({ slot, pid, restarts, connected, rss, cpu_us }) => ({ slot, pid, restarts, connected, rss, cpu_us })) } : undefined,
+    machines,
+    workers: supervised ? { processes: federated ? after.workers.length : workers, supervisor_cpu_percent: Math.round(((own.user + own.system) / 1e4 / Math.max(1e-3, (Date.now() - started.getTime()) / 1000)) * 100) / 100, restarts: after.restarts, list: after.workers.map(({ slot, pid, restarts, connected, rss, cpu_us }) => ({ slot, pid, restarts, connected, rss, cpu_us })) } : undefined,
   });
   process.stdout.write(`\n${renderTable(report)}`);
   if (cfg.reportPath) writeReport(cfg.reportPath, report);

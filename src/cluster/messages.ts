@@ -4,27 +4,30 @@
  */
 import type { SwarmConfig } from "../engine/swarm.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
+import type { Range } from "./identities.ts";
 
-/** What one worker process simulates: a disjoint segment of the fleet's identities. */
+/** What one worker process simulates: its turn of positions over its machine's identity ranges. */
 export interface WorkerSpec {
-  /** Position of this worker among its supervisor's workers. */
+  /** Position of this worker among its supervisor's workers: it takes positions slot, slot+stride, ... */
   slot: number;
+  stride: number;
   certDir: string;
-  /** First identity of the segment (index into the directory's sorted ids). */
-  first: number;
-  /** Identities in the segment: the most devices this worker may run. */
-  count: number;
+  /** The machine's identities, as ranges of indices into the directory's sorted ids. */
+  ranges: Range[];
   /** Without TLS and without enough certificates, ids are made up. */
   synthetic: boolean;
   swarm: SwarmConfig;
 }
 
 export type ToWorker =
-  | { t: "start"; spec: WorkerSpec }
-  | { t: "set"; users?: number; rate?: number }
+  | { t: "start"; spec: WorkerSpec; v: number }
+  /** `v` numbers the settings; the worker echoes the last it applied in its status. */
+  | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[] }
   | { t: "stop" };
 
 export interface WorkerStatus {
+  /** The last settings version applied. */
+  v: number;
   target: number;
   active: number;
   connected: number;

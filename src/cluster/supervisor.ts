@@ -8,6 +8,7 @@ import type { Subprocess } from "bun";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import type { SwarmConfig } from "../engine/swarm.ts";
+import type { Range } from "./identities.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 import { selfArgv } from "./self.ts";
 
@@ -15,7 +16,8 @@ export const WATCHDOG_MS = 5000;
 
 /** What the CLI and the API drive: one in-process swarm or a supervised set of workers. */
 export interface Fleet {
-  start(): void;
+  /** Starts the devices; a federated fleet resolves once the machines it waits for have joined. */
+  start(): void | Promise<void>;
   setUsers(n: number): void;
   setRate(r: number): void;
   snapshot(): FleetSnapshot;
@@ -40,6 +42,23 @@ export interface FleetSnapshot {
   workers: WorkerInfo[];
   /** Worker processes that died or hung and were replaced. */
   restarts: number;
+  /** Machines of a federated run. */
+  machines?: MachineInfo[];
+}
+
+export interface MachineInfo {
+  id: string;
+  host: string;
+  pid: number;
+  lost: boolean;
+  users: number;
+  ranges: Range[];
+  connected: number;
+  processes: number;
+  /** The machine's agent and its workers together. */
+  cpu_us: number;
+  rss: number;
+  rejected?: string;
 }
 
 /** Splits `total` into `parts` near-equal whole shares. */
@@ -50,30 +69,23 @@ export function split(total: number, parts: number): number[] {
 export interface FleetPlan {
   certDir: string;
   synthetic: boolean;
-  /** First identity of the whole fleet, and how many identities it may use. */
-  first: number;
-  identities: number;
+  /** The identities the fleet may use (indices into the directory's sorted ids). */
+  ranges: Range[];
   workers: number;
   swarm: SwarmConfig;
 }
 
-/** One spec per worker: disjoint identity segments covering the fleet's identities, users and rate split evenly. */
+/** One spec per worker: worker k takes positions k, k+W, ... of the fleet's identities; users and rate split evenly. */
 export function planWorkers(plan: FleetPlan): WorkerSpec[] {
-  const segments = split(plan.identities, plan.workers);
   const users = split(plan.swarm.users, plan.workers);
-  let first = plan.first;
-  return segments.map((count, slot) => {
-    const spec: WorkerSpec = {
-      slot,
-      certDir: plan.certDir,
-      first,
-      count,
-      synthetic: plan.synthetic,
-      swarm: { ...plan.swarm, users: users[slot]!, rate: (plan.swarm.rate * users[slot]!) / Math.max(1, plan.swarm.users) },
-    };
-    first += count;
-    return spec;
-  });
+  return users.map((u, slot) => ({
+    slot,
+    stride: plan.workers,
+    certDir: plan.certDir,
+    ranges: plan.ranges,
+    synthetic: plan.synthetic,
+    swarm: { ...plan.swarm, users: u, rate: (plan.swarm.rate * u) / Math.max(1, plan.swarm.users) },
+  }));
 }
 
 interface Worker {
@@ -87,7 +99,7 @@ interface Worker {
   exited: Promise<void>;
 }
 
-const IDLE: WorkerStatus = { target: 0, active: 0, connected: 0, rss: 0, cpu_us: 0 };
+const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, rss: 0, cpu_us: 0 };
 
 export class Supervisor implements Fleet {
   stats = new Stats();
@@ -97,6 +109,8 @@ export class Supervisor implements Fleet {
   private restarts = 0;
   private users: number;
   private rate: number;
+  /** Settings version: bumped by every change sent to the workers, echoed back in their status. */
+  private v = 1;
 
   constructor(specs: WorkerSpec[], private readonly onEvent: (line: string) => void = () => {}) {
     this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve() }));
@@ -148,13 +162,34 @@ export class Supervisor implements Fleet {
     return this.snapshot();
   }
 
-  private reshare(): void {
+  /** Hands the fleet a new list of identity ranges (grown or shrunk at the end) and users to run from it. */
+  assign(ranges: Range[], users: number, rate: number): void {
+    for (const w of this.workers) w.spec.ranges = ranges;
+    this.users = users;
+    this.rate = rate;
+    this.reshare(ranges);
+  }
+
+  /** True once every live worker has applied the latest settings. */
+  settled(): boolean {
+    return this.workers.every((w) => !w.proc || w.proc.exitCode !== null || w.status.v >= this.v);
+  }
+
+  /** How many leading positions of the ranges are in use: the ones after it can be handed over once settled. */
+  used(): number {
+    let n = 0;
+    for (const w of this.workers) if (w.status.active > 0) n = Math.max(n, w.spec.slot + (w.status.active - 1) * w.spec.stride + 1);
+    return n;
+  }
+
+  private reshare(ranges?: Range[]): void {
+    const v = ++this.v;
     const users = split(this.users, this.workers.length);
     this.workers.forEach((w, i) => {
-      const u = Math.min(users[i]!, w.spec.count);
+      const u = users[i]!;
       w.spec.swarm.users = u;
       w.spec.swarm.rate = (this.rate * u) / Math.max(1, this.users);
-      this.post(w, { t: "set", users: u, rate: w.spec.swarm.rate });
+      this.post(w, { t: "set", v, users: u, rate: w.spec.swarm.rate, ...(ranges ? { ranges } : {}) });
     });
   }
 
@@ -182,7 +217,7 @@ export class Supervisor implements Fleet {
     });
     w.proc = proc;
     w.lastSeq = 0;
-    proc.send({ t: "start", spec: w.spec } satisfies ToWorker);
+    proc.send({ t: "start", spec: w.spec, v: this.v } satisfies ToWorker);
   }
 
   private onMessage(w: Worker, m: FromWorker): void {

@@ -4,35 +4,21 @@
  * and also when its supervisor goes away, so no load is ever left behind.
  */
 import { raiseFileLimit } from "../../native/rlimit.ts";
-import { Swarm, type IdentitySource } from "../engine/swarm.ts";
+import { Swarm } from "../engine/swarm.ts";
 import { encodeStats } from "../metrics/snapshot.ts";
-import { DirIdentities } from "../store/dir.ts";
+import { identityBase, StridedIdentities } from "./identities.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 
 export const STATS_INTERVAL_MS = 1000;
 
-/** Ids for plain-TCP runs without a certificate directory. */
-export class SyntheticIdentities implements IdentitySource {
-  constructor(
-    readonly count: number,
-    private readonly first: number,
-  ) {}
-  id(i: number): string {
-    return (this.first + i).toString(16).padStart(8, "0");
-  }
-  load(): { cert: string; key: string } {
-    throw new Error("synthetic identities have no certificate");
-  }
+export function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot">): StridedIdentities {
+  return new StridedIdentities(identityBase(spec.certDir, spec.synthetic), spec.ranges, spec.stride, spec.slot);
 }
 
-export function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "first" | "count" | "synthetic">): IdentitySource {
-  return spec.synthetic ? new SyntheticIdentities(spec.count, spec.first) : new DirIdentities(spec.certDir, spec.first, spec.count);
-}
-
-export function status(swarm: Swarm): WorkerStatus {
+export function status(swarm: Swarm, v = 0): WorkerStatus {
   const s = swarm.snapshot();
   const cpu = process.cpuUsage();
-  return { target: s.target, active: s.active, connected: s.connected, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
+  return { v, target: s.target, active: s.active, connected: s.connected, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
 }
 
 export async function runWorkerProcess(): Promise<number> {
@@ -40,8 +26,10 @@ export async function runWorkerProcess(): Promise<number> {
   // The supervisor coordinates shutdown: Ctrl-C in a terminal reaches the whole process group.
   process.on("SIGINT", () => {});
   let swarm: Swarm | null = null;
+  let identities: StridedIdentities | null = null;
   let slot = -1;
   let seq = 0;
+  let v = 0;
   let ticker: ReturnType<typeof setInterval> | null = null;
   const send = (m: FromWorker) => process.send?.(m);
   const { promise: done, resolve: finish } = Promise.withResolvers<number>();
@@ -53,7 +41,7 @@ export async function runWorkerProcess(): Promise<number> {
       // Report the devices as they were when told to stop, with the disconnects counted after.
       const before = status(swarm);
       await swarm.stop();
-      send({ t: "stopped", slot, seq: ++seq, delta: encodeStats(swarm.takeStats()), status: { ...status(swarm), target: before.target, active: before.active, connected: before.connected } });
+      send({ t: "stopped", slot, seq: ++seq, delta: encodeStats(swarm.takeStats()), status: { ...status(swarm, v), target: before.target, active: before.active, connected: before.connected } });
     }
     // Let the last message leave, then let go of the channel so the process can exit.
     setTimeout(() => {
@@ -66,12 +54,17 @@ export async function runWorkerProcess(): Promise<number> {
     try {
       if (m.t === "start") {
         slot = m.spec.slot;
-        swarm = new Swarm(m.spec.swarm, identitiesFor(m.spec));
+        v = m.v;
+        identities = identitiesFor(m.spec);
+        swarm = new Swarm(m.spec.swarm, identities);
         swarm.start();
-        ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!) }), STATS_INTERVAL_MS);
+        ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!, v) }), STATS_INTERVAL_MS);
       } else if (m.t === "set") {
+        // Ranges first: more identities let the swarm take more users.
+        if (m.ranges) identities?.setRanges(m.ranges);
         if (m.users !== undefined) swarm?.setUsers(m.users);
         if (m.rate !== undefined) swarm?.setRate(m.rate);
+        v = m.v;
       } else if (m.t === "stop") {
         void stop();
       }

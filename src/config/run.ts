@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "../cli/options.ts";
+import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../cluster/redis.ts";
 import type { SwarmConfig } from "../engine/swarm.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { parseDuration, parseRange } from "./units.ts";
@@ -34,6 +35,10 @@ export const RUN_SPEC: CommandSpec = {
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     report: { type: "string", arg: "FILE", help: "Write the JSON report here (also on Ctrl-C)" },
     "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
+    redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
+    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
+    "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
+    grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines stop their devices after this long without the controller" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
   },
   details: `
@@ -42,9 +47,14 @@ tenant:id/config and publishes {"timestamp": ms} to tenant:id/attrs every --inte
 Latency is measured from the scheduled send time, so a slow broker cannot hide behind a
 slow generator (coordinated omission).
 
+With --redis the run spans machines: this process is the controller and runs no devices;
+each machine runs \`cicada worker --redis URL\` with the same certificate directory and gets
+a share of the users and of the identities (REDIS_PASSWD fills a password the URL lacks).
+
 Examples:
   cicada certs create --devices 1000
-  cicada run --port 8883 --users 1000 --rate 100 --duration 5m --report run.json`,
+  cicada run --port 8883 --users 1000 --rate 100 --duration 5m --report run.json
+  cicada run --redis redis://10.0.0.1:6379 --expect-machines 3 --users 100000 --rate 300 --duration 30m`,
 };
 
 export interface RunConfig {
@@ -56,6 +66,8 @@ export interface RunConfig {
   workers: number | "auto";
   reportPath?: string;
   resetStats: boolean;
+  /** Set with --redis: this process is the controller of a federated run. */
+  federation?: { redis: RedisSettings; expect: number; graceMs: number };
   /** The settings as given, for the report. */
   echo: Record<string, unknown>;
 }
@@ -111,6 +123,23 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     }
   }
   const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
+  const expect = o.int("expect-machines", 1, 1, 10_000);
+  const graceMs = positiveDuration(o, "grace", "60s");
+  let federation: RunConfig["federation"];
+  if (o.has("redis")) {
+    const url = redisUrl(o.str("redis"), env);
+    const bad = checkRedisUrl(url);
+    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redact(o.str("redis")!));
+    let ca: string | undefined;
+    if (o.has("redis-ca")) {
+      try {
+        ca = readFileSync(o.str("redis-ca")!, "utf8");
+      } catch {
+        o.fail("redis-ca", "cannot be read", o.str("redis-ca"));
+      }
+    }
+    federation = { redis: { url, ca }, expect, graceMs };
+  }
   return {
     swarm: {
       targets,
@@ -135,6 +164,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     workers,
     reportPath: o.str("report"),
     resetStats: o.bool("reset-stats"),
+    federation,
     echo: {
       targets: targets.map((t) => `${t.host}:${t.port}`),
       users,
@@ -153,6 +183,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       reconnect_s: [reconnectMin, reconnectMax],
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
+      ...(federation ? { redis: redact(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000 } : {}),
     },
   };
 }

@@ -185,8 +185,9 @@ export class Swarm implements SessionHost, LinkEvents {
 
   private spawn(index: number, now: number): void {
     let dev = this.devices[index];
-    if (!dev) {
-      const id = this.identities.id(index);
+    const id = this.identities.id(index);
+    // A slot whose identity changed (its machine handed ranges over) gets a fresh device.
+    if (!dev || dev.id !== id) {
       const clientId = `${this.cfg.tenant}:${id}`;
       dev = new Device(index, id, clientId, new PublishTemplate(`${clientId}/attrs`, this.cfg.qos, this.cfg.version, this.cfg.payloadSize));
       this.devices[index] = dev;

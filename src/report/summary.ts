@@ -26,6 +26,24 @@ export interface Report {
   health: HealthReport;
   /** Worker processes, when the run had more than one. */
   workers?: WorkersReport;
+  /** Machines of a federated run (`--redis`). */
+  machines?: MachineReport[];
+}
+
+export interface MachineReport {
+  id: string;
+  host: string;
+  pid: number;
+  /** Went silent during the run; its counts up to then are in the totals. */
+  lost: boolean;
+  users: number;
+  /** Identity ranges it held at the end: [first index, count] into the sorted ids. */
+  ranges: [number, number][];
+  connected: number;
+  processes: number;
+  cpu_us: number;
+  rss: number;
+  rejected?: string;
 }
 
 export interface WorkersReport {
@@ -47,6 +65,7 @@ export interface ReportInput {
   cpuMicros: number;
   rssBytes: number;
   workers?: WorkersReport;
+  machines?: MachineReport[];
 }
 
 export function buildReport(r: ReportInput): Report {
@@ -85,6 +104,7 @@ export function buildReport(r: ReportInput): Report {
       kept_up: lag.p99_ms < 50 && h.late_sends <= Math.max(1, publishes * 0.01) && h.backpressure_skips === 0,
     },
     ...(r.workers ? { workers: r.workers } : {}),
+    ...(r.machines ? { machines: r.machines } : {}),
   };
 }
 
@@ -109,6 +129,7 @@ export function renderTable(rep: Report): string {
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +
     ` Generator: ${h.kept_up ? "kept up" : "DID NOT keep up — latencies include cicada's own delay"}` +
     ` (loop lag p99 ${f(h.loop_lag_p99_ms)} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent}%, RSS ${(h.rss_bytes / 1048576).toFixed(0)} MiB)\n` +
+    (rep.machines ? `Machines: ${rep.machines.length} (${rep.machines.filter((m) => m.lost).length} lost).\n` : "") +
     (rep.workers ? `Workers: ${rep.workers.processes} processes, ${rep.workers.restarts} restarted.\n` : "");
   return out;
 }

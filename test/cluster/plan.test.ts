@@ -1,5 +1,7 @@
 import { expect, test } from "bun:test";
+import { SYNTHETIC, StridedIdentities, stridedShare, type Range } from "../../src/cluster/identities.ts";
 import { planWorkers, split } from "../../src/cluster/supervisor.ts";
+import { identitiesFor } from "../../src/cluster/worker.ts";
 import { addEncoded, encodeStats } from "../../src/metrics/snapshot.ts";
 import { Stats } from "../../src/metrics/stats.ts";
 import { swarmConfig } from "../helpers/swarm.ts";
@@ -9,11 +11,42 @@ test("split gives near-equal whole shares that add up", () => {
   expect(split(2, 4)).toEqual([1, 1, 0, 0]);
 });
 
-test("workers get disjoint identity segments covering the fleet, users and rate split", () => {
-  const specs = planWorkers({ certDir: "c", synthetic: false, first: 5, identities: 1001, workers: 3, swarm: swarmConfig([], { users: 900, rate: 90 }) });
-  expect(specs.map((s) => [s.first, s.count])).toEqual([[5, 334], [339, 334], [673, 333]]);
+test("workers take turns over the fleet's identities, users and rate split", () => {
+  const specs = planWorkers({ certDir: "c", synthetic: true, ranges: [[5, 1001]], workers: 3, swarm: swarmConfig([], { users: 900, rate: 90 }) });
+  expect(specs.map((s) => [s.slot, s.stride])).toEqual([[0, 3], [1, 3], [2, 3]]);
   expect(specs.map((s) => s.swarm.users)).toEqual([300, 300, 300]);
   expect(specs.reduce((a, s) => a + s.swarm.rate, 0)).toBeCloseTo(90);
+  // Worker k's first identities are the fleet's positions k, k+3, ...: 5, 8, 11 for worker 0.
+  const ids = specs.map((s) => identitiesFor(s));
+  expect([0, 1, 2].map((i) => ids[0]!.id(i))).toEqual(["00000005", "00000008", "0000000b"]);
+  expect(ids.map((x) => x.count)).toEqual([334, 334, 333]);
+});
+
+test("a machine running u devices uses exactly the first u positions of its ranges, whatever its worker count", () => {
+  const ranges: Range[] = [[100, 7], [500, 10]];
+  for (const workers of [1, 2, 3, 5]) {
+    for (const users of [0, 1, 6, 7, 8, 17]) {
+      const used = new Set<string>();
+      for (let k = 0; k < workers; k++) {
+        const ids = new StridedIdentities(SYNTHETIC, ranges, workers, k);
+        const u = split(users, workers)[k]!;
+        expect(u).toBe(stridedShare(users, workers, k));
+        for (let i = 0; i < u; i++) used.add(ids.id(i));
+      }
+      const expected = [...Array(7).keys()].map((i) => 100 + i).concat([...Array(10).keys()].map((i) => 500 + i)).slice(0, users);
+      expect([...used].sort()).toEqual(expected.map((n) => n.toString(16).padStart(8, "0")).sort());
+    }
+  }
+});
+
+test("ranges that grow at the end keep every existing position's identity", () => {
+  const ids = new StridedIdentities(SYNTHETIC, [[0, 4]], 2, 1);
+  const before = [0, 1].map((i) => ids.id(i));
+  ids.setRanges([[0, 4], [10, 4]]);
+  expect([0, 1].map((i) => ids.id(i))).toEqual(before);
+  expect(ids.count).toBe(4);
+  expect(ids.id(2)).toBe("0000000b");
+  expect(() => ids.id(4)).toThrow(RangeError);
 });
 
 test("stats deltas merged by a controller equal the stats of the union", () => {

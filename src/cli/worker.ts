@@ -1,0 +1,66 @@
+/** `cicada worker`: one machine of a federated run — joins the controller over Redis and runs its share of the devices. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { MachineAgent } from "../cluster/machine.ts";
+import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
+import { EXIT } from "../errors.ts";
+import { parseCommand, type CommandSpec } from "./options.ts";
+
+export const WORKER_SPEC: CommandSpec = {
+  name: "worker",
+  summary: "Join a federated run: take a share of the devices from a controller over Redis.",
+  usage: "cicada worker [--redis URL] [options]",
+  options: {
+    redis: { type: "string", arg: "URL", help: "Redis shared with the controller (default redis://REDIS_HOST:REDIS_PORT, password REDIS_PASSWD)" },
+    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
+    certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory: the same ids as the controller's" },
+    "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA of the broker certificate (default DIR/ca.crt, else the controller's)" },
+    "source-address": { type: "string", arg: "LIST", help: "Local addresses this machine's devices connect from" },
+    workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
+    name: { type: "string", arg: "NAME", help: "Machine name in the registry and the report (default host-pid)" },
+    once: { type: "boolean", help: "Exit after one run instead of waiting for the next" },
+  },
+  details: `
+Start one per machine (it starts its own per-core worker processes). The controller —
+\`cicada run --redis URL\` — hands each machine disjoint identity ranges of the shared
+certificate directory, users and spawn rate, and re-splits when a machine joins or is lost.
+Through a Redis outage the devices keep running and the counts are kept; with no word from
+the controller for its grace period (--grace, 60 s) the devices are stopped cleanly.
+
+Example:
+  cicada worker --redis redis://10.0.0.1:6379 --certs cert --source-address 127.0.0.2`,
+};
+
+export async function workerCommand(argv: string[]): Promise<number> {
+  const o = parseCommand(WORKER_SPEC, argv);
+  if (!o) return EXIT.OK;
+  const url = redisUrl(o.str("redis"));
+  const bad = checkRedisUrl(url);
+  if (bad) o.issues.push(`${o.has("redis") ? "--redis" : "REDIS_HOST/REDIS_PORT"} ${bad}`);
+  const read = (name: string, path: string | undefined, what: string) => {
+    if (!path) return undefined;
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      o.issues.push(`${o.source(name)}: cannot read ${what} ${path}`);
+      return undefined;
+    }
+  };
+  const certDir = o.str("certs")!;
+  const redisCa = read("redis-ca", o.str("redis-ca"), "the Redis CA certificate");
+  const caPem = o.has("ca-cert") ? read("ca-cert", o.str("ca-cert"), "the CA certificate") : (() => {
+    try {
+      return readFileSync(join(certDir, "ca.crt"), "utf8");
+    } catch {
+      return undefined;
+    }
+  })();
+  const workers = o.str("workers") === "auto" ? "auto" : o.int("workers", 1, 1, 1024);
+  o.check();
+  const agent = new MachineAgent(
+    { redis: { url, ca: redisCa }, certDir, caPem, sources: o.list("source-address") ?? [], workers, name: o.str("name"), once: o.bool("once") },
+    (line) => process.stderr.write(`cicada worker: ${line}\n`),
+  );
+  process.stderr.write(`cicada worker: joining ${redact(url)}\n`);
+  return agent.serve();
+}

@@ -1,0 +1,273 @@
+/**
+ * The controller of a federated run (`cicada run --redis URL`): machines running
+ * `cicada worker` join over Redis; the controller hands each a share of the users and
+ * disjoint identity ranges, restates it every second, adds up their running totals, and
+ * re-splits when a machine joins or is lost.
+ *
+ * Identities are never used twice: a machine told to run fewer devices frees its tail
+ * ranges only once it reports having applied that; a lost machine's ranges are held back
+ * for the grace period, after which it has stopped its devices by itself even if it is only
+ * cut off rather than dead.
+ */
+import { hostname } from "node:os";
+import type Redis from "ioredis";
+import type { SwarmConfig } from "../engine/swarm.ts";
+import { addEncoded } from "../metrics/snapshot.ts";
+import { Stats } from "../metrics/stats.ts";
+import { LoadError } from "../errors.ts";
+import { type Range, total } from "./identities.ts";
+import { append, type Assignment, BEAT_MS, type Beat, CTL, cut, LOST_MS, type MachineState, release, take, UP } from "./federation.ts";
+import { openRedis, type RedisSettings } from "./redis.ts";
+import { split, type Fleet, type FleetSnapshot, type MachineInfo } from "./supervisor.ts";
+
+export interface ControllerOptions {
+  redis: RedisSettings;
+  swarm: SwarmConfig;
+  synthetic: boolean;
+  /** The identities the fleet may use: [first index, count]. */
+  space: Range;
+  /** Digest of the controller's certificate directory ids; machines must match it (unless synthetic). */
+  digest: string;
+  graceMs: number;
+  /** Machines to wait for before the ramp starts, and for how long. */
+  expect: number;
+  waitMs: number;
+}
+
+interface Machine {
+  id: string;
+  order: number;
+  lastSeen: number;
+  lost: boolean;
+  /** Why it gets no devices (a different certificate directory). */
+  rejected?: string;
+  a: Assignment;
+  /** Tail ranges given up, free once the machine reports version `v` applied. */
+  pending: { ranges: Range[]; v: number }[];
+  state: MachineState | null;
+  totals: MachineState["totals"];
+  seq: number;
+}
+
+export class Controller implements Fleet {
+  readonly run = `${hostname()}-${process.pid}-${Date.now().toString(36)}`;
+  private pub: Redis | null = null;
+  private sub: Redis | null = null;
+  private readonly machines = new Map<string, Machine>();
+  private free: Range[];
+  private quarantine: { machine: string; ranges: Range[]; until: number }[] = [];
+  private users: number;
+  private rate: number;
+  private epoch = 0;
+  private stopping = false;
+  private order = 0;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  /** When the controller's own link last came up: no machine is judged lost sooner than LOST_MS after. */
+  private linkSince = 0;
+  private merged: Stats | null = null;
+
+  constructor(
+    private readonly o: ControllerOptions,
+    private readonly say: (line: string) => void = () => {},
+  ) {
+    this.free = [[o.space[0], o.space[1]]];
+    this.users = Math.min(o.swarm.users, o.space[1]);
+    this.rate = o.swarm.rate;
+  }
+
+  async start(): Promise<void> {
+    this.pub = await openRedis(this.o.redis, "cicada-controller", this.say);
+    this.sub = await openRedis(this.o.redis, "cicada-controller-sub", this.say);
+    this.linkSince = performance.now();
+    this.sub.on("ready", () => (this.linkSince = performance.now()));
+    this.sub.on("message", (_channel: string, text: string) => this.onState(text));
+    await this.sub.subscribe(UP);
+    this.timer = setInterval(() => this.tick(), BEAT_MS);
+    this.tick();
+    const deadline = performance.now() + this.o.waitMs;
+    let said = -1;
+    while (this.live().length < this.o.expect) {
+      if (performance.now() > deadline) {
+        await this.close();
+        throw new LoadError(`only ${this.live().length} of ${this.o.expect} machines joined within ${this.o.waitMs / 1000} s (start \`cicada worker --redis ...\` on each)`);
+      }
+      if (said !== this.live().length) this.say(`waiting for machines: ${(said = this.live().length)}/${this.o.expect} joined`);
+      await Bun.sleep(200);
+    }
+  }
+
+  setUsers(n: number): void {
+    this.users = Math.min(n, this.o.space[1]);
+    this.tick();
+  }
+
+  setRate(r: number): void {
+    this.rate = r;
+    this.tick();
+  }
+
+  resetStats(): void {
+    this.epoch++;
+    for (const m of this.machines.values()) m.totals = null;
+    this.merged = null;
+    this.tick();
+  }
+
+  snapshot(): FleetSnapshot {
+    if (!this.merged) {
+      this.merged = new Stats();
+      for (const m of this.machines.values()) if (m.totals) addEncoded(this.merged, m.totals);
+    }
+    let target = 0, active = 0, connected = 0, restarts = 0;
+    const machines: MachineInfo[] = [];
+    for (const m of this.machines.values()) {
+      const s = m.state;
+      if (!m.lost) target += m.a.users;
+      if (s && !m.lost) {
+        active += s.active;
+        connected += s.connected;
+      }
+      restarts += s?.workers.reduce((a, w) => a + w.restarts, 0) ?? 0;
+      machines.push({
+        id: m.id,
+        host: s?.host ?? "",
+        pid: s?.pid ?? 0,
+        lost: m.lost,
+        users: m.a.users,
+        ranges: m.a.ranges,
+        connected: s?.connected ?? 0,
+        processes: s?.workers.length ?? 0,
+        cpu_us: (s?.cpu_us ?? 0) + (s?.workers.reduce((a, w) => a + w.cpu_us, 0) ?? 0),
+        rss: (s?.rss ?? 0) + (s?.workers.reduce((a, w) => a + w.rss, 0) ?? 0),
+        ...(m.rejected ? { rejected: m.rejected } : {}),
+      });
+    }
+    const workers = [...this.machines.values()].flatMap((m) => m.state?.workers ?? []);
+    return { target, active, connected, stats: this.merged, workers, restarts, machines };
+  }
+
+  /** Tells every machine to stop and waits for their final totals (machines lost meanwhile are not waited for). */
+  async stop(timeoutMs = 20_000): Promise<FleetSnapshot> {
+    const before = this.snapshot();
+    this.stopping = true;
+    this.tick();
+    const deadline = performance.now() + timeoutMs;
+    const waiting = () => [...this.machines.values()].filter((m) => !m.lost && !m.rejected && m.state?.running && !m.state.stopped);
+    while (waiting().length && performance.now() < deadline) await Bun.sleep(100);
+    for (const m of waiting()) this.say(`machine ${m.id} sent no final stats within ${timeoutMs / 1000} s`);
+    // Final totals arrived: the last beats tell machines the run is over.
+    this.tick();
+    await this.close();
+    return { ...this.snapshot(), target: before.target, active: before.active, connected: before.connected };
+  }
+
+  private async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.sub?.disconnect();
+    await this.pub?.quit().catch(() => this.pub?.disconnect());
+  }
+
+  private live(): Machine[] {
+    return [...this.machines.values()].filter((m) => !m.lost && !m.rejected).sort((a, b) => a.order - b.order);
+  }
+
+  private onState(text: string): void {
+    let s: MachineState;
+    try {
+      s = JSON.parse(text) as MachineState;
+    } catch {
+      return;
+    }
+    if (s.t !== "state" || (s.run !== null && s.run !== this.run)) return;
+    let m = this.machines.get(s.machine);
+    if (!m) {
+      if (s.running || this.stopping) return; // still busy with an earlier run, or too late
+      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, totals: null, seq: -1 };
+      if (!this.o.synthetic && s.digest !== this.o.digest) {
+        m.rejected = `its certificate directory differs from the controller's (${s.ids} ids, digest ${s.digest} vs ${this.o.digest}): give every machine the same directory`;
+        this.say(`machine ${s.machine} (${s.host}) not used: ${m.rejected}`);
+      } else this.say(`machine ${s.machine} (${s.host}, pid ${s.pid}) joined`);
+      this.machines.set(s.machine, m);
+    }
+    if (s.seq <= m.seq && s.seq !== 0) return; // out of order; seq 0 is a restarted agent
+    m.seq = s.seq;
+    m.lastSeen = performance.now();
+    m.state = s;
+    if (s.error) this.say(`machine ${m.id}: ${s.error}`);
+    if (s.run === this.run && s.epoch === this.epoch && s.totals) {
+      m.totals = s.totals;
+      this.merged = null;
+    }
+    if (m.lost && !s.running) {
+      // Back, and its devices are stopped: its held identities are free, and it can take a share again.
+      m.lost = false;
+      m.order = this.order++;
+      m.a = { v: m.a.v + 1, ranges: [], users: 0, rate: 0 };
+      this.free = release(this.free, this.quarantine.filter((q) => q.machine === m.id).flatMap((q) => q.ranges));
+      this.quarantine = this.quarantine.filter((q) => q.machine !== m.id);
+      this.say(`machine ${m.id} is back`);
+    }
+  }
+
+  /** Reconciles assignments with users, rate and the machines seen, then publishes the beat. */
+  private tick(): void {
+    const now = performance.now();
+    const linkUp = this.sub?.status === "ready" && this.pub?.status === "ready";
+    if (linkUp && now - this.linkSince > LOST_MS) {
+      for (const m of this.machines.values()) {
+        if (m.lost || m.rejected || now - m.lastSeen <= LOST_MS) continue;
+        m.lost = true;
+        const held = [...m.a.ranges, ...m.pending.flatMap((p) => p.ranges)];
+        this.quarantine.push({ machine: m.id, ranges: held, until: now + this.o.graceMs + LOST_MS });
+        this.say(
+          `machine ${m.id} lost (silent for ${Math.round((now - m.lastSeen) / 1000)} s); its ${total(held)} identities are reused after the ${this.o.graceMs / 1000} s grace, by when it has stopped its devices`,
+        );
+        m.a = { v: m.a.v + 1, ranges: [], users: 0, rate: 0 };
+        m.pending = [];
+      }
+    }
+    for (const q of this.quarantine.filter((q) => q.until <= now)) this.free = release(this.free, q.ranges);
+    this.quarantine = this.quarantine.filter((q) => q.until > now);
+    for (const m of this.machines.values()) {
+      const done = m.pending.filter((p) => m.state && m.state.v >= p.v && m.state.used <= total(m.a.ranges));
+      for (const p of done) this.free = release(this.free, p.ranges);
+      m.pending = m.pending.filter((p) => !done.includes(p));
+    }
+    if (!this.stopping) this.allocate();
+    this.publish();
+  }
+
+  private allocate(): void {
+    const live = this.live();
+    const shares = split(this.users, live.length);
+    // Shrink first, so what others need may come from the freed tails (once released).
+    live.forEach((m, i) => {
+      const held = total(m.a.ranges);
+      if (shares[i]! < held) {
+        const { kept, freed } = cut(m.a.ranges, shares[i]!);
+        m.a = { ...m.a, v: m.a.v + 1, ranges: kept };
+        m.pending.push({ ranges: freed, v: m.a.v });
+      }
+    });
+    live.forEach((m, i) => {
+      const need = shares[i]! - total(m.a.ranges);
+      if (need > 0 && this.free.length) {
+        const { taken, left } = take(this.free, need);
+        this.free = left;
+        if (taken.length) m.a = { ...m.a, v: m.a.v + 1, ranges: append(m.a.ranges, taken) };
+      }
+      const users = total(m.a.ranges);
+      const rate = (this.rate * users) / Math.max(1, this.users);
+      if (users !== m.a.users || Math.abs(rate - m.a.rate) > 1e-9) m.a = { ...m.a, v: m.a.v + 1, users, rate };
+    });
+  }
+
+  private publish(): void {
+    const assign: Record<string, Assignment> = {};
+    for (const m of this.machines.values()) if (!m.lost && !m.rejected) assign[m.id] = m.a;
+    const beat: Beat = { t: "beat", run: this.run, epoch: this.epoch, grace_ms: this.o.graceMs, stop: this.stopping, swarm: this.o.swarm, synthetic: this.o.synthetic, assign };
+    // While Redis is down this fails at once; the next beat restates everything.
+    this.pub?.publish(CTL, JSON.stringify(beat)).catch(() => {});
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The protocol between a controller (`cicada run --redis`) and machines (`cicada worker`)
+ * over Redis pub/sub. It carries what the IPC protocol carries — users, rate, identity
+ * ranges, stop; stats and status back — shaped for a carrier that drops what it cannot
+ * deliver: the controller restates every machine's whole assignment in a beat every
+ * second, and machines send their running totals rather than deltas. A lost message, a
+ * Redis restart or an outage of any length then costs nothing: the next message supersedes it.
+ */
+import type { SwarmConfig } from "../engine/swarm.ts";
+import type { EncodedStats } from "../metrics/snapshot.ts";
+import type { Range } from "./identities.ts";
+import type { WorkerInfo } from "./supervisor.ts";
+
+/** Key and channel names: `cicada:ctl` (beats), `cicada:up` (machine states), `cicada:machine:<id>` (registry). */
+export const PREFIX = "cicada";
+export const CTL = `${PREFIX}:ctl`;
+export const UP = `${PREFIX}:up`;
+export const registryKey = (machine: string) => `${PREFIX}:machine:${machine}`;
+
+export const BEAT_MS = 1000;
+/** A machine silent this long (while the controller's own link is up) is lost. */
+export const LOST_MS = 10_000;
+export const DEFAULT_GRACE_MS = 60_000;
+
+/** What one machine is told to run. `v` changes whenever the rest does. */
+export interface Assignment {
+  v: number;
+  ranges: Range[];
+  users: number;
+  rate: number;
+}
+
+/** Controller → every machine, every second. */
+export interface Beat {
+  t: "beat";
+  run: string;
+  /** Stats epoch: bumped by a reset; machines then start their totals afresh. */
+  epoch: number;
+  /** Machines stop their devices when no beat came for this long. */
+  grace_ms: number;
+  stop: boolean;
+  swarm: SwarmConfig;
+  synthetic: boolean;
+  assign: Record<string, Assignment>;
+}
+
+export interface MachineState {
+  t: "state";
+  machine: string;
+  host: string;
+  pid: number;
+  /** The run it works for, or null when idle. */
+  run: string | null;
+  seq: number;
+  epoch: number;
+  /** Assignment version every local worker has applied. */
+  v: number;
+  /** Leading positions of its ranges in use. */
+  used: number;
+  /** Identities in its certificate directory and a digest of their ids: machines must agree on them. */
+  ids: number;
+  digest: string;
+  running: boolean;
+  stopped: boolean;
+  target: number;
+  active: number;
+  connected: number;
+  /** Its own CPU and RSS (the agent process), workers' are in `workers`. */
+  cpu_us: number;
+  rss: number;
+  workers: WorkerInfo[];
+  /** Running totals since the run (or the epoch) began. */
+  totals: EncodedStats | null;
+  error?: string;
+}
+
+/** A digest of a directory's sorted ids: two machines with the same digest map indices to the same devices. */
+export function idsDigest(ids: readonly string[]): string {
+  return new Bun.CryptoHasher("sha1").update(ids.join(",")).digest("hex").slice(0, 16);
+}
+
+// ---- identity ranges ----------------------------------------------------------------------
+
+/** Adds ranges to a sorted free list, merging neighbours. */
+export function release(free: Range[], ranges: readonly Range[]): Range[] {
+  const all = [...free, ...ranges.filter((r) => r[1] > 0).map(([f, c]): Range => [f, c])].sort((a, b) => a[0] - b[0]);
+  const out: Range[] = [];
+  for (const r of all) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] >= r[0]) last[1] = Math.max(last[1], r[0] + r[1] - last[0]);
+    else out.push(r);
+  }
+  return out;
+}
+
+/** Takes up to `n` identities from the front of a free list; returns what was taken and what is left. */
+export function take(free: readonly Range[], n: number): { taken: Range[]; left: Range[] } {
+  const taken: Range[] = [];
+  const left: Range[] = [];
+  for (const [f, c] of free) {
+    const k = Math.min(c, n);
+    if (k > 0) taken.push([f, k]);
+    if (c > k) left.push([f + k, c - k]);
+    n -= k;
+  }
+  return { taken, left };
+}
+
+/** Splits a machine's ranges after the first `keep` positions. */
+export function cut(ranges: readonly Range[], keep: number): { kept: Range[]; freed: Range[] } {
+  const kept: Range[] = [];
+  const freed: Range[] = [];
+  for (const [f, c] of ranges) {
+    const k = Math.max(0, Math.min(c, keep));
+    if (k > 0) kept.push([f, k]);
+    if (c > k) freed.push([f + k, c - k]);
+    keep -= k;
+  }
+  return { kept, freed };
+}
+
+/** Appends ranges, joining the last one with the next when they touch. */
+export function append(ranges: readonly Range[], more: readonly Range[]): Range[] {
+  const out: Range[] = ranges.map(([f, c]): Range => [f, c]);
+  for (const [f, c] of more) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === f) last[1] += c;
+    else out.push([f, c]);
+  }
+  return out;
+}

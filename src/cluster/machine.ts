@@ -1,0 +1,253 @@
+/**
+ * A machine of a federated run (`cicada worker --redis URL`): it joins whatever controller
+ * beats on Redis, runs its assignment with its own supervisor and per-core worker
+ * processes, and sends its state and running totals every second.
+ *
+ * It keeps its devices running through a Redis outage (its totals keep counting and the
+ * next message after the outage carries them), and stops them cleanly when no beat came
+ * for the controller's grace period, or when the controller's plan no longer names it.
+ */
+import { availableParallelism, hostname } from "node:os";
+import type Redis from "ioredis";
+import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
+import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
+import { encodeStats } from "../metrics/snapshot.ts";
+import { Stats } from "../metrics/stats.ts";
+import { listDeviceIds } from "../store/dir.ts";
+import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
+import { openRedis, type RedisSettings } from "./redis.ts";
+import { planWorkers, Supervisor, type WorkerInfo } from "./supervisor.ts";
+
+export interface MachineOptions {
+  redis: RedisSettings;
+  certDir: string;
+  /** CA of the broker certificate; default: the controller's. */
+  caPem?: string;
+  sources: string[];
+  workers: number | "auto";
+  name?: string;
+  /** Exit after one run instead of waiting for the next. */
+  once: boolean;
+}
+
+export class MachineAgent {
+  readonly id: string;
+  private pub!: Redis;
+  private sub!: Redis;
+  private readonly ids: string[];
+  private readonly digest: string;
+  private run: string | null = null;
+  private epoch = 0;
+  private sup: Supervisor | null = null;
+  private stopped = false;
+  private stopping = false;
+  private totals = new Stats();
+  private lastWorkers: WorkerInfo[] = [];
+  /** Assignment version handed to the supervisor, and the last one all its workers applied. */
+  private appliedV = 0;
+  private settledV = 0;
+  private seq = 0;
+  private lastBeat = 0;
+  private graceMs = DEFAULT_GRACE_MS;
+  private error: string | undefined;
+  private latest: Beat | null = null;
+  private busy = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private perProcess = Infinity;
+  private readonly finished = Promise.withResolvers<number>();
+
+  constructor(
+    private readonly o: MachineOptions,
+    private readonly say: (line: string) => void,
+  ) {
+    this.id = o.name ?? `${hostname()}-${process.pid}`;
+    this.ids = listDeviceIds(o.certDir);
+    this.digest = idsDigest(this.ids);
+  }
+
+  /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */
+  async serve(): Promise<number> {
+    const raised = await raiseFileLimit();
+    const limit = raised.ok ? raised : getFileLimit();
+    if (limit.ok) this.perProcess = Math.max(1, limit.value.soft - 100);
+    this.pub = await openRedis(this.o.redis, `cicada-machine-${this.id}`, this.say);
+    this.sub = await openRedis(this.o.redis, `cicada-machine-${this.id}-sub`, this.say);
+    this.sub.on("message", (_c: string, text: string) => this.onBeat(text));
+    await this.sub.subscribe(CTL);
+    this.say(`machine ${this.id} ready (${this.ids.length} identities in ${this.o.certDir}); waiting for a controller`);
+    this.timer = setInterval(() => this.everySecond(), BEAT_MS);
+    this.everySecond();
+    const onSignal = () => void this.quit(130);
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", () => void this.quit(0));
+    return this.finished.promise;
+  }
+
+  private onBeat(text: string): void {
+    try {
+      const b = JSON.parse(text) as Beat;
+      if (b.t !== "beat") return;
+      this.lastBeat = performance.now();
+      this.graceMs = b.grace_ms;
+      this.latest = b;
+      void this.apply();
+    } catch {
+      // Not ours: ignore.
+    }
+  }
+
+  /** Applies the newest beat; beats that arrive meanwhile are folded into the next pass. */
+  private async apply(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (this.latest) {
+        const b = this.latest;
+        this.latest = null;
+        await this.reconcile(b);
+      }
+    } catch (err) {
+      this.error = err instanceof Error ? err.message : String(err);
+      this.say(this.error);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async reconcile(b: Beat): Promise<void> {
+    if (b.run !== this.run) {
+      if (this.sup && !this.stopped) await this.stopFleet("a new controller took over");
+      this.run = b.run;
+      this.epoch = b.epoch;
+      this.sup = null;
+      this.stopped = false;
+      this.totals = new Stats();
+      this.error = undefined;
+    }
+    if (b.epoch !== this.epoch) {
+      this.epoch = b.epoch;
+      this.totals = new Stats();
+      if (this.sup) this.sup.stats = this.totals;
+    }
+    if (this.stopped) return;
+    const mine = b.assign[this.id];
+    if (b.stop) {
+      if (this.sup) await this.stopFleet();
+      else this.stopped = true;
+      return;
+    }
+    if (!mine) {
+      if (this.sup) {
+        // Dropped from the plan (the controller lost us): stop, then ask in again.
+        await this.stopFleet("the controller's plan no longer names this machine");
+        this.sup = null;
+        this.stopped = false;
+      }
+      return;
+    }
+    if (!this.sup) {
+      if (mine.users > 0) this.startFleet(b, mine);
+    } else if (mine.v !== this.appliedV) {
+      this.sup.assign(mine.ranges, mine.users, mine.rate);
+      this.appliedV = mine.v;
+    }
+  }
+
+  private startFleet(b: Beat, a: Assignment): void {
+    const need = Math.max(...a.ranges.map(([f, c]) => f + c));
+    if (!b.synthetic && need > this.ids.length) {
+      throw new Error(`assignment needs identity ${need} but ${this.o.certDir} holds ${this.ids.length}`);
+    }
+    const workers = this.o.workers === "auto" ? Math.max(availableParallelism(), Math.ceil(a.users / this.perProcess)) : this.o.workers;
+    const swarm = { ...b.swarm, users: a.users, rate: a.rate, sources: this.o.sources, caPem: this.o.caPem ?? b.swarm.caPem };
+    const cap = checkCapacity({
+      users: a.users,
+      workers,
+      destinations: new Set(swarm.targets.map((t) => `${t.host}:${t.port}`)).size,
+      sources: swarm.sources.length,
+      files: Number.isFinite(this.perProcess) ? { soft: this.perProcess + 100, hard: this.perProcess + 100 } : null,
+      ports: ephemeralPorts(),
+    });
+    for (const line of [...cap.warnings, ...cap.errors]) this.say(`warning: ${line}`);
+    this.sup = new Supervisor(planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm }), (line) => this.say(line));
+    this.sup.stats = this.totals;
+    this.sup.start();
+    this.appliedV = a.v;
+    this.say(`run ${b.run}: ${a.users} devices over ${workers} processes`);
+  }
+
+  private async stopFleet(why?: string): Promise<void> {
+    if (!this.sup || this.stopping) return;
+    this.stopping = true;
+    if (why) this.say(`stopping devices: ${why}`);
+    try {
+      const snap = await this.sup.stop();
+      this.lastWorkers = snap.workers;
+      this.stopped = true;
+      this.sendState();
+    } finally {
+      this.stopping = false;
+    }
+  }
+
+  private everySecond(): void {
+    if (this.sup && !this.stopped && !this.stopping && this.lastBeat && performance.now() - this.lastBeat > this.graceMs) {
+      // Idle afterwards, still counting for this run: if its controller comes back, it takes a share again.
+      void this.stopFleet(`no word from the controller for ${Math.round((performance.now() - this.lastBeat) / 1000)} s (grace ${this.graceMs / 1000} s)`).then(() => {
+        this.sup = null;
+        this.stopped = false;
+      });
+    }
+    this.sendState();
+    if (this.o.once && this.stopped && this.latest === null && !this.busy) {
+      // The final state went out with the stop and again now: done.
+      void this.quit(0);
+    }
+  }
+
+  private sendState(): void {
+    const sup = this.sup;
+    const running = !!sup && !this.stopped;
+    const snap = sup?.snapshot();
+    if (sup?.settled()) this.settledV = this.appliedV;
+    const self = process.cpuUsage();
+    const state: MachineState = {
+      t: "state",
+      machine: this.id,
+      host: hostname(),
+      pid: process.pid,
+      run: this.run,
+      seq: ++this.seq,
+      epoch: this.epoch,
+      v: this.settledV,
+      used: running ? sup!.used() : 0,
+      ids: this.ids.length,
+      digest: this.digest,
+      running,
+      stopped: this.stopped,
+      target: running ? snap!.target : 0,
+      active: running ? snap!.active : 0,
+      connected: running ? snap!.connected : 0,
+      cpu_us: self.user + self.system,
+      rss: process.memoryUsage().rss,
+      workers: running ? snap!.workers : this.lastWorkers,
+      totals: this.run ? encodeStats(this.totals) : null,
+      ...(this.error ? { error: this.error } : {}),
+    };
+    const text = JSON.stringify(state);
+    // While Redis is down these fail at once; the totals ride on the next message that gets through.
+    this.pub.publish(UP, text).catch(() => {});
+    const entry = { host: state.host, pid: state.pid, run: state.run, connected: state.connected, processes: state.workers.map((w) => w.pid) };
+    this.pub.set(registryKey(this.id), JSON.stringify(entry), "PX", BEAT_MS * 5).catch(() => {});
+  }
+
+  private async quit(code: number): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.sup && !this.stopped) await this.stopFleet("interrupted");
+    this.pub.del(registryKey(this.id)).catch(() => {});
+    this.sub.disconnect();
+    await this.pub.quit().catch(() => this.pub.disconnect());
+    this.finished.resolve(code);
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Connections to the Redis that federates machines: `redis://` or `rediss://` (TLS) URLs,
+ * REDIS_HOST / REDIS_PORT / REDIS_PASSWD as dojot's tools read them, reconnection forever
+ * with a capped backoff, and one line on stderr when the link goes down and when it is back.
+ */
+import { readFileSync } from "node:fs";
+import Redis from "ioredis";
+import { LoadError, messageOf } from "../errors.ts";
+
+export interface RedisSettings {
+  url: string;
+  /** CA certificate (PEM) that signed a rediss:// server's certificate. */
+  ca?: string;
+}
+
+/** The URL from a flag, else from REDIS_HOST / REDIS_PORT / REDIS_PASSWD; a bare host:port gets redis://. */
+export function redisUrl(flag: string | undefined, env: Record<string, string | undefined> = process.env): string {
+  let url = flag ?? `redis://${env.REDIS_HOST ?? "127.0.0.1"}:${env.REDIS_PORT ?? "6379"}`;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) url = `redis://${url}`;
+  if (!env.REDIS_PASSWD) return url;
+  try {
+    const u = new URL(url);
+    if (!u.password) u.password = encodeURIComponent(env.REDIS_PASSWD);
+    return u.toString();
+  } catch {
+    return url; // checkRedisUrl says what is wrong with it
+  }
+}
+
+/** Problems with a Redis URL, for the caller's list of bad input. */
+export function checkRedisUrl(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    if (u.protocol !== "redis:" && u.protocol !== "rediss:") return `must be a redis:// or rediss:// URL (got "${redact(url)}")`;
+    if (!u.hostname) return `names no host (got "${redact(url)}")`;
+  } catch {
+    return `is not a URL (got "${redact(url)}")`;
+  }
+  return undefined;
+}
+
+/** The URL without its password, for messages. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ":***@");
+  }
+}
+
+export function readCa(path: string | undefined): string | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new LoadError(`cannot read the Redis CA certificate ${path}: ${messageOf(err)}`, 2);
+  }
+}
+
+/**
+ * Opens a connection and waits until it is ready. Commands fail at once while the link is
+ * down (no offline queue: callers restate what matters every second); subscriptions are
+ * restored on reconnect.
+ */
+export async function openRedis(s: RedisSettings, name: string, say: (line: string) => void, timeoutMs = 10_000): Promise<Redis> {
+  const tls = s.url.startsWith("rediss:") ? { ca: s.ca, rejectUnauthorized: true } : undefined;
+  const redis = new Redis(s.url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5000,
+    retryStrategy: (times) => Math.min(100 * times, 2000),
+    connectionName: name,
+    tls,
+  });
+  let down = false;
+  let lastError: unknown;
+  redis.on("error", (err) => {
+    lastError = err;
+    if (!down && redis.status !== "connecting") say(`Redis ${redact(s.url)} unreachable (${messageOf(err)}); retrying`);
+    down = true;
+  });
+  redis.on("close", () => {
+    down = true;
+  });
+  redis.on("ready", () => {
+    if (down) say(`Redis ${redact(s.url)} is back`);
+    down = false;
+  });
+  const timer = setTimeout(() => redis.disconnect(), timeoutMs);
+  try {
+    await redis.connect();
+  } catch (err) {
+    redis.disconnect();
+    // connect() only says "Connection is closed"; the error event said why.
+    throw new LoadError(`cannot reach Redis at ${redact(s.url)}: ${messageOf(lastError ?? err)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  down = false;
+  return redis;
+}
