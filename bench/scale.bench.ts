@@ -155,7 +155,6 @@ emit({
     publish_rate_hold_per_s: holdRate(),
     publish_p50_ms: rep.stats.publish.p50_ms,
     publish_p99_ms: rep.stats.publish.p99_ms,
-    subscribe_count: rep.stats.subscribe.count,
     generator_kept_up: rep.health.kept_up,
     late_sends: rep.health.late_sends,
     cicada_cpu_percent_hold: +avg("cicada_cpu_percent").toFixed(1),
