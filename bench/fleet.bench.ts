@@ -3,14 +3,15 @@
  * Fleet figures through `cicada run` itself (supervisor + worker processes), one JSON line each:
  *   hold        — mTLS devices held by a supervisor and N workers across several mosquitto brokers
  *   coordination — the supervisor's own CPU with many workers (merging stats, IPC, progress)
+ *   federation — the controller's own CPU with many machines joined over Redis
  *   bun bench/fleet.bench.ts [--devices 38000] [--workers 2] [--brokers 4] [--rate 400] [--hold 30]
- *                            [--coord-workers 10] [--only hold,coordination]
+ *                            [--coord-workers 10] [--only hold,coordination,federation]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { startBrokers } from "../scripts/lib/testbed.ts";
+import { startBrokers, startRedis } from "../scripts/lib/testbed.ts";
 import { issueParallel, workersFor } from "../src/pki/batch.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
@@ -112,4 +113,40 @@ if (only.has("coordination")) {
     supervisor_cpu_percent_steady: +steady.toFixed(2),
     supervisor_cpu_percent_whole_run: rep.workers.supervisor_cpu_percent,
   });
+}
+
+if (only.has("federation")) {
+  // The controller of a federated run: its CPU with N machines (cicada worker, 1 process each) over Redis.
+  const machines = Number(values["coord-workers"]);
+  const devices = machines * 100;
+  const certDir = await certs(devices);
+  log(`federation: controller + ${machines} machines × 100 devices publishing every 1 s; controller CPU over a 20 s steady window`);
+  const state = mkdtempSync(join(tmpdir(), "cicada-bench-state-"));
+  const redis = await startRedis({ stateDir: state });
+  const agents = Array.from({ length: machines }, (_, i) =>
+    Bun.spawn([process.execPath, MAIN, "worker", "--redis", redis.url, "--certs", certDir, "--workers", "1", "--name", `m${i}`, "--once"], { stdio: ["ignore", "ignore", "ignore"] }),
+  );
+  let steady = NaN;
+  try {
+    const rep = await run(["--redis", redis.url, "--expect-machines", String(machines), "--users", String(devices), "--rate", "500", "--duration", "45s", "--interval", "1s"], 2, certDir, async (pid) => {
+      await Bun.sleep(15_000); // joining and ramp
+      const a = cpuSeconds(pid);
+      await Bun.sleep(20_000);
+      steady = ((cpuSeconds(pid) - a) / 20) * 100;
+    });
+    emit({
+      figure: "federation",
+      machines: rep.machines.length,
+      processes: rep.workers.processes,
+      devices,
+      connected: rep.users.connected,
+      publishes: rep.stats.publish.count,
+      controller_cpu_percent_steady: +steady.toFixed(2),
+    });
+  } finally {
+    for (const a of agents) if (a.exitCode === null) a.kill("SIGTERM");
+    await Promise.all(agents.map((a) => a.exited));
+    await redis.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
 }

@@ -12,7 +12,8 @@
 import { hostname } from "node:os";
 import type Redis from "ioredis";
 import type { SwarmConfig } from "../engine/swarm.ts";
-import { addEncoded } from "../metrics/snapshot.ts";
+import { addEncoded, unpackStats } from "../metrics/snapshot.ts";
+import { Inbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { LoadError } from "../errors.ts";
 import { type Range, total } from "./identities.ts";
@@ -45,7 +46,8 @@ interface Machine {
   /** Tail ranges given up, free once the machine reports version `v` applied. */
   pending: { ranges: Range[]; v: number }[];
   state: MachineState | null;
-  totals: MachineState["totals"];
+  inbox: Inbox;
+  since: number;
   seq: number;
 }
 
@@ -64,7 +66,8 @@ export class Controller implements Fleet {
   private timer: ReturnType<typeof setInterval> | null = null;
   /** When the controller's own link last came up: no machine is judged lost sooner than LOST_MS after. */
   private linkSince = 0;
-  private merged: Stats | null = null;
+  /** Everything counted, kept up to date by adding what each machine's new totals add to its last. */
+  private merged = new Stats();
 
   constructor(
     private readonly o: ControllerOptions,
@@ -108,16 +111,12 @@ export class Controller implements Fleet {
 
   resetStats(): void {
     this.epoch++;
-    for (const m of this.machines.values()) m.totals = null;
-    this.merged = null;
+    for (const m of this.machines.values()) m.inbox.reset();
+    this.merged = new Stats();
     this.tick();
   }
 
   snapshot(): FleetSnapshot {
-    if (!this.merged) {
-      this.merged = new Stats();
-      for (const m of this.machines.values()) if (m.totals) addEncoded(this.merged, m.totals);
-    }
     let target = 0, active = 0, connected = 0, restarts = 0;
     const machines: MachineInfo[] = [];
     for (const m of this.machines.values()) {
@@ -152,7 +151,7 @@ export class Controller implements Fleet {
     this.stopping = true;
     this.tick();
     const deadline = performance.now() + timeoutMs;
-    const waiting = () => [...this.machines.values()].filter((m) => !m.lost && !m.rejected && m.state?.running && !m.state.stopped);
+    const waiting = () => [...this.machines.values()].filter((m) => !m.lost && !m.rejected && m.state?.run === this.run && (m.state.running || m.state.pending > 0));
     while (waiting().length && performance.now() < deadline) await Bun.sleep(100);
     for (const m of waiting()) this.say(`machine ${m.id} sent no final stats within ${timeoutMs / 1000} s`);
     // Final totals arrived: the last beats tell machines the run is over.
@@ -183,21 +182,27 @@ export class Controller implements Fleet {
     let m = this.machines.get(s.machine);
     if (!m) {
       if (s.running || this.stopping) return; // still busy with an earlier run, or too late
-      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, totals: null, seq: -1 };
+      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, inbox: new Inbox(), since: s.since, seq: -1 };
       if (!this.o.synthetic && s.digest !== this.o.digest) {
         m.rejected = `its certificate directory differs from the controller's (${s.ids} ids, digest ${s.digest} vs ${this.o.digest}): give every machine the same directory`;
         this.say(`machine ${s.machine} (${s.host}) not used: ${m.rejected}`);
       } else this.say(`machine ${s.machine} (${s.host}, pid ${s.pid}) joined`);
       this.machines.set(s.machine, m);
     }
-    if (s.seq <= m.seq && s.seq !== 0) return; // out of order; seq 0 is a restarted agent
+    if (s.since !== m.since) {
+      // A (re)started agent under this name: its totals count from zero again; what it counted before stays counted.
+      m.since = s.since;
+      m.seq = -1;
+      m.inbox.reset();
+    }
+    if (s.seq <= m.seq) return; // out of order
     m.seq = s.seq;
     m.lastSeen = performance.now();
     m.state = s;
     if (s.error) this.say(`machine ${m.id}: ${s.error}`);
-    if (s.run === this.run && s.epoch === this.epoch && s.totals) {
-      m.totals = s.totals;
-      this.merged = null;
+    if (s.run === this.run && s.epoch === this.epoch && s.stats && s.stats.to > m.inbox.applied) {
+      const add = m.inbox.accept({ from: s.stats.from, to: s.stats.to, stats: unpackStats(s.stats.packed) });
+      if (add) addEncoded(this.merged, add);
     }
     if (m.lost && !s.running) {
       // Back, and its devices are stopped: its held identities are free, and it can take a share again.
@@ -265,8 +270,12 @@ export class Controller implements Fleet {
 
   private publish(): void {
     const assign: Record<string, Assignment> = {};
-    for (const m of this.machines.values()) if (!m.lost && !m.rejected) assign[m.id] = m.a;
-    const beat: Beat = { t: "beat", run: this.run, epoch: this.epoch, grace_ms: this.o.graceMs, stop: this.stopping, swarm: this.o.swarm, synthetic: this.o.synthetic, assign };
+    const acks: Record<string, number> = {};
+    for (const m of this.machines.values()) {
+      if (!m.lost && !m.rejected) assign[m.id] = m.a;
+      acks[m.id] = m.inbox.applied;
+    }
+    const beat: Beat = { t: "beat", run: this.run, epoch: this.epoch, grace_ms: this.o.graceMs, stop: this.stopping, swarm: this.o.swarm, synthetic: this.o.synthetic, assign, acks };
     // While Redis is down this fails at once; the next beat restates everything.
     this.pub?.publish(CTL, JSON.stringify(beat)).catch(() => {});
   }

@@ -3,11 +3,12 @@
  * over Redis pub/sub. It carries what the IPC protocol carries — users, rate, identity
  * ranges, stop; stats and status back — shaped for a carrier that drops what it cannot
  * deliver: the controller restates every machine's whole assignment in a beat every
- * second, and machines send their running totals rather than deltas. A lost message, a
- * Redis restart or an outage of any length then costs nothing: the next message supersedes it.
+ * second, and machines resend their stats until the beat acknowledges them (ledger.ts). A
+ * lost message, a Redis restart or an outage of any length then costs nothing: the next
+ * message covers it.
  */
 import type { SwarmConfig } from "../engine/swarm.ts";
-import type { EncodedStats } from "../metrics/snapshot.ts";
+import type { PackedStats } from "../metrics/snapshot.ts";
 import type { Range } from "./identities.ts";
 import type { WorkerInfo } from "./supervisor.ts";
 
@@ -42,6 +43,8 @@ export interface Beat {
   swarm: SwarmConfig;
   synthetic: boolean;
   assign: Record<string, Assignment>;
+  /** Per machine, the last stats step added (for the run and epoch above). */
+  acks: Record<string, number>;
 }
 
 export interface MachineState {
@@ -49,6 +52,8 @@ export interface MachineState {
   machine: string;
   host: string;
   pid: number;
+  /** When this agent started (ms since the epoch): a new value means a restarted agent, counting from zero. */
+  since: number;
   /** The run it works for, or null when idle. */
   run: string | null;
   seq: number;
@@ -69,8 +74,10 @@ export interface MachineState {
   cpu_us: number;
   rss: number;
   workers: WorkerInfo[];
-  /** Running totals since the run (or the epoch) began. */
-  totals: EncodedStats | null;
+  /** Stats counted in steps from..to and not yet acknowledged (see ledger.ts), histograms packed. */
+  stats: { from: number; to: number; packed: PackedStats } | null;
+  /** Steps still unacknowledged: 0 once the controller has added everything it counted. */
+  pending: number;
   error?: string;
 }
 

@@ -11,7 +11,8 @@ import { availableParallelism, hostname } from "node:os";
 import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
-import { encodeStats } from "../metrics/snapshot.ts";
+import { encodeStats, packStats } from "../metrics/snapshot.ts";
+import { Outbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { listDeviceIds } from "../store/dir.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
@@ -42,6 +43,7 @@ export class MachineAgent {
   private stopped = false;
   private stopping = false;
   private totals = new Stats();
+  private readonly outbox = new Outbox();
   private lastWorkers: WorkerInfo[] = [];
   /** Assignment version handed to the supervisor, and the last one all its workers applied. */
   private appliedV = 0;
@@ -55,6 +57,7 @@ export class MachineAgent {
   private timer: ReturnType<typeof setInterval> | null = null;
   private perProcess = Infinity;
   private readonly finished = Promise.withResolvers<number>();
+  private readonly since = Date.now();
 
   constructor(
     private readonly o: MachineOptions,
@@ -89,6 +92,7 @@ export class MachineAgent {
       if (b.t !== "beat") return;
       this.lastBeat = performance.now();
       this.graceMs = b.grace_ms;
+      if (b.run === this.run && b.epoch === this.epoch && b.acks[this.id] !== undefined) this.outbox.ack(b.acks[this.id]!);
       this.latest = b;
       void this.apply();
     } catch {
@@ -122,11 +126,13 @@ export class MachineAgent {
       this.sup = null;
       this.stopped = false;
       this.totals = new Stats();
+      this.outbox.reset();
       this.error = undefined;
     }
     if (b.epoch !== this.epoch) {
       this.epoch = b.epoch;
       this.totals = new Stats();
+      this.outbox.reset();
       if (this.sup) this.sup.stats = this.totals;
     }
     if (this.stopped) return;
@@ -199,8 +205,8 @@ export class MachineAgent {
       });
     }
     this.sendState();
-    if (this.o.once && this.stopped && this.latest === null && !this.busy) {
-      // The final state went out with the stop and again now: done.
+    if (this.o.once && this.stopped && this.outbox.pending === 0 && this.latest === null && !this.busy) {
+      // Stopped, and the controller has acknowledged every count: done.
       void this.quit(0);
     }
   }
@@ -211,11 +217,13 @@ export class MachineAgent {
     const snap = sup?.snapshot();
     if (sup?.settled()) this.settledV = this.appliedV;
     const self = process.cpuUsage();
+    const span = this.run ? this.outbox.next(encodeStats(this.totals)) : null;
     const state: MachineState = {
       t: "state",
       machine: this.id,
       host: hostname(),
       pid: process.pid,
+      since: this.since,
       run: this.run,
       seq: ++this.seq,
       epoch: this.epoch,
@@ -231,12 +239,16 @@ export class MachineAgent {
       cpu_us: self.user + self.system,
       rss: process.memoryUsage().rss,
       workers: running ? snap!.workers : this.lastWorkers,
-      totals: this.run ? encodeStats(this.totals) : null,
+      stats: span ? { from: span.from, to: span.to, packed: packStats(span.stats) } : null,
+      pending: this.outbox.pending,
       ...(this.error ? { error: this.error } : {}),
     };
     const text = JSON.stringify(state);
-    // While Redis is down these fail at once; the totals ride on the next message that gets through.
-    this.pub.publish(UP, text).catch(() => {});
+    // While Redis is down this fails at once; what it carried rides on the next message that gets through.
+    this.pub.publish(UP, text).then(
+      (receivers) => span && this.outbox.delivered(receivers > 0),
+      () => span && this.outbox.delivered(false),
+    );
     const entry = { host: state.host, pid: state.pid, run: state.run, connected: state.connected, processes: state.workers.map((w) => w.pid) };
     this.pub.set(registryKey(this.id), JSON.stringify(entry), "PX", BEAT_MS * 5).catch(() => {});
   }

@@ -13,6 +13,8 @@ import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.
 import { selfArgv } from "./self.ts";
 
 export const WATCHDOG_MS = 5000;
+/** A new worker may take this long to send its first message: start-up on a loaded machine is slow (many processes loading at once). */
+export const STARTUP_MS = 30_000;
 
 /** What the CLI and the API drive: one in-process swarm or a supervised set of workers. */
 export interface Fleet {
@@ -243,11 +245,11 @@ export class Supervisor implements Fleet {
     }, 200);
   }
 
-  /** A worker that sent nothing for WATCHDOG_MS is hung: kill it, and the exit handler replaces it. */
+  /** A worker that sent nothing for WATCHDOG_MS (STARTUP_MS before its first message) is hung: kill it, and the exit handler replaces it. */
   private check(): void {
     const now = performance.now();
     for (const w of this.workers) {
-      if (w.proc && w.proc.exitCode === null && now - w.lastSeen > WATCHDOG_MS) {
+      if (w.proc && w.proc.exitCode === null && now - w.lastSeen > (w.lastSeq ? WATCHDOG_MS : STARTUP_MS)) {
         this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${Math.round((now - w.lastSeen) / 1000)} s; killing it`);
         w.proc.kill("SIGKILL");
       }

@@ -49,3 +49,105 @@ export function addEncoded(into: Stats, e: EncodedStats): void {
   if (e.lag?.length) into.loopLag.addSparse(e.lag);
   for (const k of Object.keys(into.health) as (keyof Health)[]) into.health[k] += e.health[k] ?? 0;
 }
+
+/** Sparse buckets `newer − older` (both sorted by index, as toSparse() makes them). */
+function diffSparse(newer: number[], older: number[] | undefined): number[] {
+  if (!older?.length) return newer;
+  const out: number[] = [];
+  let j = 0;
+  for (let k = 0; k + 1 < newer.length; k += 2) {
+    const i = newer[k]!;
+    while (j + 1 < older.length && older[j]! < i) j += 2;
+    const before = j + 1 < older.length && older[j] === i ? older[j + 1]! : 0;
+    if (newer[k + 1]! !== before) out.push(i, newer[k + 1]! - before);
+  }
+  return out;
+}
+
+/**
+ * What was counted between two running totals of the same source (`older` may be null: from
+ * zero). Lets a receiver of running totals keep one merged Stats and add only what is new.
+ */
+export function diffEncoded(newer: EncodedStats, older: EncodedStats | null): EncodedStats {
+  if (!older) return newer;
+  const rows: Record<string, EncodedRow> = {};
+  for (const [name, r] of Object.entries(newer.rows)) {
+    const o = older.rows[name];
+    const reasons: Record<string, number> = {};
+    for (const [k, n] of Object.entries(r.reasons)) if (n !== (o?.reasons[k] ?? 0)) reasons[k] = n - (o?.reasons[k] ?? 0);
+    rows[name] = { count: r.count - (o?.count ?? 0), failures: r.failures - (o?.failures ?? 0), reasons, h: diffSparse(r.h, o?.h) };
+  }
+  const phases: Record<string, number[]> = {};
+  for (const [p, h] of Object.entries(newer.phases)) phases[p] = diffSparse(h, older.phases[p]);
+  const health = { ...newer.health };
+  for (const k of Object.keys(health) as (keyof Health)[]) health[k] -= older.health[k] ?? 0;
+  return { rows, phases, lag: diffSparse(newer.lag, older.lag), health };
+}
+
+// ---- compact form for running totals between machines ---------------------------------------
+
+/** EncodedStats with every histogram packed into a string (packSparse): ~5× smaller, and parsed as one string. */
+export interface PackedStats extends Omit<EncodedStats, "rows" | "phases" | "lag"> {
+  rows: Record<string, Omit<EncodedRow, "h"> & { h: string }>;
+  phases: Record<string, string>;
+  lag: string;
+}
+
+/**
+ * Sparse buckets as base64 of unsigned LEB128 varints: index gaps, then counts. Running totals
+ * of a busy row hold thousands of buckets; as JSON numbers they made parsing the controller's
+ * main cost.
+ */
+export function packSparse(pairs: number[]): string {
+  const out = new Uint8Array(pairs.length * 5 + 8);
+  let n = 0;
+  const put = (v: number) => {
+    while (v >= 128) {
+      out[n++] = (v % 128) | 128;
+      v = Math.floor(v / 128);
+    }
+    out[n++] = v;
+  };
+  let prev = 0;
+  for (let k = 0; k + 1 < pairs.length; k += 2) {
+    put(pairs[k]! - prev);
+    put(pairs[k + 1]!);
+    prev = pairs[k]!;
+  }
+  return Buffer.from(out.buffer, 0, n).toString("base64");
+}
+
+export function unpackSparse(s: string): number[] {
+  const b = Buffer.from(s, "base64");
+  const n = b.length;
+  const out: number[] = [];
+  let i = 0, prev = 0, odd = false;
+  while (i < n) {
+    let byte = b[i++]!;
+    let v = byte & 127;
+    for (let scale = 128; byte & 128 && i < n; scale *= 128) {
+      byte = b[i++]!;
+      v += (byte & 127) * scale;
+    }
+    if (odd) out.push(v);
+    else out.push((prev += v));
+    odd = !odd;
+  }
+  return out;
+}
+
+export function packStats(e: EncodedStats): PackedStats {
+  const rows: PackedStats["rows"] = {};
+  for (const [name, r] of Object.entries(e.rows)) rows[name] = { ...r, h: packSparse(r.h) };
+  const phases: Record<string, string> = {};
+  for (const [p, h] of Object.entries(e.phases)) phases[p] = packSparse(h);
+  return { rows, phases, lag: packSparse(e.lag), health: e.health };
+}
+
+export function unpackStats(p: PackedStats): EncodedStats {
+  const rows: Record<string, EncodedRow> = {};
+  for (const [name, r] of Object.entries(p.rows)) rows[name] = { ...r, h: unpackSparse(r.h) };
+  const phases: Record<string, number[]> = {};
+  for (const [k, h] of Object.entries(p.phases)) phases[k] = unpackSparse(h);
+  return { rows, phases, lag: unpackSparse(p.lag), health: p.health };
+}

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { SYNTHETIC, StridedIdentities, stridedShare, type Range } from "../../src/cluster/identities.ts";
 import { planWorkers, split } from "../../src/cluster/supervisor.ts";
 import { identitiesFor } from "../../src/cluster/worker.ts";
-import { addEncoded, encodeStats } from "../../src/metrics/snapshot.ts";
+import { addEncoded, diffEncoded, encodeStats, packStats, unpackStats } from "../../src/metrics/snapshot.ts";
 import { Stats } from "../../src/metrics/stats.ts";
 import { swarmConfig } from "../helpers/swarm.ts";
 
@@ -68,4 +68,36 @@ test("stats deltas merged by a controller equal the stats of the union", () => {
   const a = total.rows.publish.latency, b = union.rows.publish.latency;
   for (const p of [50, 95, 99, 99.9]) expect(a.percentileMs(p)).toBe(b.percentileMs(p));
   expect(a.count).toBe(b.count);
+});
+
+test("running totals: adding each one's difference from the last gives the final totals", () => {
+  const source = new Stats();
+  const merged = new Stats();
+  let last: ReturnType<typeof encodeStats> | null = null;
+  for (let round = 0; round < 5; round++) {
+    for (let i = 0; i < 2000; i++) source.rows.publish.ok(Math.random() * (round + 1) * 50);
+    source.rows.connect.fail(round % 2 ? "timeout" : "econnreset");
+    source.health.late_sends += round;
+    const totals = JSON.parse(JSON.stringify(encodeStats(source)));
+    addEncoded(merged, diffEncoded(totals, last));
+    last = totals;
+  }
+  expect(merged.rows.publish.count).toBe(10_000);
+  expect(Object.fromEntries(merged.rows.connect.reasons)).toEqual({ econnreset: 3, timeout: 2 });
+  expect(merged.health.late_sends).toBe(10);
+  for (const p of [50, 99, 99.9]) expect(merged.rows.publish.latency.percentileMs(p)).toBe(source.rows.publish.latency.percentileMs(p));
+  expect(merged.rows.publish.latency.count).toBe(source.rows.publish.latency.count);
+});
+
+test("packed running totals unpack to the same buckets and counts", () => {
+  const s = new Stats();
+  for (let i = 0; i < 50_000; i++) s.rows.publish.ok(Math.random() ** 3 * 60_000);
+  s.rows.publish.ok(3_600_000);
+  for (let i = 0; i < 300; i++) s.rows.connect.ok(1 + i);
+  const e = encodeStats(s);
+  // Counts past 2^31 survive too.
+  e.rows.connect.h[1] = 2 ** 40 + 3;
+  const back = unpackStats(JSON.parse(JSON.stringify(packStats(e))));
+  expect(back).toEqual(e);
+  expect(JSON.stringify(packStats(e)).length).toBeLessThan(JSON.stringify(e).length / 2);
 });
