@@ -7,7 +7,7 @@
  * The swarm runs in its own process (bench/fixtures/swarm-fixture.ts) so its CPU and RSS are its own.
  *   bun bench/swarm.bench.ts [--held 19000] [--brokers 2] [--rate 400] [--msgs 5000] [--rsa 1000] [--only held,publish,rsa]
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";

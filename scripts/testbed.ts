@@ -17,16 +17,36 @@ interface State {
   redis?: { pid: number; port: number; url: string };
 }
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    brokers: { type: "string", default: "1" },
-    port: { type: "string" },
-    redis: { type: "boolean", default: false },
-    certs: { type: "string", default: process.env.CERT_DIR ?? "cert" },
-    quiet: { type: "boolean", default: false },
-  },
-});
+const USAGE = `Usage:
+  bun scripts/testbed.ts up [--brokers N] [--port P] [--redis] [--certs DIR] [--quiet]
+  bun scripts/testbed.ts down | status
+Brokers use DIR's CA (default $CERT_DIR or cert); state lives in $CICADA_TESTBED_DIR (default .testbed).
+`;
+
+function parse() {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        brokers: { type: "string", default: "1" },
+        port: { type: "string" },
+        redis: { type: "boolean", default: false },
+        certs: { type: "string", default: process.env.CERT_DIR ?? "cert" },
+        quiet: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`testbed: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
+const { values, positionals } = parse();
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 
 function commandOf(pid: number): string {
   try {
@@ -81,6 +101,6 @@ switch (positionals[0]) {
     console.log(JSON.stringify(readState() ?? { brokers: [] }, null, 2));
     break;
   default:
-    console.error("usage: bun scripts/testbed.ts up [--brokers N] [--port P] [--redis] [--certs DIR] [--quiet] | down | status");
+    process.stderr.write(USAGE);
     process.exit(2);
 }

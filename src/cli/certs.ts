@@ -1,16 +1,22 @@
 /** `cicada certs`: device certificates from the local CA (dojot's generate_certs), the CRL, broker certificates. */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, renameSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { EXIT, LoadError } from "../errors.ts";
-import { issueParallel, runIssueWorker, workersFor } from "../pki/batch.ts";
+import { type IssueTally, issueParallel, runIssueWorker, workersFor } from "../pki/batch.ts";
 import type { KeyKind } from "../pki/build.ts";
 import { writeCrl } from "../pki/crl.ts";
 import { issueServer } from "../pki/issue.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
-import { DEVICE_ID, ensureCertDir, exists, listDeviceIds, writeFileAtomic } from "../store/dir.ts";
-import { parseCommand, type CommandSpec, type OptionSpecs } from "./options.ts";
+import { type CertDir, DEVICE_ID, ensureCertDir, exists, listDeviceIds, writeDevice, writeFileAtomic } from "../store/dir.ts";
+import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
+import { DojotClient } from "../dojot/client.ts";
+import { issueViaDojot } from "../dojot/issue.ts";
+import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
+import { thingId } from "../pki/issue.ts";
+import { checkStoreEnv, RedisStore, type StoreSettings, storeSettings } from "../store/redis.ts";
+import { parseCommand, runSubcommand, type CommandSpec, type OptionSpecs } from "./options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
 const DIR_OPTIONS: OptionSpecs = {
@@ -30,10 +36,17 @@ const CREATE: CommandSpec = {
   options: {
     devices: { type: "string", short: "n", arg: "N", help: "Create N devices with random unique 32-bit hex ids" },
     ids: { type: "string", arg: "a,b,c", help: "Create these device ids (existing ones are left alone)" },
+    dojot: { type: "boolean", help: "Create certificates for every device that exists in dojot (signed by dojot)" },
+    signer: { type: "string", arg: "local|dojot", help: "Who signs: the local CA (default), or dojot's x509 service (key and CSR made here)" },
+    redis: { type: "string", arg: "URL", help: "Store in Redis in dojot's layout instead of DIR (then: cicada store export)" },
+    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
+    batch: { type: "string", arg: "N", default: "100", help: "With dojot: certificates per batch" },
+    wait: { type: "string", arg: "MS", default: "0", help: "With dojot: pause between batches, to pace the platform" },
     tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: certificate CN is tenant:id" },
     ...DIR_OPTIONS,
     ...CA_OPTIONS,
-    jobs: { type: "string", short: "j", arg: "N", help: "Worker processes (default: one per core)" },
+    jobs: { type: "string", short: "j", arg: "N", help: "Worker processes (default: one per core); with dojot, requests in flight (default 8)" },
+    ...DOJOT_OPTIONS,
   },
   details: `
 Layout of DIR (as dojot's generate_certs): <id>.key (mode 0600), <id>.crt, ca.crt, renew/,
@@ -41,9 +54,17 @@ revoke/ — so \`ls DIR | wc -l\` is 2N+3. The local CA's key, the CRL and broke
 live in the hidden DIR/.ca/ and DIR/.broker/ folders. The CA is created on first use.
 Re-running adds devices; existing files are never overwritten.
 
+With --redis URL the devices go to Redis (db REDIS_CERTIFICATES_DB, default 0: a hash per id
+with thing_id, private_key, thing_certificate) and the CA certificate to db REDIS_MAPPED_DB
+(key ca_certificate); \`cicada store export\` writes the directory on any machine.
+With --dojot or --signer dojot the keys and CSRs are made here and dojot's x509 service signs
+them (DOJOT_URL, DOJOT_USER, DOJOT_PASSWD); ca.crt is dojot's CA.
+
 Examples:
   cicada certs create --devices 10000
-  cicada certs create --ids 1a2b3c,4d5e6f --tenant acme --key rsa`,
+  cicada certs create --ids 1a2b3c,4d5e6f --tenant acme --key rsa
+  cicada certs create --devices 100000 --redis redis://127.0.0.1:6379
+  DOJOT_URL=http://10.0.0.5:8000 cicada certs create --dojot --batch 100 --wait 1000`,
 };
 
 const CRL: CommandSpec = {
@@ -86,28 +107,17 @@ Commands:
 Run cicada certs <command> --help for its options.
 `;
 
-export async function certsCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  switch (sub) {
-    case "create":
-      return create(rest);
-    case "crl":
-      return crl(rest);
-    case "revoke":
-      return revoke(rest);
-    case "server":
-      return server(rest);
-    case "__worker":
+export function certsCommand(argv: string[]): Promise<number> {
+  return runSubcommand("certs", CERTS_HELP, {
+    create,
+    crl,
+    revoke,
+    server,
+    __worker: async () => {
       await runIssueWorker();
       return EXIT.OK;
-    case undefined:
-    case "-h":
-    case "--help":
-      process.stdout.write(CERTS_HELP);
-      return sub === undefined ? EXIT.BAD_INPUT : EXIT.OK;
-    default:
-      throw new LoadError(`unknown command "certs ${sub}" (see cicada certs --help)`, EXIT.BAD_INPUT);
-  }
+    },
+  }, argv);
 }
 
 async function create(argv: string[]): Promise<number> {
@@ -115,8 +125,10 @@ async function create(argv: string[]): Promise<number> {
   if (!o) return EXIT.OK;
   const devices = o.has("devices") ? o.int("devices", 0, 1, 10_000_000) : undefined;
   const ids = o.list("ids");
-  if (devices === undefined && ids === undefined) o.issues.push("give --devices N or --ids a,b,c");
-  if (devices !== undefined && ids !== undefined) o.issues.push("--devices and --ids cannot be used together");
+  const fromDojot = o.bool("dojot");
+  const modes = [devices !== undefined, ids !== undefined, fromDojot].filter(Boolean).length;
+  if (modes === 0) o.issues.push("give --devices N, --ids a,b,c or --dojot");
+  if (modes > 1) o.issues.push("--devices, --ids and --dojot cannot be used together");
   if (ids && ids.length === 0) o.fail("ids", "lists no device id", o.str("ids"));
   const badIds = (ids ?? []).filter((id) => !DEVICE_ID.test(id));
   if (badIds.length) o.issues.push(`--ids: ${badIds.slice(0, 3).map((s) => JSON.stringify(s)).join(", ")} not valid (letters, digits, _ and -, up to 64)`);
@@ -124,46 +136,93 @@ async function create(argv: string[]): Promise<number> {
   if (!/^[^\s/+#:]+$/.test(tenant)) o.fail("tenant", "must be a non-empty name without spaces, /, +, # or :", tenant);
   const kind = o.choice<KeyKind>("key", ["ec", "rsa"], "ec");
   const days = o.int("days", 365, 1, 36500);
-  const jobs = o.int("jobs", availableParallelism(), 1, 256);
+  const signer = fromDojot ? "dojot" : o.choice("signer", ["local", "dojot"], "local");
+  if (fromDojot && o.has("signer") && o.str("signer") !== "dojot") o.issues.push("--dojot certificates are signed by dojot: drop --signer local");
+  if (signer === "dojot" && (o.has("ca-cert") || o.has("ca-key"))) o.issues.push("--ca-cert/--ca-key choose a local CA: they do not go with dojot's signer");
+  const jobs = o.int("jobs", signer === "dojot" ? 8 : availableParallelism(), 1, 256);
+  const batch = o.int("batch", 100, 1, 1_000_000);
+  const waitMs = o.int("wait", 0, 0, 3_600_000);
+  const dojot = signer === "dojot" ? readDojotSettings(o) : null;
+  let store: StoreSettings | null = null;
+  if (o.has("redis")) {
+    const bad = checkRedisUrl(redisUrl(o.str("redis")));
+    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redact(o.str("redis")!));
+    o.issues.push(...checkStoreEnv());
+    store = storeSettings(o.str("redis")!, process.env, o.fileText("redis-ca"));
+  }
   o.check();
 
   const dir = ensureCertDir(o.str("dir")!);
-  const { ca, created } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
-  if (created) process.stderr.write(`created local CA ${dir.caCert} (key in ${dir.caKey})\n`);
+  const target = store ? `Redis ${redact(store.redis.url)}` : dir.root;
+  const redis = store ? await RedisStore.open(store) : null;
+  try {
+    const client = dojot ? new DojotClient(dojot) : null;
+    if (client && redis) {
+      // Share the JWT through the store, as dojot's tool did: one login for every machine and run.
+      const cached = await redis.jwt();
+      if (cached) client.useToken(cached);
+      client.onToken = (jwt, ttl) => void redis.setJwt(jwt, ttl).catch(() => {});
+    }
+    const existing = new Set(redis ? await redis.ids() : listDeviceIds(dir.root));
+    let wanted: string[];
+    if (fromDojot) {
+      wanted = await client!.deviceIds();
+      process.stderr.write(`dojot lists ${fmtInt(wanted.length)} devices\n`);
+    } else wanted = ids ? [...new Set(ids)] : newIds(devices!, existing);
+    const todo = wanted.filter((id) => !existing.has(id));
+    const already = wanted.length - todo.length;
 
-  const existing = new Set(listDeviceIds(dir.root));
-  let todo: string[];
-  let already = 0;
-  if (ids) {
-    const unique = [...new Set(ids)];
-    todo = unique.filter((id) => !existing.has(id));
-    already = unique.length - todo.length;
-  } else {
-    todo = newIds(devices!, existing);
+    const started = performance.now();
+    const progress = new Progress();
+    const show = (created: number, workers: string) => {
+      const secs = (performance.now() - started) / 1000;
+      const rate = created / Math.max(secs, 1e-3);
+      progress.update(`certs: ${fmtInt(created)}/${fmtInt(todo.length)} (${fmtInt(rate)}/s, ${workers}) eta ${fmtDuration((todo.length - created) / Math.max(rate, 1e-9))}`);
+    };
+    let tally: IssueTally;
+    if (client) {
+      const caPem = await client.caPem();
+      if (redis) await redis.setCaPem(caPem);
+      else writeDojotCa(dir, caPem);
+      const sink = redis
+        ? async (id: string, keyPem: string, certPem: string) => (await redis.put([{ id, thingId: thingId(tenant, id), keyPem, certPem }])) === 1
+        : async (id: string, keyPem: string, certPem: string) => writeDevice(dir.root, id, keyPem, certPem);
+      tally = await issueViaDojot({ ids: todo, tenant, kind, lanes: jobs, batch, waitMs, associate: fromDojot }, client, sink, (_d, created) => show(created, `${jobs} lanes`));
+      if (client.retried) process.stderr.write(`dojot: ${client.retried} requests retried after 5xx or timeouts\n`);
+    } else {
+      const { ca, created } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
+      if (created) process.stderr.write(`created local CA ${dir.caCert} (key in ${dir.caKey})\n`);
+      if (redis) await redis.setCaPem(ca.certPem);
+      const workers = workersFor(todo.length, jobs);
+      tally = await issueParallel(
+        { root: dir.root, tenant, kind, days, caCert: o.str("ca-cert") ?? dir.caCert, caKey: o.str("ca-key") ?? dir.caKey, ids: todo, ...(store ? { store } : {}) },
+        ca,
+        workers,
+        (t) => show(t.created, `${workers} proc`),
+      );
+    }
+    progress.done();
+    const secs = (performance.now() - started) / 1000;
+    const skipped = already + tally.skipped;
+    process.stdout.write(
+      `created ${fmtInt(tally.created)} ${kind === "ec" ? "EC P-256" : "RSA-2048"} device certificates${signer === "dojot" ? " signed by dojot" : ""} in ${target} ` +
+        `in ${fmtDuration(secs)} (${fmtInt(tally.created / Math.max(secs, 1e-3))}/s)` +
+        `${skipped ? `; ${fmtInt(skipped)} already present, left unchanged` : ""}\n`,
+    );
+  } finally {
+    await redis?.close();
   }
-
-  const started = performance.now();
-  const progress = new Progress();
-  const workers = workersFor(todo.length, jobs);
-  const tally = await issueParallel(
-    { root: dir.root, tenant, kind, days, caCert: o.str("ca-cert") ?? dir.caCert, caKey: o.str("ca-key") ?? dir.caKey, ids: todo },
-    ca,
-    workers,
-    (t) => {
-      const s = (performance.now() - started) / 1000;
-      const rate = t.created / Math.max(s, 1e-3);
-      progress.update(`certs: ${fmtInt(t.created)}/${fmtInt(todo.length)} (${fmtInt(rate)}/s, ${workers} proc) eta ${fmtDuration((todo.length - t.created) / Math.max(rate, 1e-9))}`);
-    },
-  );
-  progress.done();
-  const secs = (performance.now() - started) / 1000;
-  const skipped = already + tally.skipped;
-  process.stdout.write(
-    `created ${fmtInt(tally.created)} ${kind === "ec" ? "EC P-256" : "RSA-2048"} device certificates in ${dir.root} ` +
-      `in ${fmtDuration(secs)} (${fmtInt(tally.created / Math.max(secs, 1e-3))}/s)` +
-      `${skipped ? `; ${fmtInt(skipped)} already present, left unchanged` : ""}\n`,
-  );
   return EXIT.OK;
+}
+
+/** Writes dojot's CA as DIR/ca.crt, refusing to mix it with a local CA already there. */
+function writeDojotCa(dir: CertDir, caPem: string): void {
+  if (exists(dir.caKey)) {
+    const current = exists(dir.caCert) ? readFileSync(dir.caCert, "utf8") : "";
+    if (current.trim() !== caPem.trim()) throw new LoadError(`${dir.root} holds a local CA (${dir.caKey}): use another --dir for dojot-signed certificates`, EXIT.BAD_INPUT);
+    return;
+  }
+  writeFileAtomic(dir.caCert, caPem, 0o644);
 }
 
 /** `n` random unique 32-bit hex ids (8 digits) that are not in `taken`. */

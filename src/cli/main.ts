@@ -3,6 +3,8 @@
 import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { certsCommand } from "./certs.ts";
+import { dojotCommand } from "./dojot.ts";
+import { storeCommand } from "./store.ts";
 import { runCommand } from "./run.ts";
 import { workerCommand } from "./worker.ts";
 import { runWorkerProcess } from "../cluster/worker.ts";
@@ -15,6 +17,8 @@ Commands:
   run        Simulate devices against an MQTT broker and report how it held up
   worker     Join a run that spans machines (controller: cicada run --redis URL)
   certs      Device certificates, the local CA, CRL and broker certificates
+  store      The Redis certificate store (dojot's layout): export, map, restore, clear
+  dojot      Devices and templates in dojot: create, clear
   version    Print the version
 
 Options:
@@ -27,6 +31,8 @@ Exit codes: 0 ok, 1 internal error, 2 bad input, 3 thresholds failed, 130 interr
 type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   certs: certsCommand,
+  store: storeCommand,
+  dojot: dojotCommand,
   run: runCommand,
   worker: workerCommand,
   // Internal: a worker process started by `cicada run` (talks to its supervisor over IPC).

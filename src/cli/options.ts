@@ -1,7 +1,7 @@
 /** Flag parsing shared by every command: node's parseArgs, dojot env fallbacks, and validation that gathers every problem. */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 
 export interface OptionSpec {
   type: "string" | "boolean";
@@ -103,6 +103,17 @@ export class Options {
   /** Records a problem with one value. */
   fail(name: string, what: string, got?: string): void {
     this.issues.push(`${this.source(name)} ${what}${got === undefined ? "" : ` (got ${JSON.stringify(got)})`}`);
+  }
+  /** The text of the file an option names; on failure records an issue with the reason. */
+  fileText(name: string): string | undefined {
+    const path = this.str(name);
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path, "utf8");
+    } catch (err) {
+      this.fail(name, `cannot be read: ${messageOf(err)}`, path);
+      return undefined;
+    }
   }
   /** Throws a ConfigError listing every issue recorded so far. */
   check(): void {
@@ -208,4 +219,19 @@ export function renderHelp(spec: CommandSpec): string {
   const width = Math.min(34, Math.max(...rows.map(([l]) => l.length)) + 2);
   const lines = rows.map(([l, r]) => (l.length >= width ? `  ${l}\n  ${" ".repeat(width)}${r}` : `  ${l.padEnd(width)}${r}`));
   return `${spec.summary}\n\nUsage: ${spec.usage}\n\nOptions:\n${lines.join("\n")}\n${spec.details ? `\n${spec.details.trim()}\n` : ""}`;
+}
+
+/**
+ * Runs the subcommand of a command group (`cicada certs create ...`): `--help` or nothing
+ * prints the group's help (exit 0, or 2 when nothing was given); an unknown one is bad input.
+ */
+export function runSubcommand(group: string, help: string, commands: Record<string, (argv: string[]) => Promise<number>>, argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === "-h" || sub === "--help") {
+    process.stdout.write(help);
+    return Promise.resolve(sub === undefined ? EXIT.BAD_INPUT : EXIT.OK);
+  }
+  const command = Object.hasOwn(commands, sub) ? commands[sub] : undefined;
+  if (!command) throw new LoadError(`unknown command "${group} ${sub}" (see cicada ${group} --help)`, EXIT.BAD_INPUT);
+  return command(rest);
 }

@@ -13,7 +13,9 @@ import { readRunConfig, RUN_SPEC, type RunConfig } from "../config/run.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT } from "../errors.ts";
 import { buildReport, renderTable, type Report } from "../report/summary.ts";
-import { listDeviceIds } from "../store/dir.ts";
+import { listIdentities } from "../cluster/identities.ts";
+import { redact } from "../cluster/redis.ts";
+import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts";
 import { parseCommand } from "./options.ts";
 import { Progress, fmtInt } from "./progress.ts";
 
@@ -23,17 +25,28 @@ export async function runCommand(argv: string[]): Promise<number> {
   const cfg = readRunConfig(o);
   o.check();
 
-  const available = Math.max(0, listDeviceIds(cfg.certDir).length - cfg.firstDevice);
+  const fromStore = isStoreUrl(cfg.certDir);
+  const where = fromStore ? `the store ${redact(cfg.certDir)}` : cfg.certDir;
+  const ids = await listIdentities(cfg.certDir, cfg.storeCa);
+  const available = Math.max(0, ids.length - cfg.firstDevice);
   const synthetic = !cfg.swarm.tls && available < cfg.swarm.users;
   if (available < cfg.swarm.users && !synthetic) {
     throw new ConfigError([
-      `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${cfg.certDir}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${available}: ` +
-        `run cicada certs create --devices ${cfg.swarm.users - available} --dir ${cfg.certDir}`,
+      `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${where}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${available}: ` +
+        `run cicada certs create --devices ${cfg.swarm.users - available} ${fromStore ? `--redis ${redact(cfg.certDir)}` : `--dir ${cfg.certDir}`}`,
     ]);
+  }
+  if (fromStore && cfg.swarm.tls && !cfg.swarm.caPem) {
+    // The broker's CA, kept in the store by `cicada certs create --redis`.
+    const store = await RedisStore.open(storeSettings(cfg.certDir, process.env, cfg.storeCa));
+    cfg.swarm.caPem = (await store.caPem()) ?? undefined;
+    await store.close();
+    if (!cfg.swarm.caPem && !cfg.swarm.insecure) {
+      throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --ca-cert FILE, or --insecure`]);
+    }
   }
 
   if (cfg.federation) {
-    const ids = listDeviceIds(cfg.certDir);
     const controller = new Controller(
       {
         redis: cfg.federation.redis,
@@ -71,9 +84,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   const ranges: Range[] = [[cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)]];
   const fleet: Fleet =
     workers === 1
-      ? new InProcessFleet(cfg.swarm, identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0 }))
+      ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }))
       : new Supervisor(
-          planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm }),
+          planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, storeCa: cfg.storeCa }),
           (line) => process.stderr.write(`cicada: ${line}\n`),
         );
   return runFleet(cfg, fleet, workers);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { MachineAgent } from "../cluster/machine.ts";
 import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
 import { EXIT } from "../errors.ts";
+import { isStoreUrl, storeSettings } from "../store/redis.ts";
 import { parseCommand, type CommandSpec } from "./options.ts";
 
 export const WORKER_SPEC: CommandSpec = {
@@ -13,7 +14,7 @@ export const WORKER_SPEC: CommandSpec = {
   options: {
     redis: { type: "string", arg: "URL", help: "Redis shared with the controller (default redis://REDIS_HOST:REDIS_PORT, password REDIS_PASSWD)" },
     "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
-    certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory: the same ids as the controller's" },
+    certs: { type: "string", arg: "DIR|URL", env: "CERT_DIR", default: "cert", help: "Certificate directory or Redis store: the same ids as the controller's" },
     "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA of the broker certificate (default DIR/ca.crt, else the controller's)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses this machine's devices connect from" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
@@ -37,18 +38,10 @@ export async function workerCommand(argv: string[]): Promise<number> {
   const url = redisUrl(o.str("redis"));
   const bad = checkRedisUrl(url);
   if (bad) o.issues.push(`${o.has("redis") ? "--redis" : "REDIS_HOST/REDIS_PORT"} ${bad}`);
-  const read = (name: string, path: string | undefined, what: string) => {
-    if (!path) return undefined;
-    try {
-      return readFileSync(path, "utf8");
-    } catch {
-      o.issues.push(`${o.source(name)}: cannot read ${what} ${path}`);
-      return undefined;
-    }
-  };
-  const certDir = o.str("certs")!;
-  const redisCa = read("redis-ca", o.str("redis-ca"), "the Redis CA certificate");
-  const caPem = o.has("ca-cert") ? read("ca-cert", o.str("ca-cert"), "the CA certificate") : (() => {
+  const certsArg = o.str("certs")!;
+  const certDir = isStoreUrl(certsArg) ? storeSettings(certsArg).redis.url : certsArg;
+  const redisCa = o.fileText("redis-ca");
+  const caPem = o.has("ca-cert") ? o.fileText("ca-cert") : isStoreUrl(certDir) ? undefined : (() => {
     try {
       return readFileSync(join(certDir, "ca.crt"), "utf8");
     } catch {
@@ -58,7 +51,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
   const workers = o.str("workers") === "auto" ? "auto" : o.int("workers", 1, 1, 1024);
   o.check();
   const agent = new MachineAgent(
-    { redis: { url, ca: redisCa }, certDir, caPem, sources: o.list("source-address") ?? [], workers, name: o.str("name"), once: o.bool("once") },
+    { redis: { url, ca: redisCa }, certDir, storeCa: redisCa, caPem, sources: o.list("source-address") ?? [], workers, name: o.str("name"), once: o.bool("once") },
     (line) => process.stderr.write(`cicada worker: ${line}\n`),
   );
   process.stderr.write(`cicada worker: joining ${redact(url)}\n`);

@@ -8,18 +8,22 @@
  * a range — no running device ever changes identity.
  */
 import type { IdentitySource } from "../engine/swarm.ts";
-import { DirIdentities } from "../store/dir.ts";
+import { DirIdentities, listDeviceIds } from "../store/dir.ts";
+import { isStoreUrl, RedisStore, storeSettings, type StoreSettings } from "../store/redis.ts";
 
 /** [first index, count] into the directory's sorted ids. */
 export type Range = [first: number, count: number];
 
 export const total = (ranges: readonly Range[]): number => ranges.reduce((a, r) => a + r[1], 0);
 
-/** Every identity of a directory, or made-up ids for plain-TCP runs without certificates. */
+/** Every identity of a directory or a Redis store, or made-up ids for plain-TCP runs without certificates. */
 export interface IdentityBase {
   readonly count: number;
   id(index: number): string;
+  /** Synchronous: called as a device dials. A store base must have fetched the index first. */
   load(index: number): { cert: string; key: string };
+  /** Fetches what load() will need for these indices (a store over the network). */
+  prefetch?(indices: number[]): Promise<void>;
 }
 
 /** Ids for plain-TCP runs without a certificate directory: index n is n in 8 hex digits. */
@@ -31,8 +35,71 @@ export const SYNTHETIC: IdentityBase = {
   },
 };
 
-export function identityBase(certDir: string, synthetic: boolean): IdentityBase {
-  return synthetic ? SYNTHETIC : new DirIdentities(certDir);
+/**
+ * Identities of a Redis store (`--certs redis://...`): ids listed once, keys and certificates
+ * fetched ahead of use. No connection is held between fetches (a run must end by itself, and
+ * fetches happen only at start and when ranges change).
+ */
+export class StoreIdentities implements IdentityBase {
+  private readonly cache = new Map<number, { cert: string; key: string }>();
+
+  private constructor(
+    private readonly settings: StoreSettings,
+    readonly ids: string[],
+  ) {}
+
+  /** `url` as given to `--certs`; REDIS_PASSWD and REDIS_CERTIFICATES_DB apply as for `cicada store`. */
+  static async open(url: string, ca?: string): Promise<StoreIdentities> {
+    const settings = storeSettings(url, process.env, ca);
+    const ids = await withStore(settings, (store) => store.ids());
+    return new StoreIdentities(settings, ids);
+  }
+
+  get count(): number {
+    return this.ids.length;
+  }
+
+  id(index: number): string {
+    return this.ids[index]!;
+  }
+
+  load(index: number): { cert: string; key: string } {
+    const c = this.cache.get(index);
+    if (!c) throw new Error(`identity ${this.ids[index]} was not fetched from the store`);
+    return c;
+  }
+
+  async prefetch(indices: number[]): Promise<void> {
+    const missing = indices.filter((i) => !this.cache.has(i) && i < this.ids.length);
+    if (missing.length === 0) return;
+    const got = await withStore(this.settings, (store) => store.get(missing.map((i) => this.ids[i]!)));
+    missing.forEach((i, k) => {
+      const r = got[k];
+      if (r) this.cache.set(i, { cert: r.certPem, key: r.keyPem });
+    });
+  }
+}
+
+async function withStore<T>(s: StoreSettings, body: (store: RedisStore) => Promise<T>): Promise<T> {
+  const store = await RedisStore.open(s);
+  try {
+    return await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** The identities behind `--certs`: a directory, a Redis store URL, or none (synthetic). */
+export async function openIdentityBase(certs: string, synthetic: boolean, storeCa?: string): Promise<IdentityBase> {
+  if (synthetic) return SYNTHETIC;
+  if (isStoreUrl(certs)) return StoreIdentities.open(certs, storeCa);
+  return new DirIdentities(certs);
+}
+
+/** Sorted ids behind `--certs`, for counting and for the digest machines compare. */
+export async function listIdentities(certs: string, storeCa?: string): Promise<string[]> {
+  if (!isStoreUrl(certs)) return listDeviceIds(certs);
+  return (await StoreIdentities.open(certs, storeCa)).ids;
 }
 
 /** Worker `offset` of `stride` over a machine's ranges: its index i is the machine's position offset + i*stride. */
@@ -65,6 +132,14 @@ export class StridedIdentities implements IdentitySource {
 
   load(index: number): { cert: string; key: string } {
     return this.base.load(this.at(index));
+  }
+
+  /** Fetches ahead what this worker's positions need (a store base); call before the ranges are used. */
+  async prefetch(): Promise<void> {
+    if (!this.base.prefetch) return;
+    const at: number[] = [];
+    for (let i = 0, n = this.count; i < n; i++) at.push(this.at(i));
+    await this.base.prefetch(at);
   }
 
   /** The directory index of this worker's identity `index`. */

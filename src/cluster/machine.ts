@@ -14,14 +14,16 @@ import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { encodeStats, packStats } from "../metrics/snapshot.ts";
 import { Outbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
-import { listDeviceIds } from "../store/dir.ts";
+import { listIdentities } from "./identities.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
-import { openRedis, type RedisSettings } from "./redis.ts";
+import { openRedis, redact, type RedisSettings } from "./redis.ts";
 import { planWorkers, Supervisor, type WorkerInfo } from "./supervisor.ts";
 
 export interface MachineOptions {
   redis: RedisSettings;
+  /** A certificate directory or a Redis store URL. */
   certDir: string;
+  storeCa?: string;
   /** CA of the broker certificate; default: the controller's. */
   caPem?: string;
   sources: string[];
@@ -35,8 +37,8 @@ export class MachineAgent {
   readonly id: string;
   private pub!: Redis;
   private sub!: Redis;
-  private readonly ids: string[];
-  private readonly digest: string;
+  private ids: string[] = [];
+  private digest = "";
   private run: string | null = null;
   private epoch = 0;
   private sup: Supervisor | null = null;
@@ -64,12 +66,12 @@ export class MachineAgent {
     private readonly say: (line: string) => void,
   ) {
     this.id = o.name ?? `${hostname()}-${process.pid}`;
-    this.ids = listDeviceIds(o.certDir);
-    this.digest = idsDigest(this.ids);
   }
 
   /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */
   async serve(): Promise<number> {
+    this.ids = await listIdentities(this.o.certDir, this.o.storeCa);
+    this.digest = idsDigest(this.ids);
     const raised = await raiseFileLimit();
     const limit = raised.ok ? raised : getFileLimit();
     if (limit.ok) this.perProcess = Math.max(1, limit.value.soft - 100);
@@ -77,7 +79,7 @@ export class MachineAgent {
     this.sub = await openRedis(this.o.redis, `cicada-machine-${this.id}-sub`, this.say);
     this.sub.on("message", (_c: string, text: string) => this.onBeat(text));
     await this.sub.subscribe(CTL);
-    this.say(`machine ${this.id} ready (${this.ids.length} identities in ${this.o.certDir}); waiting for a controller`);
+    this.say(`machine ${this.id} ready (${this.ids.length} identities in ${redact(this.o.certDir)}); waiting for a controller`);
     this.timer = setInterval(() => this.everySecond(), BEAT_MS);
     this.everySecond();
     const onSignal = () => void this.quit(130);
@@ -175,7 +177,7 @@ export class MachineAgent {
       ports: ephemeralPorts(),
     });
     for (const line of [...cap.warnings, ...cap.errors]) this.say(`warning: ${line}`);
-    this.sup = new Supervisor(planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm }), (line) => this.say(line));
+    this.sup = new Supervisor(planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, storeCa: this.o.storeCa }), (line) => this.say(line));
     this.sup.stats = this.totals;
     this.sup.start();
     this.appliedV = a.v;

@@ -16,6 +16,8 @@ export interface WorkerSpec {
   ranges: Range[];
   /** Without TLS and without enough certificates, ids are made up. */
   synthetic: boolean;
+  /** CA of a rediss:// certificate store (`certDir` is then its URL). */
+  storeCa?: string;
   swarm: SwarmConfig;
 }
 

@@ -3,7 +3,6 @@
  * REDIS_HOST / REDIS_PORT / REDIS_PASSWD as dojot's tools read them, reconnection forever
  * with a capped backoff, and one line on stderr when the link goes down and when it is back.
  */
-import { readFileSync } from "node:fs";
 import Redis from "ioredis";
 import { LoadError, messageOf } from "../errors.ts";
 
@@ -50,21 +49,12 @@ export function redact(url: string): string {
   }
 }
 
-export function readCa(path: string | undefined): string | undefined {
-  if (!path) return undefined;
-  try {
-    return readFileSync(path, "utf8");
-  } catch (err) {
-    throw new LoadError(`cannot read the Redis CA certificate ${path}: ${messageOf(err)}`, 2);
-  }
-}
-
 /**
  * Opens a connection and waits until it is ready. Commands fail at once while the link is
  * down (no offline queue: callers restate what matters every second); subscriptions are
  * restored on reconnect.
  */
-export async function openRedis(s: RedisSettings, name: string, say: (line: string) => void, timeoutMs = 10_000): Promise<Redis> {
+export async function openRedis(s: RedisSettings, name: string, say: (line: string) => void, timeoutMs = 10_000, db?: number): Promise<Redis> {
   const tls = s.url.startsWith("rediss:") ? { ca: s.ca, rejectUnauthorized: true } : undefined;
   const redis = new Redis(s.url, {
     lazyConnect: true,
@@ -74,6 +64,7 @@ export async function openRedis(s: RedisSettings, name: string, say: (line: stri
     retryStrategy: (times) => Math.min(100 * times, 2000),
     connectionName: name,
     tls,
+    ...(db === undefined ? {} : { db }),
   });
   let down = false;
   let lastError: unknown;

@@ -75,6 +75,7 @@ export interface FleetPlan {
   ranges: Range[];
   workers: number;
   swarm: SwarmConfig;
+  storeCa?: string;
 }
 
 /** One spec per worker: worker k takes positions k, k+W, ... of the fleet's identities; users and rate split evenly. */
@@ -86,6 +87,7 @@ export function planWorkers(plan: FleetPlan): WorkerSpec[] {
     certDir: plan.certDir,
     ranges: plan.ranges,
     synthetic: plan.synthetic,
+    ...(plan.storeCa ? { storeCa: plan.storeCa } : {}),
     swarm: { ...plan.swarm, users: u, rate: (plan.swarm.rate * u) / Math.max(1, plan.swarm.users) },
   }));
 }

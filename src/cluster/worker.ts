@@ -6,13 +6,16 @@
 import { raiseFileLimit } from "../../native/rlimit.ts";
 import { Swarm } from "../engine/swarm.ts";
 import { encodeStats } from "../metrics/snapshot.ts";
-import { identityBase, StridedIdentities } from "./identities.ts";
+import { openIdentityBase, StridedIdentities } from "./identities.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 
 export const STATS_INTERVAL_MS = 1000;
 
-export function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot">): StridedIdentities {
-  return new StridedIdentities(identityBase(spec.certDir, spec.synthetic), spec.ranges, spec.stride, spec.slot);
+/** This worker's identities, fetched ahead when they come from a Redis store. */
+export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "storeCa">): Promise<StridedIdentities> {
+  const ids = new StridedIdentities(await openIdentityBase(spec.certDir, spec.synthetic, spec.storeCa), spec.ranges, spec.stride, spec.slot);
+  await ids.prefetch();
+  return ids;
 }
 
 export function status(swarm: Swarm, v = 0): WorkerStatus {
@@ -50,27 +53,35 @@ export async function runWorkerProcess(): Promise<number> {
     }, 50);
   };
 
-  process.on("message", (m: ToWorker) => {
-    try {
-      if (m.t === "start") {
-        slot = m.spec.slot;
-        v = m.v;
-        identities = identitiesFor(m.spec);
-        swarm = new Swarm(m.spec.swarm, identities);
-        swarm.start();
-        ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!, v) }), STATS_INTERVAL_MS);
-      } else if (m.t === "set") {
-        // Ranges first: more identities let the swarm take more users.
-        if (m.ranges) identities?.setRanges(m.ranges);
-        if (m.users !== undefined) swarm?.setUsers(m.users);
-        if (m.rate !== undefined) swarm?.setRate(m.rate);
-        v = m.v;
-      } else if (m.t === "stop") {
-        void stop();
+  const handle = async (m: ToWorker) => {
+    if (m.t === "start") {
+      slot = m.spec.slot;
+      identities = await identitiesFor(m.spec);
+      v = m.v;
+      swarm = new Swarm(m.spec.swarm, identities);
+      swarm.start();
+      ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!, v) }), STATS_INTERVAL_MS);
+    } else if (m.t === "set") {
+      // Ranges first (fetched ahead from a store): more identities let the swarm take more users.
+      if (m.ranges && identities) {
+        identities.setRanges(m.ranges);
+        await identities.prefetch();
       }
-    } catch (err) {
-      send({ t: "error", slot, message: err instanceof Error ? err.message : String(err) });
+      if (m.users !== undefined) swarm?.setUsers(m.users);
+      if (m.rate !== undefined) swarm?.setRate(m.rate);
+      v = m.v;
+    } else if (m.t === "stop") {
+      await stop();
     }
+  };
+  // One message at a time, in order: a start that is still fetching identities holds back the sets after it.
+  let queue = Promise.resolve();
+  process.on("message", (m: ToWorker) => {
+    queue = queue.then(() =>
+      handle(m).catch((err) => {
+        send({ t: "error", slot, message: err instanceof Error ? err.message : String(err) });
+      }),
+    );
   });
   // The supervisor died or closed the channel: stop cleanly rather than run unsupervised.
   process.on("disconnect", () => void stop());

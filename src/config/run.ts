@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "../cli/options.ts";
 import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../cluster/redis.ts";
+import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
 import type { SwarmConfig } from "../engine/swarm.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { parseDuration, parseRange } from "./units.ts";
@@ -17,7 +18,7 @@ export const RUN_SPEC: CommandSpec = {
     users: { type: "string", short: "u", arg: "N", default: "100", help: "Devices to simulate" },
     rate: { type: "string", short: "r", arg: "N", default: "100", help: "New devices per second while ramping up (spawn rate)" },
     duration: { type: "string", short: "t", arg: "TIME", default: "1m", help: "Run time, e.g. 90s, 10m, 1h30m (ramp included)" },
-    certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory (dojot layout) with one identity per device" },
+    certs: { type: "string", arg: "DIR|URL", env: "CERT_DIR", default: "cert", help: "Certificate directory (dojot layout), or a Redis store (redis://host:6379[/db]) — one identity per device" },
     "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA that signed the broker certificate (default DIR/ca.crt)" },
     tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: client id = username = tenant:deviceid" },
     qos: { type: "string", arg: "0|1|2", env: "DOJOT_MQTT_QOS", default: "1", help: "QoS of telemetry and of the config subscription" },
@@ -36,7 +37,7 @@ export const RUN_SPEC: CommandSpec = {
     report: { type: "string", arg: "FILE", help: "Write the JSON report here (also on Ctrl-C)" },
     "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
     redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
-    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
+    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server (--redis, --certs)" },
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
     grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines stop their devices after this long without the controller" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
@@ -66,6 +67,8 @@ export interface RunConfig {
   workers: number | "auto";
   reportPath?: string;
   resetStats: boolean;
+  /** CA of a rediss:// certificate store given as --certs. */
+  storeCa?: string;
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number };
   /** The settings as given, for the report. */
@@ -110,10 +113,18 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     else intervalMs = [lo, hi];
   }
 
-  const certDir = o.str("certs")!;
+  const certsArg = o.str("certs")!;
+  const fromStore = isStoreUrl(certsArg);
+  if (fromStore) {
+    const bad = checkRedisUrl(certsArg);
+    if (bad) o.fail("certs", bad.replace(/ \(got .*\)$/, ""), redact(certsArg));
+    o.issues.push(...checkStoreEnv(env));
+  }
+  const certDir = fromStore ? storeSettings(certsArg, env).redis.url : certsArg;
   const tls = o.bool("tls");
   let caPem: string | undefined;
-  if (tls) {
+  // A store's CA is read from the store itself (runCommand), unless --ca-cert names one.
+  if (tls && !(fromStore && !o.has("ca-cert"))) {
     let caPath = o.str("ca-cert") ?? join(certDir, "ca.crt");
     if (!existsSync(caPath) && !isAbsolute(caPath) && existsSync(join(certDir, caPath))) caPath = join(certDir, caPath);
     try {
@@ -126,18 +137,12 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   const expect = o.int("expect-machines", 1, 1, 10_000);
   const graceMs = positiveDuration(o, "grace", "60s");
   let federation: RunConfig["federation"];
+  const redisCa = o.fileText("redis-ca");
   if (o.has("redis")) {
     const url = redisUrl(o.str("redis"), env);
     const bad = checkRedisUrl(url);
     if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redact(o.str("redis")!));
-    let ca: string | undefined;
-    if (o.has("redis-ca")) {
-      try {
-        ca = readFileSync(o.str("redis-ca")!, "utf8");
-      } catch {
-        o.fail("redis-ca", "cannot be read", o.str("redis-ca"));
-      }
-    }
+    const ca = redisCa;
     federation = { redis: { url, ca }, expect, graceMs };
   }
   return {
@@ -165,12 +170,13 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     reportPath: o.str("report"),
     resetStats: o.bool("reset-stats"),
     federation,
+    storeCa: redisCa,
     echo: {
       targets: targets.map((t) => `${t.host}:${t.port}`),
       users,
       rate,
       duration_s: durationMs / 1000,
-      certs: certDir,
+      certs: redact(certDir),
       tenant: o.str("tenant"),
       qos,
       mqtt,

@@ -3,6 +3,7 @@ import { availableParallelism } from "node:os";
 import { EXIT, LoadError } from "../errors.ts";
 import { selfArgv } from "../cluster/self.ts";
 import { writeDevice } from "../store/dir.ts";
+import { type DeviceRecord, RedisStore, type StoreSettings } from "../store/redis.ts";
 import type { KeyKind } from "./build.ts";
 import type { CertificateAuthority } from "./ca.ts";
 import { issueDevice, thingId } from "./issue.ts";
@@ -18,6 +19,8 @@ export interface IssueJob {
   caCert: string;
   caKey: string;
   ids: string[];
+  /** Store in Redis (dojot's layout) instead of `root`. */
+  store?: StoreSettings;
 }
 
 export interface IssueTally {
@@ -30,19 +33,37 @@ export interface IssueTally {
 export type WorkerReport = { type: "progress"; created: number; skipped: number } | { type: "error"; message: string };
 
 const YIELD_EVERY = 64;
+/** Certificates per Redis round trip when storing in Redis. */
+const STORE_BATCH = 500;
 
 /** Issues every id of `job` with `ca` in this process; `onProgress` sees running totals. */
 export async function issueAll(job: IssueJob, ca: CertificateAuthority, onProgress: (t: IssueTally) => void): Promise<IssueTally> {
   const tally: IssueTally = { created: 0, skipped: 0 };
-  for (let i = 0; i < job.ids.length; i++) {
-    const id = job.ids[i]!;
-    const cert = issueDevice(ca, thingId(job.tenant, id), job.kind, job.days);
-    if (writeDevice(job.root, id, cert.keyPem, cert.certPem)) tally.created++;
-    else tally.skipped++;
-    if ((i + 1) % YIELD_EVERY === 0) {
-      onProgress(tally);
-      await new Promise<void>((r) => setImmediate(r));
+  const store = job.store ? await RedisStore.open(job.store) : null;
+  let pending: DeviceRecord[] = [];
+  const flush = async () => {
+    const created = await store!.put(pending);
+    tally.created += created;
+    tally.skipped += pending.length - created;
+    pending = [];
+  };
+  try {
+    for (let i = 0; i < job.ids.length; i++) {
+      const id = job.ids[i]!;
+      const cert = issueDevice(ca, thingId(job.tenant, id), job.kind, job.days);
+      if (store) {
+        pending.push({ id, thingId: thingId(job.tenant, id), keyPem: cert.keyPem, certPem: cert.certPem });
+        if (pending.length >= STORE_BATCH) await flush();
+      } else if (writeDevice(job.root, id, cert.keyPem, cert.certPem)) tally.created++;
+      else tally.skipped++;
+      if ((i + 1) % YIELD_EVERY === 0) {
+        onProgress(tally);
+        await new Promise<void>((r) => setImmediate(r));
+      }
     }
+    if (store && pending.length) await flush();
+  } finally {
+    await store?.close();
   }
   onProgress(tally);
   return tally;

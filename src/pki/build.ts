@@ -166,3 +166,10 @@ export function buildCrl(issuer: Issuer, entries: RevokedEntry[], crlNumber: num
   const signature = sign("sha256", tbs, issuer.key);
   return seq(tbs, algorithm, bits(new Uint8Array(signature)));
 }
+
+/** A PKCS#10 certification request (RFC 2986) for `subject`, signed with the subject's own key. */
+export function buildCsr(subject: Der, spki: Uint8Array, kind: KeyKind, key: KeyObject): Uint8Array {
+  const info = seq(smallInt(0), subject, spki, tlv(0xa0));
+  const algorithm = signatureAlgorithm(kind);
+  return seq(info, algorithm, bits(new Uint8Array(sign("sha256", info, key))));
+}

@@ -1,5 +1,5 @@
 /** Issues device (client) and broker (server) certificates from the local CA. */
-import { buildCertificate, distinguishedName, type KeyKind } from "./build.ts";
+import { buildCertificate, buildCsr, distinguishedName, type KeyKind } from "./build.ts";
 import { CLOCK_SKEW_MS, type CertificateAuthority } from "./ca.ts";
 import { generateKeyPair, privateKeyPem } from "./keys.ts";
 import { toPem } from "./pem.ts";
@@ -40,4 +40,11 @@ export function issueServer(ca: CertificateAuthority, hosts: string[], kind: Key
     ca,
   );
   return { keyPem: privateKeyPem(keys.privateKey), certPem: toPem("CERTIFICATE", der), serial: hex(serial) };
+}
+
+/** A device key and a certificate request with CN = `cn`, for a signer elsewhere (dojot's x509 service). */
+export function requestDevice(cn: string, kind: KeyKind): { keyPem: string; csrPem: string } {
+  const keys = generateKeyPair(kind);
+  const der = buildCsr(distinguishedName(cn), keys.spki, kind, keys.privateKey);
+  return { keyPem: privateKeyPem(keys.privateKey), csrPem: toPem("CERTIFICATE REQUEST", der) };
 }

@@ -78,7 +78,7 @@ describe("cicada certs create", () => {
     const cases: [string, string[], string][] = [
       ["--devices 0", ["--devices", "0"], "--devices must be a whole number from 1 to 10000000 (got \"0\")"],
       ["--devices abc", ["--devices", "abc"], "--devices must be a whole number from 1 to 10000000 (got \"abc\")"],
-      ["neither --devices nor --ids", [], "give --devices N or --ids a,b,c"],
+      ["neither --devices nor --ids", [], "give --devices N, --ids a,b,c or --dojot"],
       ["an id that is no file name", ["--ids", "../x"], "--ids: \"../x\" not valid"],
       ["an unknown flag", ["--devices", "1", "--colour"], "unknown option --colour"],
     ];

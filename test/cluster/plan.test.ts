@@ -11,13 +11,13 @@ test("split gives near-equal whole shares that add up", () => {
   expect(split(2, 4)).toEqual([1, 1, 0, 0]);
 });
 
-test("workers take turns over the fleet's identities, users and rate split", () => {
+test("workers take turns over the fleet's identities, users and rate split", async () => {
   const specs = planWorkers({ certDir: "c", synthetic: true, ranges: [[5, 1001]], workers: 3, swarm: swarmConfig([], { users: 900, rate: 90 }) });
   expect(specs.map((s) => [s.slot, s.stride])).toEqual([[0, 3], [1, 3], [2, 3]]);
   expect(specs.map((s) => s.swarm.users)).toEqual([300, 300, 300]);
   expect(specs.reduce((a, s) => a + s.swarm.rate, 0)).toBeCloseTo(90);
   // Worker k's first identities are the fleet's positions k, k+3, ...: 5, 8, 11 for worker 0.
-  const ids = specs.map((s) => identitiesFor(s));
+  const ids = await Promise.all(specs.map((s) => identitiesFor(s)));
   expect([0, 1, 2].map((i) => ids[0]!.id(i))).toEqual(["00000005", "00000008", "0000000b"]);
   expect(ids.map((x) => x.count)).toEqual([334, 334, 333]);
 });
