@@ -14,6 +14,7 @@ import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT } from "../errors.ts";
 import { buildReport, renderTable, type Report } from "../report/summary.ts";
 import { listIdentities } from "../cluster/identities.ts";
+import { lifecycleService } from "../lifecycle/service.ts";
 import { redact } from "../cluster/redis.ts";
 import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts";
 import { parseCommand } from "./options.ts";
@@ -82,13 +83,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (cap.errors.length) throw new ConfigError(cap.errors);
 
   const ranges: Range[] = [[cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)]];
+  const say = (line: string) => process.stderr.write(`cicada: ${line}\n`);
+  const lifecycle = cfg.swarm.lifecycle ? lifecycleService(cfg.swarm.lifecycle, cfg.swarm.tenant, say) : null;
   const fleet: Fleet =
     workers === 1
-      ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }))
-      : new Supervisor(
-          planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, storeCa: cfg.storeCa }),
-          (line) => process.stderr.write(`cicada: ${line}\n`),
-        );
+      ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }), lifecycle)
+      : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, storeCa: cfg.storeCa }), say, lifecycle);
   return runFleet(cfg, fleet, workers);
 }
 

@@ -1,13 +1,14 @@
 /** The fleet as one in-process swarm: `--workers 1`, and the engine inside every worker process. */
 import { Swarm, type IdentitySource, type SwarmConfig } from "../engine/swarm.ts";
+import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { Fleet, FleetSnapshot } from "./supervisor.ts";
 import { status } from "./worker.ts";
 
 export class InProcessFleet implements Fleet {
   private readonly swarm: Swarm;
 
-  constructor(cfg: SwarmConfig, identities: IdentitySource) {
-    this.swarm = new Swarm(cfg, identities);
+  constructor(cfg: SwarmConfig, identities: IdentitySource, lifecycle: LifecycleHooks | null = null) {
+    this.swarm = new Swarm(cfg, identities, undefined, lifecycle);
   }
 
   start(): void {

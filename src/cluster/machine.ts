@@ -8,6 +8,7 @@
  * for the controller's grace period, or when the controller's plan no longer names it.
  */
 import { availableParallelism, hostname } from "node:os";
+import { join } from "node:path";
 import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
@@ -15,6 +16,8 @@ import { encodeStats, packStats } from "../metrics/snapshot.ts";
 import { Outbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { listIdentities } from "./identities.ts";
+import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
+import { isStoreUrl } from "../store/redis.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
 import { openRedis, redact, type RedisSettings } from "./redis.ts";
 import { planWorkers, Supervisor, type WorkerInfo } from "./supervisor.ts";
@@ -177,11 +180,27 @@ export class MachineAgent {
       ports: ephemeralPorts(),
     });
     for (const line of [...cap.warnings, ...cap.errors]) this.say(`warning: ${line}`);
-    this.sup = new Supervisor(planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, storeCa: this.o.storeCa }), (line) => this.say(line));
+    this.sup = new Supervisor(
+      planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, storeCa: this.o.storeCa }),
+      (line) => this.say(line),
+      this.lifecycleFor(b),
+    );
     this.sup.stats = this.totals;
     this.sup.start();
     this.appliedV = a.v;
     this.say(`run ${b.run}: ${a.users} devices over ${workers} processes`);
+  }
+
+  /**
+   * Renew/revoke on this machine: its own CA directory signs and keeps the CRL, and the caps
+   * are claimed in Redis, shared by every machine of the run.
+   */
+  private lifecycleFor(b: Beat): LifecycleService | null {
+    const lc = b.swarm.lifecycle;
+    if (!lc) return null;
+    const caDir = isStoreUrl(this.o.certDir) ? lc.caDir : this.o.certDir;
+    const own = { ...lc, caDir, renewDir: join(caDir, "renew"), revokeDir: join(caDir, "revoke") };
+    return lifecycleService(own, b.swarm.tenant, (line) => this.say(line), { redis: this.pub, prefix: `cicada:cap:${b.run}:` });
   }
 
   private async stopFleet(why?: string): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import type { SwarmConfig } from "../engine/swarm.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
+import type { LifecycleAnswer, LifecycleKind } from "../lifecycle/types.ts";
 import type { Range } from "./identities.ts";
 
 /** What one worker process simulates: its turn of positions over its machine's identity ranges. */
@@ -25,7 +26,9 @@ export type ToWorker =
   | { t: "start"; spec: WorkerSpec; v: number }
   /** `v` numbers the settings; the worker echoes the last it applied in its status. */
   | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[] }
-  | { t: "stop" };
+  | { t: "stop" }
+  /** The supervisor's answer to a worker's renew/revoke request `req`. */
+  | { t: "lifecycle"; req: number; answer: LifecycleAnswer };
 
 export interface WorkerStatus {
   /** The last settings version applied. */
@@ -40,4 +43,6 @@ export interface WorkerStatus {
 export type FromWorker =
   | { t: "stats"; slot: number; seq: number; delta: EncodedStats; status: WorkerStatus }
   | { t: "stopped"; slot: number; seq: number; delta: EncodedStats; status: WorkerStatus }
-  | { t: "error"; slot: number; message: string };
+  | { t: "error"; slot: number; message: string }
+  /** A device asks to be renewed or revoked; the supervisor holds the caps and the signer. */
+  | { t: "lifecycle"; slot: number; req: number; kind: LifecycleKind; id: string; certPem: string };

@@ -9,6 +9,7 @@ import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import type { SwarmConfig } from "../engine/swarm.ts";
 import type { Range } from "./identities.ts";
+import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 import { selfArgv } from "./self.ts";
 
@@ -116,7 +117,14 @@ export class Supervisor implements Fleet {
   /** Settings version: bumped by every change sent to the workers, echoed back in their status. */
   private v = 1;
 
-  constructor(specs: WorkerSpec[], private readonly onEvent: (line: string) => void = () => {}) {
+  /**
+   * @param lifecycle answers the workers' renew/revoke requests (the machine's caps and signer)
+   */
+  constructor(
+    specs: WorkerSpec[],
+    private readonly onEvent: (line: string) => void = () => {},
+    private readonly lifecycle: LifecycleHooks | null = null,
+  ) {
     this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve() }));
     this.users = specs.reduce((a, s) => a + s.swarm.users, 0);
     this.rate = specs.reduce((a, s) => a + s.swarm.rate, 0);
@@ -227,6 +235,15 @@ export class Supervisor implements Fleet {
   private onMessage(w: Worker, m: FromWorker): void {
     if (m.t === "error") {
       this.onEvent(`worker ${w.spec.slot}: ${m.message}`);
+      return;
+    }
+    if (m.t === "lifecycle") {
+      const proc = w.proc;
+      const answer = this.lifecycle ? this.lifecycle.request(m.kind, m.id, m.certPem) : Promise.resolve({ granted: false as const });
+      // Answer the process that asked (a replacement numbers its requests afresh).
+      void answer.then((a) => {
+        if (w.proc === proc) this.post(w, { t: "lifecycle", req: m.req, answer: a });
+      });
       return;
     }
     w.lastSeen = performance.now();

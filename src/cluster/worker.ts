@@ -7,6 +7,7 @@ import { raiseFileLimit } from "../../native/rlimit.ts";
 import { Swarm } from "../engine/swarm.ts";
 import { encodeStats } from "../metrics/snapshot.ts";
 import { openIdentityBase, StridedIdentities } from "./identities.ts";
+import type { LifecycleAnswer, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 
 export const STATS_INTERVAL_MS = 1000;
@@ -24,6 +25,27 @@ export function status(swarm: Swarm, v = 0): WorkerStatus {
   return { v, target: s.target, active: s.active, connected: s.connected, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
 }
 
+/** Renew/revoke requests sent to the supervisor, answered by number. */
+class LifecycleOverIpc implements LifecycleHooks {
+  private next = 0;
+  private readonly pending = new Map<number, (a: LifecycleAnswer) => void>();
+  constructor(
+    private readonly slot: () => number,
+    private readonly send: (m: FromWorker) => void,
+  ) {}
+  request(kind: LifecycleKind, id: string, certPem: string): Promise<LifecycleAnswer> {
+    const req = ++this.next;
+    const { promise, resolve } = Promise.withResolvers<LifecycleAnswer>();
+    this.pending.set(req, resolve);
+    this.send({ t: "lifecycle", slot: this.slot(), req, kind, id, certPem });
+    return promise;
+  }
+  answer(req: number, a: LifecycleAnswer): void {
+    this.pending.get(req)?.(a);
+    this.pending.delete(req);
+  }
+}
+
 export async function runWorkerProcess(): Promise<number> {
   await raiseFileLimit();
   // The supervisor coordinates shutdown: Ctrl-C in a terminal reaches the whole process group.
@@ -35,6 +57,7 @@ export async function runWorkerProcess(): Promise<number> {
   let v = 0;
   let ticker: ReturnType<typeof setInterval> | null = null;
   const send = (m: FromWorker) => process.send?.(m);
+  const lifecycle = new LifecycleOverIpc(() => slot, send);
   const { promise: done, resolve: finish } = Promise.withResolvers<number>();
 
   const stop = async () => {
@@ -58,7 +81,7 @@ export async function runWorkerProcess(): Promise<number> {
       slot = m.spec.slot;
       identities = await identitiesFor(m.spec);
       v = m.v;
-      swarm = new Swarm(m.spec.swarm, identities);
+      swarm = new Swarm(m.spec.swarm, identities, undefined, m.spec.swarm.lifecycle ? lifecycle : null);
       swarm.start();
       ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!, v) }), STATS_INTERVAL_MS);
     } else if (m.t === "set") {
@@ -77,6 +100,8 @@ export async function runWorkerProcess(): Promise<number> {
   // One message at a time, in order: a start that is still fetching identities holds back the sets after it.
   let queue = Promise.resolve();
   process.on("message", (m: ToWorker) => {
+    // Answers do not wait behind a start that is still fetching identities.
+    if (m.t === "lifecycle") return lifecycle.answer(m.req, m.answer);
     queue = queue.then(() =>
       handle(m).catch((err) => {
         send({ t: "error", slot, message: err instanceof Error ? err.message : String(err) });

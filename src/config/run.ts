@@ -6,6 +6,7 @@ import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../cluster/
 import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
 import type { SwarmConfig } from "../engine/swarm.ts";
 import type { QoS } from "../mqtt/codec.ts";
+import { LIFECYCLE_OPTIONS, readLifecycle } from "../lifecycle/settings.ts";
 import { parseDuration, parseRange } from "./units.ts";
 
 export const RUN_SPEC: CommandSpec = {
@@ -41,6 +42,7 @@ export const RUN_SPEC: CommandSpec = {
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
     grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines stop their devices after this long without the controller" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
+    ...LIFECYCLE_OPTIONS,
   },
   details: `
 Each device connects with its own certificate from --certs (CN = tenant:id), subscribes to
@@ -51,6 +53,11 @@ slow generator (coordinated omission).
 With --redis the run spans machines: this process is the controller and runs no devices;
 each machine runs \`cicada worker --redis URL\` with the same certificate directory and gets
 a share of the users and of the identities (REDIS_PASSWD fills a password the URL lacks).
+
+--renew/--revoke renew or revoke device certificates as the run goes (dojot's RENEW_DEVICES
+and REVOKE_DEVICES): with the local CA the certificate is listed in the CRL, --crl-hook tells
+the broker, and the device reconnects — with its new certificate after a renew, with the
+revoked one after a revoke, which the broker must refuse (else: revoked_but_accepted).
 
 Examples:
   cicada certs create --devices 1000
@@ -133,6 +140,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       o.issues.push(`${o.has("ca-cert") ? o.source("ca-cert") : "--certs"}: cannot read CA certificate ${caPath} (run cicada certs create first, or pass --ca-cert)`);
     }
   }
+  const lifecycle = readLifecycle(o, { certs: certsArg, fromStore, tls });
   const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
   const expect = o.int("expect-machines", 1, 1, 10_000);
   const graceMs = positiveDuration(o, "grace", "60s");
@@ -162,6 +170,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       connectTimeoutMs,
       users,
       rate,
+      ...(lifecycle ? { lifecycle } : {}),
     },
     durationMs,
     certDir,
@@ -190,6 +199,9 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
       ...(federation ? { redis: redact(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000 } : {}),
+      ...(lifecycle
+        ? { renew: lifecycle.renew ?? null, revoke: lifecycle.revoke ?? null, signer: lifecycle.signer, ca_dir: lifecycle.caDir, crl_hook: lifecycle.crlHook ?? null, crl_wait_ms: lifecycle.crlWaitMs }
+        : {}),
     },
   };
 }

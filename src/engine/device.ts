@@ -16,6 +16,22 @@ export type StateValue = (typeof State)[keyof typeof State];
 export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3 } as const;
 export const TIMER_KINDS = 4;
 
+/** Where a device is in a renew or revoke (at most one per device per run). */
+export const Lifecycle = {
+  NONE: 0,
+  /** Asked the signer; keeps publishing meanwhile. */
+  PENDING: 1,
+  /** Revoked: reconnecting with the revoked certificate, which the broker must refuse. */
+  REVOKE_CHECK: 2,
+  /** Renewed: reconnecting with the new certificate. */
+  RENEW_CONNECT: 3,
+  /** Renewed, or the signer failed or refused: nothing more this run. */
+  DONE: 4,
+  /** Revoked and checked: the device stays down. */
+  REVOKED: 5,
+} as const;
+export type LifecycleValue = (typeof Lifecycle)[keyof typeof Lifecycle];
+
 /** In-flight publishes tracked per device; a device publishes every ~30 s, so a few suffice. */
 export const INFLIGHT = 8;
 
@@ -34,6 +50,13 @@ export class Device {
   readonly inflightSentAt = new Float64Array(INFLIGHT);
   /** QoS 2 publishes whose PUBREC came (PUBREL sent). */
   readonly inflightReleased = new Uint8Array(INFLIGHT);
+  /** When the current connection's CONNACK came (ms, monotonic). */
+  connectedAt = 0;
+  lifecycle: LifecycleValue = Lifecycle.NONE;
+  /** When the renew or revoke began (for its latency). */
+  lifecycleAt = 0;
+  /** A renewed identity, used instead of the source's from then on. */
+  renewed: { cert: string; key: string } | null = null;
 
   constructor(
     readonly index: number,

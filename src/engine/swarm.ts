@@ -11,7 +11,8 @@ import { onData, type SessionHost } from "../mqtt/session.ts";
 import { Stats } from "../metrics/stats.ts";
 import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
 import { Outbox } from "../transport/outbox.ts";
-import { Conn, Device, INFLIGHT, State, TIMER_KINDS, Timer } from "./device.ts";
+import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
+import { Conn, Device, INFLIGHT, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
 import { TICK_MS, Wheel, intendedTime } from "./scheduler.ts";
 
 export interface SwarmConfig {
@@ -36,6 +37,8 @@ export interface SwarmConfig {
   users: number;
   /** New devices per second. */
   rate: number;
+  /** Renew and revoke certificates during the run (RENEW_DEVICES / REVOKE_DEVICES). */
+  lifecycle?: LifecycleConfig;
 }
 
 /** Where device identities come from (a certificate directory, later Redis). */
@@ -76,11 +79,18 @@ export class Swarm implements SessionHost, LinkEvents {
   private active = 0;
   private connectedCount = 0;
   private stopping = false;
+  /** Set once the cap answered no: this process stops asking. */
+  private readonly capReached = { renew: false, revoke: false };
 
+  /**
+   * @param lifecycle who grants and performs renewals and revocations (required when
+   *   `cfg.lifecycle` asks for them)
+   */
   constructor(
     private readonly cfg: SwarmConfig,
     private readonly identities: IdentitySource,
     private readonly clock: () => number = () => performance.now(),
+    private readonly lifecycle: LifecycleHooks | null = null,
   ) {
     this.target = Math.min(cfg.users, identities.count);
     this.rate = cfg.rate;
@@ -193,6 +203,7 @@ export class Swarm implements SessionHost, LinkEvents {
       this.devices[index] = dev;
     }
     dev.attempts = 0;
+    if (dev.lifecycle === Lifecycle.REVOKED) return; // its certificate is revoked: it stays down
     this.dialDevice(dev, now);
   }
 
@@ -208,8 +219,8 @@ export class Swarm implements SessionHost, LinkEvents {
     if (this.cfg.tls) {
       let ident;
       try {
-        ident = this.identities.load(dev.index);
-      } catch (err) {
+        ident = dev.renewed ?? this.identities.load(dev.index);
+      } catch {
         conn.closed = true;
         return this.closed(conn, "identity_unreadable");
       }
@@ -224,20 +235,28 @@ export class Swarm implements SessionHost, LinkEvents {
   private retire(dev: Device): void {
     this.wheel.clearAll(dev.index);
     const conn = dev.conn;
-    if (dev.state === State.CONNECTED && conn?.socket) {
-      this.connectedCount--;
-      dev.state = State.STOPPING;
-      this.outbox.send(conn, encodeDisconnect(conn.version));
-      this.outbox.flush(this.clock());
-      conn.socket.end();
-      return;
-    }
+    if (dev.state === State.CONNECTED && conn?.socket) return this.disconnect(dev, conn);
+    this.abort(dev);
+    dev.state = State.IDLE;
+  }
+
+  /** DISCONNECT, then close; closed() sees STOPPING and accounts for it. */
+  private disconnect(dev: Device, conn: Conn): void {
+    this.connectedCount--;
+    dev.state = State.STOPPING;
+    this.outbox.send(conn, encodeDisconnect(conn.version));
+    this.outbox.flush(this.clock());
+    conn.socket!.end();
+  }
+
+  /** Drops a connection attempt that has not connected, without accounting (the device moves on). */
+  private abort(dev: Device): void {
+    const conn = dev.conn;
     if (conn && !conn.closed) {
       conn.closed = true;
       conn.socket?.terminate();
     }
     dev.conn = null;
-    dev.state = State.IDLE;
   }
 
   // ---- LinkEvents (socket callbacks) ------------------------------------------------------
@@ -285,10 +304,13 @@ export class Swarm implements SessionHost, LinkEvents {
     this.wheel.clearAll(dev.index);
     const why = conn.failReason ?? reason ?? "closed_by_broker";
     const lostInflight = this.abandonInflight(dev);
+    const live = !this.stopping && dev.index < this.active;
     switch (dev.state) {
       case State.STOPPING:
         this.stats.rows.disconnect.ok();
         dev.state = State.IDLE;
+        // Disconnected to renew or to check a revocation: dial again at once.
+        if (live && (dev.lifecycle === Lifecycle.REVOKE_CHECK || dev.lifecycle === Lifecycle.RENEW_CONNECT)) this.dialDevice(dev, this.clock());
         return;
       case State.CONNECTED:
         this.connectedCount--;
@@ -296,13 +318,20 @@ export class Swarm implements SessionHost, LinkEvents {
         if (lostInflight) for (let i = 0; i < lostInflight; i++) this.stats.rows.publish.fail("connection_lost");
         break;
       case State.DIALING:
-      case State.CONNECTING:
+        // A refused revoked certificate is what a revoke expects, not a connect failure.
+        if (dev.lifecycle === Lifecycle.REVOKE_CHECK) return this.revokeRefused(dev);
         this.stats.rows.connect.fail(why);
+        if (dev.lifecycle === Lifecycle.RENEW_CONNECT) this.lifecycleDone(dev, "renew", why);
+        break;
+      case State.CONNECTING:
+        if (dev.lifecycle === Lifecycle.REVOKE_CHECK) return this.revokeRefused(dev);
+        this.stats.rows.connect.fail(why);
+        if (dev.lifecycle === Lifecycle.RENEW_CONNECT) this.lifecycleDone(dev, "renew", why);
         break;
       default:
         return;
     }
-    if (this.stopping || dev.index >= this.active) {
+    if (!live) {
       dev.state = State.IDLE;
       return;
     }
@@ -319,7 +348,16 @@ export class Swarm implements SessionHost, LinkEvents {
     const dev = conn.device;
     dev.state = State.CONNECTED;
     dev.attempts = 0;
+    dev.connectedAt = now;
     this.connectedCount++;
+    if (dev.lifecycle === Lifecycle.RENEW_CONNECT) this.lifecycleDone(dev, "renew", null, now);
+    else if (dev.lifecycle === Lifecycle.REVOKE_CHECK) {
+      // The broker took a revoked certificate: a finding about the platform. The device leaves.
+      this.lifecycleDone(dev, "revoke", "revoked_but_accepted");
+      dev.lifecycle = Lifecycle.REVOKED;
+      this.retire(dev);
+      return;
+    }
     this.wheel.clear(dev.index, Timer.TIMEOUT);
     dev.nextPublishAt = now + this.interval();
     this.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
@@ -376,6 +414,72 @@ export class Swarm implements SessionHost, LinkEvents {
     dev.publish.fill(bytes, 0, id, Math.round(this.wallClock(scheduled)));
     this.outbox.send(conn, bytes);
     if (qos === 0) this.stats.rows.publish.ok();
+    if (this.cfg.lifecycle && dev.lifecycle === Lifecycle.NONE) this.maybeLifecycle(dev, now);
+  }
+
+  // ---- renew and revoke -------------------------------------------------------------------
+
+  /** At a publish: perhaps ask for a revoke, else perhaps for a renew (each by its own chance). */
+  private maybeLifecycle(dev: Device, now: number): void {
+    const lc = this.cfg.lifecycle!;
+    for (const kind of ["revoke", "renew"] as const) {
+      const p = lc[kind];
+      if (!p || this.capReached[kind] || now - dev.connectedAt < p.afterMs || Math.random() * 100 >= p.probability) continue;
+      if (!this.lifecycle) throw new Error("lifecycle settings without a lifecycle service");
+      let cert: string;
+      try {
+        cert = (dev.renewed ?? this.identities.load(dev.index)).cert;
+      } catch {
+        return;
+      }
+      dev.lifecycle = Lifecycle.PENDING;
+      dev.lifecycleAt = now;
+      this.lifecycle.request(kind, dev.id, cert).then(
+        (a) => this.answered(dev, kind, a),
+        () => this.answered(dev, kind, { granted: true, failure: "signer_error" }),
+      );
+      return;
+    }
+  }
+
+  private answered(dev: Device, kind: LifecycleKind, a: LifecycleAnswer): void {
+    if (!a.granted) {
+      this.capReached[kind] = true;
+      dev.lifecycle = Lifecycle.NONE;
+      return;
+    }
+    if (a.failure) return this.lifecycleDone(dev, kind, a.failure);
+    if (this.stopping || dev.index >= this.active || this.devices[dev.index] !== dev) return this.lifecycleDone(dev, kind, "stopped");
+    if (kind === "renew") {
+      if (!a.cert || !a.key) return this.lifecycleDone(dev, kind, "signer_error");
+      dev.renewed = { cert: a.cert, key: a.key };
+      dev.lifecycle = Lifecycle.RENEW_CONNECT;
+    } else dev.lifecycle = Lifecycle.REVOKE_CHECK;
+    this.redial(dev);
+  }
+
+  /** Reconnects a device now: DISCONNECT and close if connected (closed() dials again), else dial at once. */
+  private redial(dev: Device): void {
+    const conn = dev.conn;
+    this.wheel.clearAll(dev.index);
+    if (dev.state === State.CONNECTED && conn?.socket) return this.disconnect(dev, conn);
+    if (dev.state === State.STOPPING) return; // closed() dials again
+    this.abort(dev);
+    this.dialDevice(dev, this.clock());
+  }
+
+  /** The revoked certificate was refused, as it must be: the revoke succeeded and the device stays down. */
+  private revokeRefused(dev: Device): void {
+    this.lifecycleDone(dev, "revoke", null);
+    dev.lifecycle = Lifecycle.REVOKED;
+    dev.state = State.IDLE;
+  }
+
+  /** Counts a renew or revoke: a success with its latency when `failure` is null. */
+  private lifecycleDone(dev: Device, kind: LifecycleKind, failure: string | null, now = this.clock()): void {
+    if (failure === null) this.stats.rows[kind].ok(now - dev.lifecycleAt);
+    else this.stats.rows[kind].fail(failure);
+    dev.lifecycle = Lifecycle.DONE;
   }
 
   /** PINGREQ when idle for a keepalive period; a link silent for 1.5 keepalives is dead (§3.1.2.10). */

@@ -28,6 +28,17 @@ export interface Report {
   workers?: WorkersReport;
   /** Machines of a federated run (`--redis`). */
   machines?: MachineReport[];
+  /** Renewals and revocations, when the run made any. */
+  certificates?: CertificatesReport;
+}
+
+export interface CertificatesReport {
+  renewed: number;
+  revoked: number;
+  /** Revoked certificates the broker still accepted: a security finding about the platform. */
+  revoked_but_accepted: number;
+  renew_failures: number;
+  revoke_failures: number;
 }
 
 export interface MachineReport {
@@ -105,6 +116,16 @@ export function buildReport(r: ReportInput): Report {
     },
     ...(r.workers ? { workers: r.workers } : {}),
     ...(r.machines ? { machines: r.machines } : {}),
+    ...certificates(r.stats),
+  };
+}
+
+function certificates(s: Stats): { certificates?: CertificatesReport } {
+  const { renew, revoke } = s.rows;
+  if (renew.count + renew.failures + revoke.count + revoke.failures === 0) return {};
+  const accepted = revoke.reasons.get("revoked_but_accepted") ?? 0;
+  return {
+    certificates: { renewed: renew.count, revoked: revoke.count, revoked_but_accepted: accepted, renew_failures: renew.failures, revoke_failures: revoke.failures - accepted },
   };
 }
 
@@ -129,6 +150,11 @@ export function renderTable(rep: Report): string {
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +
     ` Generator: ${h.kept_up ? "kept up" : "DID NOT keep up — latencies include cicada's own delay"}` +
     ` (loop lag p99 ${f(h.loop_lag_p99_ms)} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent}%, RSS ${(h.rss_bytes / 1048576).toFixed(0)} MiB)\n` +
+    (rep.certificates
+      ? `Certificates: ${rep.certificates.renewed} renewed, ${rep.certificates.revoked} revoked` +
+        (rep.certificates.revoked_but_accepted ? `; ${rep.certificates.revoked_but_accepted} REVOKED BUT STILL ACCEPTED by the broker` : "; every revoked certificate was refused") +
+        ".\n"
+      : "") +
     (rep.machines ? `Machines: ${rep.machines.length} (${rep.machines.filter((m) => m.lost).length} lost).\n` : "") +
     (rep.workers ? `Workers: ${rep.workers.processes} processes, ${rep.workers.restarts} restarted.\n` : "");
   return out;

@@ -122,9 +122,13 @@ export function exists(path: string): boolean {
   }
 }
 
-/** Device identities read from a certificate directory: ids sorted, files read at connect time. */
+/**
+ * Device identities read from a certificate directory: ids sorted, files read at connect time.
+ * A device renewed by an earlier run (`renew/<id>.crt` and `.key`) uses its renewed identity.
+ */
 export class DirIdentities {
   readonly ids: string[];
+  private readonly renewed: Set<string>;
 
   /** `first`/`count` select a segment of the sorted ids (so processes never share an id). */
   constructor(
@@ -133,6 +137,7 @@ export class DirIdentities {
     count = Infinity,
   ) {
     this.ids = listDeviceIds(root).slice(first, first + count);
+    this.renewed = new Set(listDeviceIds(join(root, "renew")));
   }
 
   get count(): number {
@@ -145,6 +150,7 @@ export class DirIdentities {
 
   load(index: number): { cert: string; key: string } {
     const id = this.ids[index]!;
-    return { cert: readFileSync(join(this.root, `${id}.crt`), "utf8"), key: readFileSync(join(this.root, `${id}.key`), "utf8") };
+    const dir = this.renewed.has(id) ? join(this.root, "renew") : this.root;
+    return { cert: readFileSync(join(dir, `${id}.crt`), "utf8"), key: readFileSync(join(dir, `${id}.key`), "utf8") };
   }
 }
