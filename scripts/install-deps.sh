@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cicada needs on a Debian machine with Node and npm: Bun (from npm), mosquitto
-# and redis-server (from apt), then the project's packages. `--test` is accepted for what the
-# tests will need beyond that (nothing yet).
+# and redis-server (from apt), then the project's packages. `--test` adds what only the tests
+# need: Debian's chromium, which the dashboard tests drive headless through playwright-core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 apt_pkgs=(mosquitto redis-server openssl ca-certificates)
+[ "${1:-}" = "--test" ] && apt_pkgs+=(chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

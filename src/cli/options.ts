@@ -15,6 +15,8 @@ export interface OptionSpec {
   default?: string;
   /** Accepts `--no-<name>` to set a boolean false. */
   negatable?: boolean;
+  /** May be given several times (read with Options.all). */
+  multiple?: boolean;
 }
 export type OptionSpecs = Record<string, OptionSpec>;
 
@@ -95,6 +97,11 @@ export class Options {
     return fallback;
   }
   /** A comma-separated list, blanks dropped. */
+  /** Every value of an option given several times (`multiple`). */
+  all(name: string): string[] {
+    const v = this.str(name);
+    return v === undefined ? [] : v.split("\n").filter((s) => s.trim().length > 0);
+  }
   list(name: string): string[] | undefined {
     const v = this.str(name);
     if (v === undefined) return undefined;
@@ -140,9 +147,9 @@ export function parseCommand(
   env: Record<string, string | undefined> = process.env,
   opts: { positionals?: boolean } = {},
 ): Options | null {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = { help: HELP };
+  const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = { help: HELP };
   for (const [name, o] of Object.entries(spec.options)) {
-    options[name] = o.short ? { type: o.type, short: o.short } : { type: o.type };
+    options[name] = { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) };
     if (o.negatable) options[`no-${name}`] = { type: "boolean" };
   }
   const issues: string[] = [];
@@ -165,14 +172,17 @@ export function parseCommand(
   const out: Record<string, string | boolean | undefined> = {};
   const sources: Record<string, string> = {};
   for (const [name, o] of Object.entries(spec.options)) {
-    let v = values[name] as string | boolean | undefined;
+    const raw = values[name] as string | boolean | (string | boolean)[] | undefined;
+    // Several values travel as one string, a value per line (Options.all splits them).
+    let v = Array.isArray(raw) ? raw.join("\n") : raw;
     if (o.negatable && values[`no-${name}`] === true) v = false;
     if (v === undefined && o.env && env[o.env] !== undefined && env[o.env] !== "") {
       v = env[o.env];
       sources[name] = o.env;
     }
     if (v === undefined && file[name] !== undefined) {
-      v = typeof file[name] === "boolean" ? (file[name] as boolean) : String(file[name]);
+      const f = file[name];
+      v = typeof f === "boolean" ? f : Array.isArray(f) ? f.map(String).join("\n") : String(f);
       sources[name] = `${values.config}: "${name}"`;
     }
     if (v === undefined && o.default !== undefined) v = o.type === "boolean" ? o.default === "true" : o.default;

@@ -8,6 +8,8 @@ import type { SwarmConfig } from "../engine/swarm.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "../lifecycle/settings.ts";
 import { parseDuration, parseRange } from "./units.ts";
+import { formatOf } from "../report/formats.ts";
+import { parseThreshold, type Threshold } from "../report/thresholds.ts";
 
 export const RUN_SPEC: CommandSpec = {
   name: "run",
@@ -35,7 +37,12 @@ export const RUN_SPEC: CommandSpec = {
     "connect-timeout": { type: "string", arg: "TIME", default: "30s", help: "Give up on a connect without CONNACK after this long" },
     "first-device": { type: "string", arg: "N", default: "0", help: "Skip the first N identities of the directory" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
-    report: { type: "string", arg: "FILE", help: "Write the JSON report here (also on Ctrl-C)" },
+    report: { type: "string", arg: "FILE", help: "Write the report here, also on Ctrl-C: run.json, run.csv (stats table) or run.html (tables and charts)" },
+    threshold: { type: "string", arg: "EXPR", multiple: true, help: "Fail the run (exit 3) unless ROW.METRIC<OP>N holds, e.g. 'publish.p99_ms<500', 'connect.failure_rate<0.01' (repeatable)" },
+    ui: { type: "string", arg: "HOST:PORT", help: "Serve the dashboard, control API and /metrics here (e.g. 127.0.0.1:8089) and take runs from it" },
+    token: { type: "string", arg: "TOKEN", env: "CICADA_TOKEN", help: "Bearer token the API requires (required to bind --ui beyond loopback)" },
+    history: { type: "string", arg: "DIR", default: "cicada-runs", help: "With --ui: one file per run kept here, so the dashboard keeps its history" },
+    autostart: { type: "boolean", help: "With --ui: start a run with these settings at once, as if from the form" },
     "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
     redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
     "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server (--redis, --certs)" },
@@ -76,6 +83,9 @@ export interface RunConfig {
   resetStats: boolean;
   /** CA of a rediss:// certificate store given as --certs. */
   storeCa?: string;
+  thresholds: Threshold[];
+  /** Set with --ui: serve the dashboard and API there. */
+  ui?: { host: string; port: number; token?: string; historyDir: string; autostart: boolean };
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number };
   /** The settings as given, for the report. */
@@ -141,6 +151,15 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     }
   }
   const lifecycle = readLifecycle(o, { certs: certsArg, fromStore, tls });
+  const reportPath = o.str("report");
+  if (reportPath && !formatOf(reportPath)) o.fail("report", "must end in .json, .csv or .html", reportPath);
+  const thresholds: Threshold[] = [];
+  for (const expr of o.all("threshold")) {
+    const t = parseThreshold(expr);
+    if (typeof t === "string") o.issues.push(`${o.source("threshold")} ${t}`);
+    else thresholds.push(t);
+  }
+  const ui = o.has("ui") ? readUi(o) : undefined;
   const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
   const expect = o.int("expect-machines", 1, 1, 10_000);
   const graceMs = positiveDuration(o, "grace", "60s");
@@ -176,7 +195,9 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     certDir,
     firstDevice,
     workers,
-    reportPath: o.str("report"),
+    reportPath,
+    thresholds,
+    ...(ui ? { ui } : {}),
     resetStats: o.bool("reset-stats"),
     federation,
     storeCa: redisCa,
@@ -213,4 +234,18 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
     return parseDuration(fallback)!;
   }
   return ms;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
+
+/** --ui HOST:PORT; anything beyond loopback needs --token. */
+function readUi(o: Options): RunConfig["ui"] {
+  const spec = o.str("ui")!;
+  const m = /^(.*):(\d+)$/.exec(spec);
+  const host = m ? m[1]!.replace(/^\[(.*)\]$/, "$1") : "";
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !host || !(port >= 0 && port <= 65535)) o.fail("ui", "must be HOST:PORT, e.g. 127.0.0.1:8089", spec);
+  const token = o.str("token");
+  if (host && !LOOPBACK.test(host) && !token) o.issues.push(`--ui ${spec} is reachable beyond this machine: give --token (or CICADA_TOKEN) so the API needs it, or bind 127.0.0.1`);
+  return { host, port, ...(token ? { token } : {}), historyDir: o.str("history")!, autostart: o.bool("autostart") };
 }

@@ -81,6 +81,36 @@ export class Latency {
     return out;
   }
 
+  /** The samples recorded since `earlier` (a toSparse() of this histogram, taken before). */
+  since(earlier: number[]): Latency {
+    const before = new Map<number, number>();
+    for (let k = 0; k + 1 < earlier.length; k += 2) before.set(earlier[k]!, earlier[k + 1]!);
+    const now = this.toSparse();
+    const out = new Latency();
+    const h = out.h as hdr.JsHistogram;
+    for (let k = 0; k + 1 < now.length; k += 2) {
+      const n = now[k + 1]! - (before.get(now[k]!) ?? 0);
+      if (n > 0) h.recordValueWithCount(h.valueFromIndex(now[k]!), n);
+    }
+    return out;
+  }
+
+  /**
+   * Prometheus-style cumulative bucket counts: for each upper bound (ms, ascending), how many
+   * samples are at or below it; plus the sum of all samples in ms.
+   */
+  cumulative(boundsMs: readonly number[]): { counts: number[]; sumMs: number } {
+    const h = this.h as hdr.JsHistogram;
+    const counts = new Array<number>(boundsMs.length).fill(0);
+    const pairs = this.toSparse();
+    for (let k = 0; k + 1 < pairs.length; k += 2) {
+      // A bucket's samples are equivalent to its highest value: counted under a bound only when all of them are.
+      const ms = h.highestEquivalentValue(h.valueFromIndex(pairs[k]!)) / 1000;
+      for (let b = 0; b < boundsMs.length; b++) if (ms <= boundsMs[b]!) counts[b]! += pairs[k + 1]!;
+    }
+    return { counts, sumMs: (h.mean * h.totalCount) / 1000 };
+  }
+
   /** Adds buckets produced by toSparse() (of any Latency). */
   addSparse(pairs: number[]): void {
     const h = this.h as hdr.JsHistogram;

@@ -1,5 +1,6 @@
 /** The end-of-run report: JSON (for --report and CI) and a Locust-like table for the terminal. */
 import { ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";
+import type { TimelinePoint } from "./timeline.ts";
 
 export interface HealthReport {
   late_sends: number;
@@ -30,6 +31,8 @@ export interface Report {
   machines?: MachineReport[];
   /** Renewals and revocations, when the run made any. */
   certificates?: CertificatesReport;
+  /** The run over time, a point every 2 s. */
+  timeline?: TimelinePoint[];
 }
 
 export interface CertificatesReport {

@@ -1,0 +1,149 @@
+/**
+ * The control API (Hono, described as OpenAPI at /openapi.json), the dashboard page and
+ * /metrics, over a RunManager. Every request needs `Authorization: Bearer <token>` when a
+ * token is set (the dashboard takes it once as ?token= and keeps it for the tab).
+ */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
+import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
+import { renderReport, REPORT_FORMATS, type ReportFormat } from "../report/formats.ts";
+import chartsJs from "../ui/charts.asset.js" with { type: "text" };
+import dashboardHtml from "../ui/dashboard.asset.html" with { type: "text" };
+import dashboardJs from "../ui/dashboard.asset.js" with { type: "text" };
+import grafanaDashboard from "../ui/grafana-dashboard.json";
+import pkg from "../../package.json" with { type: "json" };
+import { ApiError, type RunManager } from "./manager.ts";
+import { renderMetrics } from "./metrics.ts";
+
+const Errors = z.object({ errors: z.array(z.string()).openapi({ example: ["--users must be a whole number from 1 to 10000000 (got \"0\")"] }) }).openapi("Errors");
+const Report = z.record(z.string(), z.unknown()).openapi("Report", { description: "The run's report: config, stats rows, errors, health, workers/machines, timeline (as --report run.json)" });
+const Run = z
+  .object({
+    id: z.string(),
+    label: z.string(),
+    state: z.enum(["running", "stopping", "finished"]),
+    started: z.string(),
+    ended: z.string().nullable(),
+    report: Report,
+  })
+  .openapi("Run");
+const RunSummary = z.object({ id: z.string(), label: z.string(), state: z.string(), started: z.string(), ended: z.string().nullable(), users: z.number(), publish: z.number(), failures: z.number() }).openapi("RunSummary");
+const Start = z
+  .object({
+    users: z.number().int().min(1).optional().openapi({ example: 500, description: "Devices to simulate" }),
+    rate: z.number().positive().optional().openapi({ example: 100, description: "New devices per second while ramping" }),
+    host: z.string().min(1).optional().openapi({ example: "127.0.0.1", description: "Broker host(s), comma-separated" }),
+    port: z.union([z.string(), z.number().int()]).optional().openapi({ example: 8883, description: "Broker port(s), comma-separated" }),
+    duration: z.string().optional().openapi({ example: "5m" }),
+    qos: z.number().int().min(0).max(2).optional(),
+    interval: z.string().optional().openapi({ example: "29.5s..30s" }),
+    mqtt: z.enum(["3.1.1", "5"]).optional(),
+    payload_size: z.number().int().min(0).optional(),
+    tenant: z.string().optional(),
+    tls: z.boolean().optional(),
+    insecure: z.boolean().optional(),
+    reset_stats: z.boolean().optional(),
+    label: z.string().max(200).optional().openapi({ description: "A name for the run in the history" }),
+  })
+  .strict()
+  .openapi("StartRun", { description: "Settings for the run; absent ones are the server's own (its cicada run flags)" });
+const Change = z
+  .object({ users: z.number().int().min(0).optional(), rate: z.number().positive().optional() })
+  .strict()
+  .refine((c) => c.users !== undefined || c.rate !== undefined, { message: "give users and/or rate" })
+  .openapi("ChangeRun");
+const Status = z.object({ version: z.string(), state: z.enum(["idle", "running", "stopping"]), current: Run.nullable(), defaults: z.record(z.string(), z.unknown()) }).openapi("Status");
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { "application/json": { schema } }, description });
+const bad = { 400: json(Errors, "Invalid request: every problem listed") };
+const conflict = { 409: json(Errors, "No run is going, or one already is") };
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "20261125T101500Z-1a2b" }) });
+const SinceQuery = z.object({ since: z.coerce.number().optional().openapi({ description: "Only timeline points after this many seconds" }) });
+
+const routes = {
+  status: createRoute({ method: "get", path: "/api/status", request: { query: SinceQuery }, responses: { 200: json(Status, "What the server is doing, with the current run") } }),
+  start: createRoute({ method: "post", path: "/api/runs", request: { body: { content: { "application/json": { schema: Start } }, required: true } }, responses: { 201: json(Run, "Started"), ...bad, ...conflict } }),
+  list: createRoute({ method: "get", path: "/api/runs", responses: { 200: json(z.array(RunSummary), "Every run kept, newest first") } }),
+  get: createRoute({ method: "get", path: "/api/runs/{id}", request: { params: IdParam, query: SinceQuery }, responses: { 200: json(Run, "The run"), 404: json(Errors, "No such run") } }),
+  change: createRoute({ method: "patch", path: "/api/runs/current", request: { body: { content: { "application/json": { schema: Change } }, required: true } }, responses: { 200: json(Change, "Applied"), ...bad, ...conflict } }),
+  stop: createRoute({ method: "post", path: "/api/runs/current/stop", responses: { 200: json(Run, "Stopped; the final report"), ...conflict } }),
+  reset: createRoute({ method: "post", path: "/api/runs/current/reset-stats", responses: { 204: { description: "Stats reset" }, ...conflict } }),
+  file: createRoute({
+    method: "get",
+    path: "/api/runs/{id}/report/{format}",
+    request: { params: IdParam.extend({ format: z.enum(REPORT_FORMATS).openapi({ param: { name: "format", in: "path" } }) }) },
+    responses: { 200: { description: "The report as a download (JSON, CSV or self-contained HTML)" }, 404: json(Errors, "No such run") },
+  }),
+  metrics: createRoute({ method: "get", path: "/metrics", responses: { 200: { description: "Prometheus text exposition format 0.0.4" } } }),
+};
+
+export function createApp(manager: RunManager, opts: { token?: string } = {}): OpenAPIHono {
+  const app = new OpenAPIHono({
+    defaultHook: (result, c) => {
+      if (!result.success) return c.json({ errors: result.error.issues.map((i) => `${i.path.length ? `${i.path.join(".")}: ` : ""}${i.message}`) }, 400);
+    },
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", { type: "http", scheme: "bearer" });
+
+  if (opts.token) {
+    const expected = `Bearer ${opts.token}`;
+    app.use("*", async (c, next) => {
+      // The page itself carries no data; it asks for the token and sends it with every call.
+      if (c.req.method === "GET" && (c.req.path === "/" || c.req.path.startsWith("/assets/"))) return next();
+      if (c.req.header("authorization") !== expected) return c.json({ errors: ["missing or wrong bearer token (Authorization: Bearer <token>)"] }, 401);
+      return next();
+    });
+  }
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return c.json({ errors: err.errors }, err.status);
+    return c.json({ errors: [err instanceof Error ? err.message : String(err)] }, 500);
+  });
+
+  app.openapi(routes.status, (c) => {
+    const { since } = c.req.valid("query");
+    const current = manager.currentView(since ?? -1);
+    const state = !current || current.state === "finished" ? "idle" : current.state;
+    return c.json({ version: pkg.version, state, current, defaults: manager.defaults() } as unknown as z.infer<typeof Status>, 200);
+  });
+  app.openapi(routes.start, async (c) => c.json((await manager.start(c.req.valid("json"))) as unknown as z.infer<typeof Run>, 201));
+  app.openapi(routes.list, (c) => c.json(manager.list(), 200));
+  app.openapi(routes.get, (c) => c.json(manager.view(c.req.valid("param").id, c.req.valid("query").since ?? -1) as unknown as z.infer<typeof Run>, 200));
+  app.openapi(routes.change, (c) => c.json(manager.set(c.req.valid("json")), 200));
+  app.openapi(routes.stop, async (c) => c.json((await manager.stop()) as unknown as z.infer<typeof Run>, 200));
+  app.openapi(routes.reset, (c) => {
+    manager.resetStats();
+    return c.body(null, 204);
+  });
+  app.openapi(routes.file, (c) => {
+    const { id, format } = c.req.valid("param");
+    const run = manager.view(id);
+    const types: Record<ReportFormat, string> = { json: "application/json", csv: "text/csv; charset=utf-8", html: "text/html; charset=utf-8" };
+    return c.body(renderReport(run.report, format), 200, { "content-type": types[format], "content-disposition": `attachment; filename="cicada-${id}.${format}"` });
+  });
+  app.openapi(routes.metrics, (c) => {
+    // A finished run keeps its final counters (a scrape after the end still sees them); gauges drop to 0.
+    const running = manager.session;
+    const snap = manager.latest?.fleet.snapshot();
+    const body = renderMetrics({
+      stats: snap?.stats ?? null,
+      running: !!running,
+      target: running ? snap!.target : 0,
+      connected: running ? snap!.connected : 0,
+      workers: running ? snap!.workers.filter((w) => w.alive).length : 0,
+      machines: running ? (snap!.machines?.filter((m) => !m.lost && !m.rejected).length ?? 0) : 0,
+    });
+    return c.body(body, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
+
+  app.doc31("/openapi.json", { openapi: "3.1.0", info: { title: "cicada control API", version: pkg.version }, security: opts.token ? [{ Bearer: [] }] : [] });
+  const asset = (body: string, type: string) => (c: Context) => c.body(body, 200, { "content-type": type, "cache-control": "no-cache" });
+  app.get("/", asset(dashboardHtml, "text/html; charset=utf-8"));
+  app.get("/assets/uplot.js", asset(uplotJs, "text/javascript; charset=utf-8"));
+  app.get("/assets/uplot.css", asset(uplotCss, "text/css; charset=utf-8"));
+  app.get("/assets/charts.js", asset(chartsJs, "text/javascript; charset=utf-8"));
+  app.get("/assets/dashboard.js", asset(dashboardJs, "text/javascript; charset=utf-8"));
+  // The Grafana dashboard for these metrics, to import as it is.
+  app.get("/assets/grafana-dashboard.json", (c) => c.json(grafanaDashboard));
+  return app;
+}

@@ -1,0 +1,65 @@
+/**
+ * CI thresholds on a report: `--threshold 'publish.p99_ms<500'`. A run that breaks one exits 3
+ * and lists what broke, with the value it had.
+ */
+import { ROWS } from "../metrics/stats.ts";
+import type { Report } from "./summary.ts";
+
+const ROW_METRICS = ["count", "failures", "failure_rate", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "rate_per_s"] as const;
+const HEALTH_METRICS = ["late_sends", "backpressure_skips", "protocol_errors", "loop_lag_p99_ms", "loop_lag_max_ms", "cpu_percent", "rss_bytes"] as const;
+const OPS = {
+  "<=": (a: number, b: number) => a <= b,
+  ">=": (a: number, b: number) => a >= b,
+  "==": (a: number, b: number) => a === b,
+  "!=": (a: number, b: number) => a !== b,
+  "<": (a: number, b: number) => a < b,
+  ">": (a: number, b: number) => a > b,
+} as const;
+type Op = keyof typeof OPS;
+
+export interface Threshold {
+  expr: string;
+  /** A stats row, or "health". */
+  scope: string;
+  metric: string;
+  op: Op;
+  value: number;
+}
+
+export interface Broken {
+  expr: string;
+  actual: number;
+}
+
+const SYNTAX = /^\s*([a-z_]+)\.([a-z0-9_]+)\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*$/i;
+
+/** Parses one threshold; a string describing the problem when it is not one. */
+export function parseThreshold(expr: string): Threshold | string {
+  const m = SYNTAX.exec(expr);
+  if (!m) return `"${expr}" is not ROW.METRIC<OP>NUMBER, e.g. publish.p99_ms<500 or connect.failure_rate<0.01`;
+  const [, scope, metric, op, value] = m as unknown as [string, string, string, Op, string];
+  if (scope === "health") {
+    if (!(HEALTH_METRICS as readonly string[]).includes(metric)) return `"${expr}": health has ${HEALTH_METRICS.join(", ")}`;
+  } else {
+    if (!(ROWS as readonly string[]).includes(scope)) return `"${expr}": no row "${scope}" (rows: ${ROWS.join(", ")}, and health)`;
+    if (!(ROW_METRICS as readonly string[]).includes(metric)) return `"${expr}": a row has ${ROW_METRICS.join(", ")}`;
+  }
+  return { expr: expr.trim(), scope, metric, op, value: Number(value) };
+}
+
+function actual(report: Report, t: Threshold): number {
+  if (t.scope === "health") return Number(report.health[t.metric as keyof Report["health"]]);
+  const row = report.stats[t.scope]!;
+  if (t.metric === "failure_rate") return row.count + row.failures ? row.failures / (row.count + row.failures) : 0;
+  return Number(row[t.metric as keyof typeof row]);
+}
+
+/** The thresholds the report breaks. */
+export function checkThresholds(report: Report, thresholds: readonly Threshold[]): Broken[] {
+  const broken: Broken[] = [];
+  for (const t of thresholds) {
+    const a = actual(report, t);
+    if (!OPS[t.op](a, t.value)) broken.push({ expr: t.expr, actual: a });
+  }
+  return broken;
+}

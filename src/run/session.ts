@@ -1,0 +1,198 @@
+/**
+ * One run of a fleet, whatever drives it (the CLI, or the control API): builds the fleet for
+ * a RunConfig — one process, supervised workers, or machines over Redis — samples its
+ * timeline, and turns its stats into the report.
+ */
+import { availableParallelism } from "node:os";
+import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
+import { Controller } from "../cluster/controller.ts";
+import { idsDigest } from "../cluster/federation.ts";
+import { listIdentities, type Range } from "../cluster/identities.ts";
+import { InProcessFleet } from "../cluster/local-fleet.ts";
+import { redact } from "../cluster/redis.ts";
+import { planWorkers, Supervisor, type Fleet, type FleetSnapshot } from "../cluster/supervisor.ts";
+import { identitiesFor } from "../cluster/worker.ts";
+import type { RunConfig } from "../config/run.ts";
+import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
+import { ConfigError } from "../errors.ts";
+import { lifecycleService } from "../lifecycle/service.ts";
+import { buildReport, type Report } from "../report/summary.ts";
+import { Timeline } from "../report/timeline.ts";
+import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts";
+
+/** How often the timeline gets a point. */
+export const SAMPLE_MS = 2000;
+
+export class RunSession {
+  readonly timeline: Timeline;
+  readonly started = new Date();
+  /** Stats cover from here (moved by a reset). */
+  private statsFrom = this.started;
+  private readonly cpu0 = process.cpuUsage();
+  private cpuFrom = 0;
+  private sampler: ReturnType<typeof setInterval> | null = null;
+  private final: Report | null = null;
+  private stopping: Promise<Report> | null = null;
+
+  private constructor(
+    readonly cfg: RunConfig,
+    readonly fleet: Fleet,
+    /** Worker processes on this machine (0 when machines run the devices). */
+    readonly workers: number,
+  ) {
+    this.timeline = new Timeline();
+  }
+
+  get federated(): boolean {
+    return !!this.cfg.federation;
+  }
+
+  get stopped(): boolean {
+    return this.final !== null;
+  }
+
+  /** Checks identities and capacity, then builds the fleet (not started yet). Bad settings throw a ConfigError. */
+  static async open(cfg: RunConfig, say: (line: string) => void): Promise<RunSession> {
+    const fromStore = isStoreUrl(cfg.certDir);
+    const where = fromStore ? `the store ${redact(cfg.certDir)}` : cfg.certDir;
+    const ids = await listIdentities(cfg.certDir, cfg.storeCa);
+    const available = Math.max(0, ids.length - cfg.firstDevice);
+    const synthetic = !cfg.swarm.tls && available < cfg.swarm.users;
+    if (available < cfg.swarm.users && !synthetic) {
+      throw new ConfigError([
+        `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${where}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${available}: ` +
+          `run cicada certs create --devices ${cfg.swarm.users - available} ${fromStore ? `--redis ${redact(cfg.certDir)}` : `--dir ${cfg.certDir}`}`,
+      ]);
+    }
+    if (fromStore && cfg.swarm.tls && !cfg.swarm.caPem) {
+      // The broker's CA, kept in the store by `cicada certs create --redis`.
+      const store = await RedisStore.open(storeSettings(cfg.certDir, process.env, cfg.storeCa));
+      cfg.swarm.caPem = (await store.caPem()) ?? undefined;
+      await store.close();
+      if (!cfg.swarm.caPem && !cfg.swarm.insecure) throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --ca-cert FILE, or --insecure`]);
+    }
+    const space: Range = [cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)];
+
+    if (cfg.federation) {
+      const controller = new Controller(
+        {
+          redis: cfg.federation.redis,
+          swarm: cfg.swarm,
+          synthetic,
+          space,
+          digest: idsDigest(ids),
+          graceMs: cfg.federation.graceMs,
+          expect: cfg.federation.expect,
+          waitMs: Math.max(cfg.federation.graceMs, 10_000),
+        },
+        say,
+      );
+      return new RunSession(cfg, controller, 0);
+    }
+
+    const raised = await raiseFileLimit();
+    if (!raised.ok) say(`warning: ${raised.reason}`);
+    const limit = raised.ok ? raised : getFileLimit();
+    const files = limit.ok ? limit.value : null;
+    const perProcess = files ? Math.max(1, files.soft - 100) : cfg.swarm.users;
+    const workers =
+      cfg.workers === "auto" ? Math.max(1, Math.min(cfg.swarm.users, Math.max(availableParallelism(), Math.ceil(cfg.swarm.users / perProcess)))) : cfg.workers;
+    const cap = checkCapacity({
+      users: cfg.swarm.users,
+      workers,
+      destinations: new Set(cfg.swarm.targets.map((t) => `${t.host}:${t.port}`)).size,
+      sources: cfg.swarm.sources.length,
+      files,
+      ports: ephemeralPorts(),
+    });
+    for (const w of cap.warnings) say(`warning: ${w}`);
+    if (cap.errors.length) throw new ConfigError(cap.errors);
+
+    const ranges: Range[] = [space];
+    const lifecycle = cfg.swarm.lifecycle ? lifecycleService(cfg.swarm.lifecycle, cfg.swarm.tenant, say) : null;
+    const fleet: Fleet =
+      workers === 1
+        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }), lifecycle)
+        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, storeCa: cfg.storeCa }), say, lifecycle);
+    return new RunSession(cfg, fleet, workers);
+  }
+
+  async start(): Promise<void> {
+    await this.fleet.start();
+    this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
+  }
+
+  private sample(): void {
+    const s = this.fleet.snapshot();
+    this.timeline.sample(s.stats, s.target, s.connected);
+  }
+
+  setUsers(n: number): void {
+    this.fleet.setUsers(n);
+  }
+
+  setRate(r: number): void {
+    this.fleet.setRate(r);
+  }
+
+  /** Forgets the stats so far (Locust's reset): the report covers what follows. */
+  resetStats(): void {
+    const s = this.fleet.snapshot();
+    this.fleet.resetStats();
+    this.statsFrom = new Date();
+    this.cpuFrom = this.cpu(s);
+    this.timeline.reset();
+  }
+
+  /** CPU of this process and its workers, so the report's CPU covers the same window as its stats. */
+  private cpu(s: FleetSnapshot): number {
+    const own = process.cpuUsage(this.cpu0);
+    return own.user + own.system + (this.workers > 1 || this.federated ? s.workers.reduce((a, w) => a + w.cpu_us, 0) : 0);
+  }
+
+  /** The report as of now (live), or the final one once stopped. */
+  report(): Report {
+    return this.final ?? this.build(this.fleet.snapshot(), false);
+  }
+
+  /** Stops every device (once; later calls wait for the same stop) and returns the final report. */
+  stop(interrupted = false): Promise<Report> {
+    this.stopping ??= (async () => {
+      if (this.sampler) clearInterval(this.sampler);
+      this.sampler = null;
+      const after = await this.fleet.stop();
+      this.timeline.sample(after.stats, after.target, after.connected);
+      this.final = this.build(after, interrupted);
+      return this.final;
+    })();
+    return this.stopping;
+  }
+
+  private build(s: FleetSnapshot, interrupted: boolean): Report {
+    const supervised = this.workers > 1 || this.federated;
+    const own = process.cpuUsage(this.cpu0);
+    const machines = s.machines?.map(({ id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, rejected }) => ({
+      id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, ...(rejected ? { rejected } : {}),
+    }));
+    const report = buildReport({
+      config: { ...this.cfg.echo, workers: this.federated ? "machines" : this.workers },
+      started: this.statsFrom,
+      ended: new Date(),
+      interrupted,
+      users: { target: s.target, active: s.active, connected: s.connected },
+      stats: s.stats,
+      cpuMicros: this.cpu(s) - this.cpuFrom,
+      rssBytes: process.memoryUsage().rss + (supervised ? s.workers.reduce((a, w) => a + w.rss, 0) : 0),
+      machines,
+      workers: supervised
+        ? {
+            processes: this.federated ? s.workers.length : this.workers,
+            supervisor_cpu_percent: Math.round(((own.user + own.system) / 1e4 / Math.max(1e-3, (Date.now() - this.started.getTime()) / 1000)) * 100) / 100,
+            restarts: s.restarts,
+            list: s.workers.map(({ slot, pid, restarts, connected, rss, cpu_us }) => ({ slot, pid, restarts, connected, rss, cpu_us })),
+          }
+        : undefined,
+    });
+    return { ...report, timeline: this.timeline.points };
+  }
+}

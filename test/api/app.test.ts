@@ -1,0 +1,133 @@
+/**
+ * The control API: through app.request() for validation, tokens and the OpenAPI document, and
+ * over a real socket (`cicada run --ui`) driving a real run against mosquitto, with /metrics
+ * parsed by a Prometheus text-format parser and checked against the JSON stats.
+ */
+import { describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import parsePrometheus from "parse-prometheus-text-format";
+import { createApp } from "../../src/api/app.ts";
+import { RunManager } from "../../src/api/manager.ts";
+import { makeCerts } from "../helpers/swarm.ts";
+import { HAVE_MOSQUITTO, startBroker } from "../helpers/testbed.ts";
+import { tempDir } from "../helpers/tmp.ts";
+import { startUi } from "../helpers/ui.ts";
+
+const post = (body: unknown, headers: Record<string, string> = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+
+describe("control API (app.request)", () => {
+  test("a bad start lists every problem: the body's, then the run settings' (as cicada run reports them)", async () => {
+    using tmp = tempDir();
+    const app = createApp(new RunManager(["--certs", join(tmp.path, "none")], join(tmp.path, "runs"), () => {}));
+    const shape = await app.request("/api/runs", post({ users: 0, rate: "fast", colour: "red" }));
+    expect(shape.status).toBe(400);
+    const a = (await shape.json()) as { errors: string[] };
+    expect(a.errors.length).toBe(3);
+    expect(a.errors.join("\n")).toContain("users");
+    expect(a.errors.join("\n")).toContain("rate");
+    expect(a.errors.join("\n")).toContain("colour");
+    const settings = await app.request("/api/runs", post({ users: 10, port: "70000", duration: "soon", interval: "0s" }));
+    expect(settings.status).toBe(400);
+    const b = (await settings.json()) as { errors: string[] };
+    for (const s of ["--port must list ports", "--duration must be", "--interval must be"]) expect(b.errors.some((e) => e.startsWith(s))).toBe(true);
+    // Settings right, but the certificates are missing: still the caller's to fix, and said so.
+    const certs = await app.request("/api/runs", post({ users: 10, tls: true }));
+    expect(certs.status).toBe(400);
+    expect(((await certs.json()) as { errors: string[] }).errors[0]).toContain("cannot read CA certificate");
+    expect((await app.request("/api/runs/current/stop", { method: "POST" })).status).toBe(409);
+    expect((await app.request("/api/runs/nope")).status).toBe(404);
+  });
+
+  test("with a token, every API call needs it; the page and its assets do not carry data", async () => {
+    using tmp = tempDir();
+    const app = createApp(new RunManager([], join(tmp.path, "runs"), () => {}), { token: "t0ken" });
+    expect((await app.request("/api/status")).status).toBe(401);
+    expect((await app.request("/api/status", { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+    expect((await app.request("/metrics")).status).toBe(401);
+    expect((await app.request("/api/runs", post({ users: 1 }))).status).toBe(401);
+    const ok = await app.request("/api/status", { headers: { authorization: "Bearer t0ken" } });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { state: string }).state).toBe("idle");
+    const page = await app.request("/");
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<form id="start">');
+    expect((await app.request("/assets/uplot.js")).status).toBe(200);
+  });
+
+  test("the OpenAPI document describes every route", async () => {
+    using tmp = tempDir();
+    const app = createApp(new RunManager([], join(tmp.path, "runs"), () => {}));
+    const doc = (await (await app.request("/openapi.json")).json()) as { openapi: string; paths: Record<string, Record<string, unknown>>; components: { schemas: Record<string, unknown> } };
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.paths).sort()).toEqual(
+      ["/api/runs", "/api/runs/current", "/api/runs/current/reset-stats", "/api/runs/current/stop", "/api/runs/{id}", "/api/runs/{id}/report/{format}", "/api/status", "/metrics"].sort(),
+    );
+    expect(Object.keys(doc.paths["/api/runs"]!).sort()).toEqual(["get", "post"]);
+    expect(doc.components.schemas.StartRun).toBeDefined();
+  });
+});
+
+describe.skipIf(!HAVE_MOSQUITTO)("control API over a real socket", () => {
+  test("start, change users live, stop; /metrics agrees with the JSON stats; the run is kept on disk", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 60);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const history = join(tmp.path, "runs");
+    await using ui = await startUi(["--certs", certDir, "--port", String(broker.port), "--history", history, "--interval", "300ms..500ms", "--workers", "2"]);
+    const api = (path: string, init?: RequestInit) => fetch(`${ui.url}${path}`, init);
+
+    const started = await api("/api/runs", post({ users: 40, rate: 200, duration: "1m", label: "api test" }));
+    expect(started.status).toBe(201);
+    const run = (await started.json()) as { id: string };
+    expect((await api("/api/runs", post({ users: 1 }))).status).toBe(409);
+    await ui.waitFor(async () => ((await (await api("/api/status")).json()) as { current: { report: { users: { connected: number } } } }).current.report.users.connected === 40);
+    expect((await api("/api/runs/current", { method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify({ users: 60 }) })).status).toBe(200);
+    await ui.waitFor(async () => ((await (await api("/api/status")).json()) as { current: { report: { users: { connected: number } } } }).current.report.users.connected === 60);
+    await Bun.sleep(1500);
+    const stopped = await api("/api/runs/current/stop", { method: "POST" });
+    expect(stopped.status).toBe(200);
+    const final = ((await stopped.json()) as { state: string; report: { stats: Record<string, { count: number; failures: number; latency_count: number; p50_ms: number }> } });
+    expect(final.state).toBe("finished");
+    expect(final.report.stats.connect!.count).toBe(60);
+    expect(final.report.stats.publish!.count).toBeGreaterThan(60);
+
+    // The final counters stay scrapeable, and agree with the report exactly.
+    const text = await (await api("/metrics")).text();
+    const families = parsePrometheus(text);
+    const family = (name: string) => families.find((f) => f.name === name)!;
+    expect(family("cicada_run_active").metrics[0]!.value).toBe("0");
+    expect(family("cicada_latency_seconds").type).toBe("HISTOGRAM");
+    /** One row's histogram on its own: the parser folds labelled histograms of a family into one, so each row is parsed apart (label dropped). */
+    const histogramOf = (row: string) => {
+      const lines = text.split("\n").filter((l) => l.startsWith("# HELP cicada_latency_seconds") || l.startsWith("# TYPE cicada_latency_seconds") || (l.startsWith("cicada_latency_seconds") && l.includes(`{row="${row}"`)));
+      return parsePrometheus(lines.map((l) => l.replace(`row="${row}",`, "").replace(`{row="${row}"}`, "")).join("\n") + "\n")[0]!.metrics[0]!;
+    };
+    for (const row of ["connect", "subscribe", "publish", "disconnect"]) {
+      const s = final.report.stats[row]!;
+      expect(Number(family("cicada_requests_total").metrics.find((m) => m.labels?.row === row)!.value)).toBe(s.count);
+      const h = histogramOf(row);
+      expect(Number(h.count)).toBe(s.latency_count);
+      expect(Number(h.buckets!["+Inf"] ?? h.count)).toBe(s.latency_count);
+      if (s.latency_count) {
+        // The median sits in the first bucket holding half the samples.
+        const le = Object.entries(h.buckets!).map(([b, n]) => [Number(b), Number(n)] as const).sort((x, y) => x[0] - y[0]);
+        const first = le.find(([, n]) => n >= s.latency_count / 2)!;
+        expect(s.p50_ms / 1000).toBeLessThanOrEqual(first[0] * 1.001);
+      }
+    }
+
+    // Kept on disk: a list entry, the run by id, and its reports.
+    expect(readdirSync(history)).toEqual([`${run.id}.json`]);
+    expect(JSON.parse(readFileSync(join(history, `${run.id}.json`), "utf8")).state).toBe("finished");
+    const list = (await (await api("/api/runs")).json()) as { id: string; label: string; users: number }[];
+    expect(list.map((r) => [r.id, r.label, r.users])).toEqual([[run.id, "api test", 60]]);
+    const csv = await (await api(`/api/runs/${run.id}/report/csv`)).text();
+    expect(csv.split("\n")[0]).toStartWith("Name,Request Count,Failure Count");
+    expect(csv).toContain(`connect,60,0,`);
+    const html = await api(`/api/runs/${run.id}/report/html`);
+    expect(html.headers.get("content-type")).toContain("text/html");
+    expect(await html.text()).toContain("<h2>Statistics (ms)</h2>");
+  }, 60_000);
+});

@@ -1,0 +1,52 @@
+/** /metrics rendering and the Grafana dashboard that reads it. */
+import { describe, expect, test } from "bun:test";
+import parsePrometheus from "parse-prometheus-text-format";
+import { createApp } from "../../src/api/app.ts";
+import { RunManager } from "../../src/api/manager.ts";
+import { renderMetrics } from "../../src/api/metrics.ts";
+import { Stats } from "../../src/metrics/stats.ts";
+import { tempDir } from "../helpers/tmp.ts";
+
+function sampleStats(): Stats {
+  const s = new Stats();
+  for (const ms of [0.5, 2, 3, 40, 700]) s.rows.publish.ok(ms);
+  s.rows.connect.ok(12);
+  s.rows.connect.fail('tls "handshake"\nfailed');
+  s.health.late_sends = 4;
+  s.loopLag.recordMs(1);
+  return s;
+}
+
+describe("/metrics", () => {
+  test("histogram buckets are cumulative and match the samples; label values are escaped", () => {
+    const text = renderMetrics({ stats: sampleStats(), running: true, target: 10, connected: 7, workers: 2, machines: 0 });
+    const families = parsePrometheus(text);
+    const value = (name: string, labels: Record<string, string> = {}) =>
+      Number(families.find((f) => f.name === name)!.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))!.value);
+    expect(value("cicada_devices_connected")).toBe(7);
+    expect(value("cicada_requests_total", { row: "publish" })).toBe(5);
+    expect(value("cicada_failures_total", { row: "connect", reason: 'tls "handshake"\nfailed' })).toBe(1);
+    expect(value("cicada_late_sends_total")).toBe(4);
+    const bucket = (le: string) => Number(/cicada_latency_seconds_bucket\{row="publish",le="([^"]+)"\} (\d+)/g.exec(text.split("\n").find((l) => l.includes(`row="publish",le="${le}"`))!)![2]);
+    expect(bucket("0.001")).toBe(1); // 0.5 ms
+    expect(bucket("0.0025")).toBe(2); // + 2 ms
+    expect(bucket("0.005")).toBe(3); // + 3 ms
+    expect(bucket("0.05")).toBe(4); // + 40 ms
+    expect(bucket("1")).toBe(5); // + 700 ms
+    expect(bucket("+Inf")).toBe(5);
+    const sum = Number(/cicada_latency_seconds_sum\{row="publish"\} (\S+)/.exec(text)![1]);
+    expect(sum).toBeCloseTo(0.7455, 2);
+  });
+
+  test("the Grafana dashboard queries only metrics /metrics exposes, with panels for rate, devices, latency and failures", async () => {
+    using tmp = tempDir();
+    const app = createApp(new RunManager([], `${tmp.path}/runs`, () => {}));
+    const dash = (await (await app.request("/assets/grafana-dashboard.json")).json()) as { panels: { title: string; targets: { expr: string }[] }[] };
+    const exposed = new Set(parsePrometheus(renderMetrics({ stats: sampleStats(), running: true, target: 1, connected: 1, workers: 1, machines: 0 })).map((f) => f.name));
+    const used = new Set(dash.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/cicada_[a-z_]+/g) ?? [])).map((m) => m.replace(/_bucket$/, "")));
+    expect(used.size).toBeGreaterThan(5);
+    for (const m of used) expect(exposed.has(m)).toBe(true);
+    const titles = dash.panels.map((p) => p.title).join(" | ");
+    for (const t of ["Messages per second", "Connected devices", "Publish latency", "Failures per second"]) expect(titles).toContain(t);
+  });
+});

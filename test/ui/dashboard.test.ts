@@ -1,0 +1,80 @@
+/**
+ * The dashboard in real headless Chromium (Debian's chromium driven by playwright-core):
+ * start a run of a few hundred devices from the form against the real test broker, watch
+ * the stats table and the charts fill, reload and find everything still there, stop it.
+ * A screenshot is kept in test/artifacts/.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { makeCerts } from "../helpers/swarm.ts";
+import { HAVE_MOSQUITTO, startBroker } from "../helpers/testbed.ts";
+import { tempDir } from "../helpers/tmp.ts";
+import { startUi } from "../helpers/ui.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const HAVE_CHROMIUM = existsSync(CHROMIUM);
+if (!HAVE_CHROMIUM) console.warn("skipping dashboard tests: chromium is not installed (apt-get install chromium)");
+const ARTIFACTS = join(import.meta.dir, "../artifacts");
+/** A label that would run script if the page ever wrote it as HTML. */
+const HOSTILE = `<img src=x onerror="window.__injected=1">run`;
+
+describe.skipIf(!HAVE_MOSQUITTO || !HAVE_CHROMIUM)("dashboard in Chromium", () => {
+  test("start from the form, live table and charts, reload keeps the history, stop; labels are escaped", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 300);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using ui = await startUi(["--certs", certDir, "--port", String(broker.port), "--history", join(tmp.path, "runs"), "--interval", "1s..2s", "--workers", "2"]);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 1800 } });
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${ui.url}/`);
+      // The form starts from the server's own settings.
+      await page.waitForFunction(() => (document.querySelector("#start input[name=port]") as HTMLInputElement).value !== "");
+      expect(await page.inputValue("#start input[name=port]")).toBe(String(broker.port));
+      await page.fill("#start input[name=users]", "300");
+      await page.fill("#start input[name=rate]", "150");
+      await page.fill("#start input[name=duration]", "2m");
+      await page.fill("#start input[name=label]", HOSTILE);
+      await page.click("#start-btn");
+
+      await page.waitForSelector("#state[data-state=running]");
+      const connects = () => page.textContent("#stats tr[data-row=connect] td:nth-child(2)");
+      await page.waitForFunction(() => document.querySelector("#stats tr[data-row=connect] td:nth-child(2)")?.textContent === "300", null, { timeout: 20_000 });
+      expect(await connects()).toBe("300");
+      await page.waitForFunction(() => Number(document.querySelector("#stats tr[data-row=publish] td:nth-child(2)")?.textContent ?? 0) > 300, null, { timeout: 20_000 });
+      // Charts: four uPlot canvases, fed by points every 2 s.
+      await page.waitForFunction(() => Number(document.querySelector("#charts")?.getAttribute("data-points")) >= 3, null, { timeout: 20_000 });
+      expect(await page.locator("#charts .chart canvas").count()).toBe(4);
+      expect(await page.textContent("#summary")).toContain("300 / 300 connected");
+      expect(await page.locator("#workers tbody tr").count()).toBe(2);
+      // The label is shown as text: no element made of it, no script run.
+      expect(await page.textContent("#run-label")).toBe(HOSTILE);
+      expect(await page.locator("#run-label img, #history img").count()).toBe(0);
+      const before = Number(await page.getAttribute("#charts", "data-points"));
+
+      // A reload loses nothing: the timeline and the run come back from the server.
+      await page.reload();
+      await page.waitForFunction((n) => Number(document.querySelector("#charts")?.getAttribute("data-points")) >= n, before, { timeout: 10_000 });
+      expect(await connects()).toBe("300");
+      await page.waitForSelector("#history tbody tr");
+      expect(await page.textContent("#history tbody tr td:nth-child(3)")).toBe(HOSTILE);
+      expect(await page.evaluate(() => (window as unknown as { __injected?: number }).__injected)).toBeUndefined();
+
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
+
+      await page.click("#stop");
+      await page.waitForSelector("#state[data-state=idle]", { timeout: 20_000 });
+      await page.waitForFunction(() => document.querySelector("#history tbody tr td:nth-child(4)")?.textContent === "finished", null, { timeout: 10_000 });
+      expect(await page.textContent("#stats tr[data-row=disconnect] td:nth-child(2)")).toBe("300");
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 90_000);
+});
