@@ -74,6 +74,9 @@ const args = [
 ];
 log(`cicada ${args.join(" ")}`);
 const cicada = Bun.spawn([process.execPath, MAIN, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+// Ctrl-C or a kill ends the run early: cicada stops its devices and writes its report, then
+// the brokers are stopped and the state folder removed as on a normal end.
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => cicada.kill("SIGINT"));
 interface Progress { t: number; connected: number; publishPerS: number; failures: number }
 const progress: Progress[] = [];
 void (async () => {

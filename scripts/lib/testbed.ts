@@ -97,13 +97,17 @@ export interface BrokerOptions {
   verbose?: boolean;
   /** Keep running after this process exits (for `scripts/testbed.ts up`). */
   detached?: boolean;
+  /** The broker's own certificate and key files (default: issued by certDir's CA, see brokerCerts). */
+  serverCert?: { cert: string; key: string };
 }
 
 /** Starts one mosquitto with mutual TLS like dojot's VerneMQ setup. */
 export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   const host = opts.host ?? "127.0.0.1";
   const port = opts.port ?? (await freePort(host));
-  const { dir, cert, key } = brokerCerts(opts.certDir);
+  const made = brokerCerts(opts.certDir);
+  const { dir } = made;
+  const { cert, key } = opts.serverCert ?? made;
   const wd = resolve(opts.stateDir, `mosquitto-${port}`);
   mkdirSync(wd, { recursive: true });
   const acl = join(wd, "acl");

@@ -1,6 +1,7 @@
 /** Per-device and per-connection state: small fixed-shape objects, no closures or emitters. */
 import type { Socket } from "bun";
 import type { ProtocolVersion, PublishTemplate, QoS } from "../mqtt/codec.ts";
+import type { PinSet } from "../transport/pins.ts";
 
 export const State = {
   IDLE: 0,
@@ -93,6 +94,10 @@ export class Conn {
   /** Why we are closing it ourselves (timeout, protocol error, CONNACK refusal). */
   failReason: string | null = null;
   closed = false;
+  /** Broker certificates verified for this target (null: no verification, --insecure or TCP). */
+  pins: PinSet | null = null;
+  /** Dialled without a CA store: the broker must present a pinned certificate. */
+  pinned = false;
 
   constructor(
     readonly device: Device,

@@ -11,6 +11,7 @@ import { onData, type SessionHost } from "../mqtt/session.ts";
 import { Stats } from "../metrics/stats.ts";
 import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
 import { Outbox } from "../transport/outbox.ts";
+import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
 import { Conn, Device, INFLIGHT, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
 import { TICK_MS, Wheel, intendedTime } from "./scheduler.ts";
@@ -67,6 +68,8 @@ export class Swarm implements SessionHost, LinkEvents {
   private readonly wheel: Wheel;
   private readonly outbox = new Outbox();
   private readonly transport: Transport;
+  /** Broker certificates verified so far, per target: later connections skip the CA store. */
+  readonly serverPins = new ServerPins();
   private readonly epochOffset: number;
   private timer: ReturnType<typeof setInterval> | null = null;
   private lastTick = 0;
@@ -207,7 +210,8 @@ export class Swarm implements SessionHost, LinkEvents {
     this.dialDevice(dev, now);
   }
 
-  private dialDevice(dev: Device, now: number): void {
+  /** Dials `dev`; `fullVerify` forces a CA store even when the target has a pinned certificate. */
+  private dialDevice(dev: Device, now: number, fullVerify = false): void {
     const conn = new Conn(dev, this.cfg.version, this.cfg.qos);
     conn.dialAt = now;
     dev.conn = conn;
@@ -224,8 +228,14 @@ export class Swarm implements SessionHost, LinkEvents {
         conn.closed = true;
         return this.closed(conn, "identity_unreadable");
       }
-      // Without verification there is no need for a CA store in every connection's context.
-      tls = this.cfg.insecure ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false } : { cert: ident.cert, key: ident.key, ca: this.cfg.caPem, rejectUnauthorized: true };
+      if (this.cfg.insecure) {
+        tls = { cert: ident.cert, key: ident.key, rejectUnauthorized: false };
+      } else {
+        // The CA store costs ~4 KB per connection: only until a broker certificate is pinned.
+        const pins = (conn.pins = this.serverPins.for(target.host, target.port));
+        conn.pinned = pins.usable && !fullVerify;
+        tls = conn.pinned ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false } : { cert: ident.cert, key: ident.key, ca: this.cfg.caPem, rejectUnauthorized: true };
+      }
     }
     this.wheel.set(dev.index, Timer.TIMEOUT, now + this.cfg.connectTimeoutMs);
     this.transport.dial(conn, { target, source, tls });
@@ -291,6 +301,16 @@ export class Swarm implements SessionHost, LinkEvents {
 
   drained(conn: Conn): void {
     this.outbox.drain(conn, this.clock());
+  }
+
+  unpinned(conn: Conn): void {
+    const dev = conn.device;
+    if (dev.conn !== conn || dev.state !== State.DIALING) {
+      conn.socket?.terminate();
+      return;
+    }
+    this.abort(dev);
+    this.dialDevice(dev, this.clock(), true);
   }
 
   crashed(conn: Conn, err: unknown): void {

@@ -3,7 +3,7 @@
  * (per-connection state lives in socket.data). Nothing thrown in a callback escapes: each is
  * wrapped, and a failure costs that one connection (wrk's count-then-reconnect).
  */
-import type { SocketHandler, TCPSocketConnectOptions, TLSOptions } from "bun";
+import type { Socket, SocketHandler, TCPSocketConnectOptions, TLSOptions } from "bun";
 import type { Conn } from "../engine/device.ts";
 
 export interface Target {
@@ -21,6 +21,11 @@ export interface LinkEvents {
   drained(conn: Conn): void;
   /** The connection ended or could not be made; `reason` names why, when known. */
   closed(conn: Conn, reason: string | null): void;
+  /**
+   * The broker presented a certificate that is not pinned for its target (see pins.ts): the
+   * engine drops this attempt uncounted and dials again with full verification.
+   */
+  unpinned(conn: Conn): void;
   /** A callback threw: counted, and that connection is closed. */
   crashed(conn: Conn, err: unknown): void;
 }
@@ -32,6 +37,12 @@ export function errorReason(err: unknown): string {
   if (typeof e.code === "string" && e.code) return e.code.toLowerCase().replace(/^err_/, "");
   const msg = typeof e.message === "string" ? e.message : String(err);
   return msg.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "").slice(0, 48) || "closed";
+}
+
+/** Ends a connection whose TLS handshake failed or whose broker certificate did not verify. */
+function fail(s: Socket<Conn>, conn: Conn, err: Error | null): void {
+  conn.failReason = errorReason(err ?? new Error("tls_handshake_failed"));
+  s.end();
 }
 
 /** Counts a throw from engine code as that connection's failure; nothing escapes a callback. */
@@ -107,11 +118,21 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
     handlers.handshake = (s, success, authorizationError) => {
       const conn = s.data;
       try {
-        // With verification off (--insecure) Bun still reports why the chain did not verify.
-        if (!success || (verify && authorizationError)) {
-          conn.failReason = errorReason(authorizationError ?? new Error("tls_handshake_failed"));
-          s.end();
-          return;
+        if (!success) return fail(s, conn, authorizationError);
+        if (verify) {
+          const pins = conn.pins;
+          if (pins && conn.pinned) {
+            // No CA store in this context, so Bun reports the chain as unverified: what counts
+            // is that the broker presented a certificate already verified for this target.
+            const peer = s.getPeerX509Certificate();
+            if (!peer || !pins.has(peer.raw)) return ev.unpinned(conn);
+            pins.matched++;
+          } else {
+            // With verification off (--insecure) Bun still reports why the chain did not verify.
+            if (authorizationError) return fail(s, conn, authorizationError);
+            const peer = pins && s.getPeerX509Certificate();
+            if (peer) pins.add(peer.raw, peer.validToDate.getTime());
+          }
         }
         ev.ready(conn);
       } catch (err) {

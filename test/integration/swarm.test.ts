@@ -1,7 +1,8 @@
 /** The swarm against a real mosquitto with mutual TLS: what the broker saw, not what cicada says it did. */
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, readFileSync } from "node:fs";
+import { copyFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { brokerCerts } from "../../scripts/lib/testbed.ts";
 import { DirIdentities } from "../../src/store/dir.ts";
 import { Probe } from "../helpers/probe.ts";
 import { waitFor } from "../helpers/broker.ts";
@@ -85,6 +86,47 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
       expect(swarm.stats.rows.connect.count).toBe(60);
       const before = swarm.stats.rows.publish.count;
       await waitFor(() => swarm.stats.rows.publish.count > before + 30, "publishing again");
+    } finally {
+      await swarm.stop();
+      await broker.stop();
+    }
+  });
+
+  test("the broker's certificate: pinned after one verification, an impostor refused, a rotation re-verified", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 12);
+    let broker = await startBroker({ certDir, stateDir: tmp.path });
+    const port = broker.port;
+    // Slow enough that the first handshake completes before most devices dial.
+    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 12, rate: 20, intervalMs: [60_000, 60_000], reconnectMs: [100, 300] }), ids);
+    try {
+      await waitFor(() => swarm.snapshot().connected === 12, "12 connected");
+      const first = swarm.serverPins.totals();
+      expect(first.verified).toBeGreaterThanOrEqual(1);
+      expect(first.matched).toBeGreaterThanOrEqual(8);
+      expect(first.verified + first.matched).toBe(12);
+      await broker.stop();
+      await waitFor(() => swarm.snapshot().connected === 0, "every device to notice");
+
+      // Same port, same client CA, but a broker certificate from another CA: it accepts the
+      // devices' certificates, so only cicada's own check keeps them off it.
+      const impostor = brokerCerts(join(tmp.path, "other-ca"));
+      const logFrom = readFileSync(broker.log, "utf8").length;
+      broker = await startBroker({ certDir, stateDir: tmp.path, port, serverCert: impostor });
+      const refusedBefore = swarm.stats.rows.connect.failures;
+      await waitFor(() => swarm.stats.rows.connect.failures >= refusedBefore + 24, "each device refused twice");
+      expect(swarm.snapshot().connected).toBe(0);
+      const reasons = [...swarm.stats.rows.connect.reasons.keys()];
+      expect(reasons.some((r) => /cert|verify|signature|issuer/.test(r))).toBe(true);
+      expect(readFileSync(broker.log, "utf8").slice(logFrom)).not.toContain("New client connected");
+      await broker.stop();
+
+      // A new certificate from the right CA: verified once more, then pinned too.
+      rmSync(join(certDir, ".broker"), { recursive: true, force: true });
+      broker = await startBroker({ certDir, stateDir: tmp.path, port });
+      await waitFor(() => swarm.snapshot().connected === 12, "12 reconnected to the rotated broker", 30_000);
+      expect(swarm.serverPins.totals().verified).toBeGreaterThan(first.verified);
     } finally {
       await swarm.stop();
       await broker.stop();

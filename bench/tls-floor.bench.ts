@@ -1,0 +1,114 @@
+#!/usr/bin/env bun
+/**
+ * What an idle mTLS connection costs in Bun itself, without cicada: the floor under
+ * `bench/swarm.bench.ts --only held`. Each mode runs in its own process, opens N TLS
+ * connections to one local mosquitto with bare Bun.connect (no MQTT), and prints one JSON line
+ * with the RSS and CPU per connection:
+ *   own        — every connection its own certificate, CA store in each (a naive swarm)
+ *   own-no-ca  — own certificate, no CA store (what cicada does once the broker cert is pinned)
+ *   shared     — one certificate for all (Bun then shares one TLS context; not a device fleet)
+ *   bun bench/tls-floor.bench.ts [--conns 5000] [--only own,own-no-ca,shared]
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { Socket } from "bun";
+import { startBroker } from "../scripts/lib/testbed.ts";
+import { issueParallel, workersFor } from "../src/pki/batch.ts";
+import { openLocalCa } from "../src/pki/signers/local.ts";
+import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+
+const MODES = ["own", "own-no-ca", "shared"] as const;
+type Mode = (typeof MODES)[number];
+
+const { values } = parseArgs({
+  options: {
+    conns: { type: "string", default: "5000" },
+    only: { type: "string", default: MODES.join(",") },
+    certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+    // Internal: run one mode against a broker already started by the parent.
+    child: { type: "string" },
+    port: { type: "string" },
+  },
+});
+const n = Number(values.conns);
+const certDir = values.certs!;
+
+if (values.child) {
+  await measure(values.child as Mode, Number(values.port));
+  process.exit(0);
+}
+
+const have = existsSync(certDir) ? listDeviceIds(certDir).length : 0;
+if (have < n) {
+  process.stderr.write(`# making ${n - have} P-256 certificates in ${certDir}\n`);
+  const dir = ensureCertDir(certDir);
+  const { ca } = openLocalCa(dir, { kind: "ec" });
+  const ids = Array.from({ length: n - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
+  await issueParallel({ root: certDir, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
+}
+const state = mkdtempSync(join(tmpdir(), "cicada-tls-floor-"));
+const broker = await startBroker({ certDir, stateDir: state, verbose: false });
+try {
+  for (const mode of values.only!.split(",")) {
+    if (!MODES.includes(mode as Mode)) throw new Error(`--only: unknown mode ${mode} (${MODES.join(", ")})`);
+    const child = Bun.spawn([process.execPath, import.meta.path, "--child", mode, "--port", String(broker.port), "--conns", String(n), "--certs", certDir], { stdio: ["ignore", "inherit", "inherit"] });
+    if ((await child.exited) !== 0) throw new Error(`mode ${mode} exited ${child.exitCode}`);
+  }
+} finally {
+  await broker.stop();
+  rmSync(state, { recursive: true, force: true });
+}
+
+async function measure(mode: Mode, port: number): Promise<void> {
+  const ca = readFileSync(join(certDir, "ca.crt"), "utf8");
+  const ids = listDeviceIds(certDir).slice(0, n);
+  const pems = ids.map((id) => ({ cert: readFileSync(join(certDir, `${id}.crt`), "utf8"), key: readFileSync(join(certDir, `${id}.key`), "utf8") }));
+  let done = 0;
+  let failed = 0;
+  const handler = {
+    open() {},
+    data() {},
+    close() {},
+    error() {},
+    handshake(_s: Socket, success: boolean) {
+      done++;
+      if (!success) failed++;
+    },
+    connectError() {
+      done++;
+      failed++;
+    },
+  };
+  const sockets: Socket[] = [];
+  Bun.gc(true);
+  await Bun.sleep(300);
+  const rss0 = process.memoryUsage().rss;
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) {
+    const own = pems[i]!;
+    const tls = mode === "shared" ? { ...pems[0]!, ca, rejectUnauthorized: false } : mode === "own" ? { ...own, ca, rejectUnauthorized: false } : { ...own, rejectUnauthorized: false };
+    sockets.push(await Bun.connect({ hostname: "127.0.0.1", port, tls, socket: handler }));
+    // Let handshakes complete as we go, like a ramp.
+    if (i % 200 === 199) await Bun.sleep(50);
+  }
+  const deadline = Date.now() + 120_000;
+  while (done < n && Date.now() < deadline) await Bun.sleep(100);
+  const cpu = process.cpuUsage(cpu0);
+  Bun.gc(true);
+  await Bun.sleep(1000);
+  Bun.gc(true);
+  const rss = process.memoryUsage().rss;
+  console.log(
+    JSON.stringify({
+      bench: "tls-floor",
+      mode,
+      connections: n,
+      handshakes_ok: done - failed,
+      rss_kb_per_conn: +((rss - rss0) / n / 1024).toFixed(2),
+      cpu_ms_per_conn: +((cpu.user + cpu.system) / n / 1000).toFixed(3),
+    }),
+  );
+  for (const s of sockets) s.end();
+}

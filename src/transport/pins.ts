@@ -1,0 +1,79 @@
+/**
+ * Broker certificates already verified, per target.
+ *
+ * Every device has its own client certificate, so Bun builds a TLS context per connection; a
+ * CA store in each of those costs ~4 KB of native memory per held connection (measured:
+ * 21.4 KB per idle mTLS connection with the CA, 17.2 KB without). So only the first
+ * connections to a target verify the broker's chain and host name against the CA; once one
+ * succeeds, its exact certificate (DER) is pinned for that target, and later connections go
+ * without a CA store and must present those same bytes. The TLS handshake itself proves the
+ * broker holds that certificate's key, whatever the verify mode. A certificate that differs
+ * (rotation, a load balancer in front of several brokers, an impostor) is never trusted by
+ * pin: that connection is redialled with full verification, which pins it only if the CA
+ * vouches for it. A pin lapses when its certificate expires.
+ */
+
+/** Distinct certificates remembered per target (several brokers behind one address). */
+const MAX_PINS = 16;
+
+export class PinSet {
+  private readonly der: Buffer[] = [];
+  private readonly notAfter: number[] = [];
+  /** Handshakes accepted because the broker presented a pinned certificate. */
+  matched = 0;
+  /** Handshakes verified against the CA (each pins its certificate). */
+  verified = 0;
+
+  /** Whether connections may skip the CA store (something is pinned). */
+  get usable(): boolean {
+    return this.der.length > 0;
+  }
+
+  has(der: Uint8Array, now = Date.now()): boolean {
+    for (let i = 0; i < this.der.length; i++) {
+      if (this.notAfter[i]! > now && this.der[i]!.equals(der)) return true;
+    }
+    return false;
+  }
+
+  /** Pins a certificate that has just passed full verification (expired ones are dropped). */
+  add(der: Uint8Array, notAfter: number, now = Date.now()): void {
+    this.verified++;
+    for (let i = this.der.length - 1; i >= 0; i--) {
+      if (this.notAfter[i]! <= now || this.der[i]!.equals(der)) {
+        this.der.splice(i, 1);
+        this.notAfter.splice(i, 1);
+      }
+    }
+    if (!(notAfter > now)) return; // unreadable or past expiry: never pinned
+    if (this.der.length === MAX_PINS) {
+      this.der.shift();
+      this.notAfter.shift();
+    }
+    this.der.push(Buffer.from(der));
+    this.notAfter.push(notAfter);
+  }
+}
+
+/** One PinSet per broker address (host and port), shared by all devices dialing it. */
+export class ServerPins {
+  private readonly sets = new Map<string, PinSet>();
+
+  for(host: string, port: number): PinSet {
+    const key = `${host}:${port}`;
+    let set = this.sets.get(key);
+    if (!set) this.sets.set(key, (set = new PinSet()));
+    return set;
+  }
+
+  /** Totals over all targets (for tests and benchmarks). */
+  totals(): { matched: number; verified: number } {
+    let matched = 0;
+    let verified = 0;
+    for (const s of this.sets.values()) {
+      matched += s.matched;
+      verified += s.verified;
+    }
+    return { matched, verified };
+  }
+}
