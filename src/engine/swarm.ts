@@ -338,12 +338,8 @@ export class Swarm implements SessionHost, LinkEvents {
         if (lostInflight) for (let i = 0; i < lostInflight; i++) this.stats.rows.publish.fail("connection_lost");
         break;
       case State.DIALING:
-        // A refused revoked certificate is what a revoke expects, not a connect failure.
-        if (dev.lifecycle === Lifecycle.REVOKE_CHECK) return this.revokeRefused(dev);
-        this.stats.rows.connect.fail(why);
-        if (dev.lifecycle === Lifecycle.RENEW_CONNECT) this.lifecycleDone(dev, "renew", why);
-        break;
       case State.CONNECTING:
+        // A refused revoked certificate is what a revoke expects, not a connect failure.
         if (dev.lifecycle === Lifecycle.REVOKE_CHECK) return this.revokeRefused(dev);
         this.stats.rows.connect.fail(why);
         if (dev.lifecycle === Lifecycle.RENEW_CONNECT) this.lifecycleDone(dev, "renew", why);

@@ -19,7 +19,7 @@ import { issueDevice, requestDevice, thingId } from "../pki/issue.ts";
 import { fromPem } from "../pki/pem.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
 import { parseCertificate, serialHex } from "../pki/x509.ts";
-import { certDir, exists, writeFileAtomic, type CertDir } from "../store/dir.ts";
+import { certDir, exists, writeDevice, writeFileAtomic, type CertDir } from "../store/dir.ts";
 import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "./types.ts";
 
 /** Counts grants against the caps. */
@@ -137,8 +137,7 @@ export class LocalSigner implements Signer {
   async renew(id: string, certPem: string): Promise<{ cert: string; key: string }> {
     await this.revoke(id, certPem);
     const made = issueDevice(this.ca, thingId(this.tenant, id), keyKindOf(certPem), 365);
-    writeFileAtomic(join(this.dir.renew, `${id}.key`), made.keyPem, 0o600);
-    writeFileAtomic(join(this.dir.renew, `${id}.crt`), made.certPem, 0o644);
+    writeDevice(this.dir.renew, id, made.keyPem, made.certPem, { replace: true });
     return { cert: made.certPem, key: made.keyPem };
   }
 }
@@ -169,8 +168,7 @@ export class DojotSigner implements Signer {
     await this.client.revoke(fingerprint(certPem));
     const { keyPem, csrPem } = requestDevice(thingId(this.tenant, id), keyKindOf(certPem));
     const signed = await this.client.sign(csrPem);
-    writeFileAtomic(join(this.cfg.renewDir, `${id}.key`), keyPem, 0o600);
-    writeFileAtomic(join(this.cfg.renewDir, `${id}.crt`), signed.certificatePem, 0o644);
+    writeDevice(this.cfg.renewDir, id, keyPem, signed.certificatePem, { replace: true });
     if (this.cfg.crlWaitMs > 0) await Bun.sleep(this.cfg.crlWaitMs);
     return { cert: signed.certificatePem, key: keyPem };
   }

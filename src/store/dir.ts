@@ -105,11 +105,13 @@ export function listDeviceIds(root: string): string[] {
 
 /**
  * Stores one device's key (mode 0600) and certificate. The key goes first, so a `.crt` on disk
- * always has its key. Returns false, writing nothing, when the device already exists.
+ * always has its key. Returns false, writing nothing, when the device already exists — unless
+ * `replace` (a renewed device's new pair replaces the last one).
  */
-export function writeDevice(dir: string, id: string, keyPem: string, certPem: string): boolean {
-  if (!writeFileAtomic(join(dir, `${id}.key`), keyPem, 0o600, { exclusive: true })) return false;
-  if (!writeFileAtomic(join(dir, `${id}.crt`), certPem, 0o644, { exclusive: true })) return false;
+export function writeDevice(dir: string, id: string, keyPem: string, certPem: string, opts: { replace?: boolean } = {}): boolean {
+  const exclusive = !opts.replace;
+  if (!writeFileAtomic(join(dir, `${id}.key`), keyPem, 0o600, { exclusive })) return false;
+  if (!writeFileAtomic(join(dir, `${id}.crt`), certPem, 0o644, { exclusive })) return false;
   return true;
 }
 
