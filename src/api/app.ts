@@ -104,7 +104,7 @@ export function createApp(manager: RunManager, opts: { token?: string } = {}): O
     const { since } = c.req.valid("query");
     const current = manager.currentView(since ?? -1);
     const state = !current || current.state === "finished" ? "idle" : current.state;
-    return c.json({ version: pkg.version, state, current, defaults: manager.defaults() } as unknown as z.infer<typeof Status>, 200);
+    return c.json({ version: pkg.version, state, current, defaults: manager.defaults } as unknown as z.infer<typeof Status>, 200);
   });
   app.openapi(routes.start, async (c) => c.json((await manager.start(c.req.valid("json"))) as unknown as z.infer<typeof Run>, 201));
   app.openapi(routes.list, (c) => c.json(manager.list(), 200));

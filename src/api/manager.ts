@@ -74,6 +74,10 @@ interface Current {
 
 export class RunManager {
   private current: Current | null = null;
+  /** The form's defaults: the server's own settings (fixed for its lifetime). */
+  readonly defaults: Record<string, unknown>;
+  /** Summaries of finished runs read from disk: a finished run's file no longer changes. */
+  private readonly finished = new Map<string, RunSummary>();
 
   constructor(
     /** The `cicada run` flags the server was started with: every run starts from them. */
@@ -82,6 +86,7 @@ export class RunManager {
     private readonly say: (line: string) => void,
   ) {
     mkdirSync(historyDir, { recursive: true });
+    this.defaults = defaultsOf(baseArgv);
   }
 
   /** The run going now, if any. */
@@ -92,20 +97,6 @@ export class RunManager {
   /** The latest run, going or finished (its final stats stay scrapeable until the next one). */
   get latest(): RunSession | null {
     return this.current?.session ?? null;
-  }
-
-  /** The form's defaults: the server's own settings. */
-  defaults(): Record<string, unknown> {
-    const o = parseCommand(RUN_SPEC, this.baseArgv)!;
-    const cfg = readRunConfig(o);
-    return {
-      users: cfg.swarm.users,
-      rate: cfg.swarm.rate,
-      host: [...new Set(cfg.swarm.targets.map((t) => t.host))].join(","),
-      port: [...new Set(cfg.swarm.targets.map((t) => t.port))].join(","),
-      duration: `${cfg.durationMs / 1000}s`,
-      qos: cfg.swarm.qos,
-    };
   }
 
   async start(req: StartRequest): Promise<RunView> {
@@ -149,16 +140,6 @@ export class RunManager {
     this.say(`run ${id} started: ${session.cfg.swarm.users} devices at ${session.cfg.swarm.rate}/s for ${session.cfg.durationMs / 1000}s`);
     cur.timers.push(setTimeout(() => void this.stop(), session.cfg.durationMs));
     cur.timers.push(setInterval(() => this.save(cur), SAVE_MS));
-    if (session.cfg.resetStats) {
-      const poll = setInterval(() => {
-        const s = session.fleet.snapshot();
-        if (s.connected >= s.target) {
-          session.resetStats();
-          clearInterval(poll);
-        }
-      }, 1000);
-      cur.timers.push(poll);
-    }
     this.save(cur);
     return this.viewOf(cur);
   }
@@ -211,10 +192,19 @@ export class RunManager {
   list(): RunSummary[] {
     const out: RunSummary[] = [];
     for (const name of readdirSync(this.historyDir).filter((n) => n.endsWith(".json"))) {
-      const v = this.current?.id === name.slice(0, -5) ? this.viewOf(this.current) : this.load(name.slice(0, -5));
-      if (!v) continue;
-      const failures = Object.values(v.report.stats).reduce((a, r) => a + r.failures, 0);
-      out.push({ id: v.id, label: v.label, state: v.state, started: v.started, ended: v.ended, users: v.report.users.target, publish: v.report.stats.publish?.count ?? 0, failures });
+      const id = name.slice(0, -5);
+      if (this.current?.id === id) {
+        out.push(summaryOf(this.viewOf(this.current)));
+        continue;
+      }
+      let summary = this.finished.get(id);
+      if (!summary) {
+        const v = this.load(id);
+        if (!v) continue;
+        summary = summaryOf(v);
+        this.finished.set(id, summary);
+      }
+      out.push(summary);
     }
     return out.sort((a, b) => (a.started < b.started ? 1 : -1));
   }
@@ -242,4 +232,22 @@ export class RunManager {
       return null;
     }
   }
+}
+
+/** What the dashboard's start form shows before anything is typed: the server's own `cicada run` settings. */
+function defaultsOf(argv: string[]): Record<string, unknown> {
+  const cfg = readRunConfig(parseCommand(RUN_SPEC, argv)!);
+  return {
+    users: cfg.swarm.users,
+    rate: cfg.swarm.rate,
+    host: [...new Set(cfg.swarm.targets.map((t) => t.host))].join(","),
+    port: [...new Set(cfg.swarm.targets.map((t) => t.port))].join(","),
+    duration: `${cfg.durationMs / 1000}s`,
+    qos: cfg.swarm.qos,
+  };
+}
+
+function summaryOf(v: RunView): RunSummary {
+  const failures = Object.values(v.report.stats).reduce((a, r) => a + r.failures, 0);
+  return { id: v.id, label: v.label, state: v.state, started: v.started, ended: v.ended, users: v.report.users.target, publish: v.report.stats.publish?.count ?? 0, failures };
 }

@@ -22,16 +22,19 @@ export async function runCommand(argv: string[]): Promise<number> {
 
 async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
   const fleet = session.fleet;
-  await session.start();
+  const progress = new Progress(process.stderr, { intervalMs: 2000 });
+  const t0 = performance.now();
+  let prev = { t: t0, pub: 0, recv: 0, fail: 0 };
+  await session.start((devices) => {
+    prev = { t: performance.now(), pub: 0, recv: 0, fail: 0 };
+    progress.update(`[${Math.round((performance.now() - t0) / 1000)}s] all ${fmtInt(devices)} devices connected: stats reset`, true);
+  });
   process.stderr.write(
     `cicada: ${fmtInt(cfg.swarm.users)} devices → ${cfg.echo.targets} at ${cfg.swarm.rate}/s for ${cfg.durationMs / 1000}s` +
       ` (${cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ` +
       `${session.federated ? `${fleet.snapshot().machines?.filter((m) => !m.lost && !m.rejected).length} machines` : `${session.workers} process${session.workers > 1 ? "es" : ""}`})\n`,
   );
 
-  const progress = new Progress(process.stderr, { intervalMs: 2000 });
-  const t0 = performance.now();
-  let prev = { t: t0, pub: 0, recv: 0, fail: 0 };
   const line = () => {
     const s = fleet.snapshot();
     const now = performance.now();
@@ -48,20 +51,7 @@ async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
     prev = { t: now, pub, recv, fail };
     return text;
   };
-  let resetPending = cfg.resetStats;
-  const ticker = setInterval(() => {
-    if (resetPending) {
-      const s = fleet.snapshot();
-      if (s.connected >= s.target) {
-        session.resetStats();
-        resetPending = false;
-        prev = { t: performance.now(), pub: 0, recv: 0, fail: 0 };
-        progress.update(`[${Math.round((performance.now() - t0) / 1000)}s] all ${fmtInt(s.target)} devices connected: stats reset`, true);
-        return;
-      }
-    }
-    progress.update(line(), true);
-  }, 2000);
+  const ticker = setInterval(() => progress.update(line(), true), 2000);
 
   const { promise: finished, resolve: finish } = Promise.withResolvers<boolean>();
   const timeout = setTimeout(() => finish(false), cfg.durationMs);

@@ -81,11 +81,13 @@ export class Latency {
     return out;
   }
 
-  /** The samples recorded since `earlier` (a toSparse() of this histogram, taken before). */
-  since(earlier: number[]): Latency {
+  /**
+   * The samples recorded since `earlier` (a toSparse() of this histogram, taken before);
+   * `now` is its toSparse() as of now, when the caller has it already.
+   */
+  since(earlier: number[], now: number[] = this.toSparse()): Latency {
     const before = new Map<number, number>();
     for (let k = 0; k + 1 < earlier.length; k += 2) before.set(earlier[k]!, earlier[k + 1]!);
-    const now = this.toSparse();
     const out = new Latency();
     const h = out.h as hdr.JsHistogram;
     for (let k = 0; k + 1 < now.length; k += 2) {

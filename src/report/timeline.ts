@@ -41,7 +41,8 @@ export class Timeline {
     let fail = 0;
     for (const r of Object.values(rows)) fail += r.failures;
     const dt = Math.max(1e-3, (now - this.prev.at) / 1000);
-    const window = rows.publish.latency.since(this.prev.hist).summary();
+    const hist = rows.publish.latency.toSparse();
+    const window = rows.publish.latency.since(this.prev.hist, hist).summary();
     const point: TimelinePoint = {
       t: round((now - this.startedAt) / 1000, 1),
       target,
@@ -53,7 +54,7 @@ export class Timeline {
       p95_ms: window.p95_ms,
       p99_ms: window.p99_ms,
     };
-    this.prev = { at: now, pub, recv, fail, hist: rows.publish.latency.toSparse() };
+    this.prev = { at: now, pub, recv, fail, hist };
     this.points.push(point);
     if (this.points.length > this.maxPoints) {
       const kept = this.points.filter((_, i) => i % 2 === 0 || i === this.points.length - 1);

@@ -22,6 +22,8 @@ import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts
 
 /** How often the timeline gets a point. */
 export const SAMPLE_MS = 2000;
+/** How often `--reset-stats` checks whether the ramp is over. */
+const RESET_CHECK_MS = 1000;
 
 export class RunSession {
   readonly timeline: Timeline;
@@ -31,6 +33,7 @@ export class RunSession {
   private readonly cpu0 = process.cpuUsage();
   private cpuFrom = 0;
   private sampler: ReturnType<typeof setInterval> | null = null;
+  private resetWatch: ReturnType<typeof setInterval> | null = null;
   private final: Report | null = null;
   private stopping: Promise<Report> | null = null;
 
@@ -45,6 +48,11 @@ export class RunSession {
 
   get federated(): boolean {
     return !!this.cfg.federation;
+  }
+
+  /** Devices run in other processes (workers or machines), whose CPU and memory count too. */
+  private get supervised(): boolean {
+    return this.workers > 1 || this.federated;
   }
 
   get stopped(): boolean {
@@ -117,9 +125,27 @@ export class RunSession {
     return new RunSession(cfg, fleet, workers);
   }
 
-  async start(): Promise<void> {
+  /**
+   * Starts the fleet. With `--reset-stats`, the stats are reset once every device is connected
+   * (so the report covers what follows the ramp), and `onAutoReset` is told.
+   */
+  async start(onAutoReset: (devices: number) => void = () => {}): Promise<void> {
     await this.fleet.start();
     this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
+    if (this.cfg.resetStats) {
+      this.resetWatch = setInterval(() => {
+        const s = this.fleet.snapshot();
+        if (s.connected < s.target) return;
+        this.stopResetWatch();
+        this.resetStats();
+        onAutoReset(s.target);
+      }, RESET_CHECK_MS);
+    }
+  }
+
+  private stopResetWatch(): void {
+    if (this.resetWatch) clearInterval(this.resetWatch);
+    this.resetWatch = null;
   }
 
   private sample(): void {
@@ -147,7 +173,7 @@ export class RunSession {
   /** CPU of this process and its workers, so the report's CPU covers the same window as its stats. */
   private cpu(s: FleetSnapshot): number {
     const own = process.cpuUsage(this.cpu0);
-    return own.user + own.system + (this.workers > 1 || this.federated ? s.workers.reduce((a, w) => a + w.cpu_us, 0) : 0);
+    return own.user + own.system + (this.supervised ? s.workers.reduce((a, w) => a + w.cpu_us, 0) : 0);
   }
 
   /** The report as of now (live), or the final one once stopped. */
@@ -160,6 +186,7 @@ export class RunSession {
     this.stopping ??= (async () => {
       if (this.sampler) clearInterval(this.sampler);
       this.sampler = null;
+      this.stopResetWatch();
       const after = await this.fleet.stop();
       this.timeline.sample(after.stats, after.target, after.connected);
       this.final = this.build(after, interrupted);
@@ -169,7 +196,7 @@ export class RunSession {
   }
 
   private build(s: FleetSnapshot, interrupted: boolean): Report {
-    const supervised = this.workers > 1 || this.federated;
+    const supervised = this.supervised;
     const own = process.cpuUsage(this.cpu0);
     const machines = s.machines?.map(({ id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, rejected }) => ({
       id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, ...(rejected ? { rejected } : {}),
