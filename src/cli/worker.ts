@@ -5,6 +5,8 @@ import { MachineAgent } from "../cluster/machine.ts";
 import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
 import { EXIT } from "../errors.ts";
 import { isStoreUrl, storeSettings } from "../store/redis.ts";
+import { keyIssue, readClusterKey, Seal } from "../cluster/seal.ts";
+import { LIFECYCLE_LOCAL_OPTIONS, readLifecycleLocal } from "../lifecycle/settings.ts";
 import { parseCommand, type CommandSpec } from "./options.ts";
 
 export const WORKER_SPEC: CommandSpec = {
@@ -20,16 +22,25 @@ export const WORKER_SPEC: CommandSpec = {
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     name: { type: "string", arg: "NAME", help: "Machine name in the registry and the report (default host-pid)" },
     once: { type: "boolean", help: "Exit after one run instead of waiting for the next" },
+    "cluster-key": { type: "string", arg: "FILE", help: "Shared secret that signs every control message, the controller's (or CICADA_CLUSTER_KEY); required unless Redis is on loopback" },
+    ...LIFECYCLE_LOCAL_OPTIONS,
   },
   details: `
 Start one per machine (it starts its own per-core worker processes). The controller —
 \`cicada run --redis URL\` — hands each machine disjoint identity ranges of the shared
 certificate directory, users and spawn rate, and re-splits when a machine joins or is lost.
 Through a Redis outage the devices keep running and the counts are kept; with no word from
-the controller for its grace period (--grace, 60 s) the devices are stopped cleanly.
+the controller for its grace period (--grace, 60 s) the machine's lease lapses and its devices
+are dropped without reconnecting.
+
+Only what this command line and environment say acts on this machine: for runs that renew or
+revoke, the CA directory (--ca-dir), the hook that tells the broker (--crl-hook) and dojot's
+credentials (DOJOT_URL, DOJOT_USER, DOJOT_PASSWD). The controller sends only the plan (caps,
+probabilities, signer kind). Beyond loopback, every machine and the controller need the same
+--cluster-key; messages without a valid signature are dropped.
 
 Example:
-  cicada worker --redis redis://10.0.0.1:6379 --certs cert --source-address 127.0.0.2`,
+  cicada worker --redis redis://10.0.0.1:6379 --cluster-key cluster.key --certs cert --source-address 127.0.0.2`,
 };
 
 export async function workerCommand(argv: string[]): Promise<number> {
@@ -49,9 +60,24 @@ export async function workerCommand(argv: string[]): Promise<number> {
     }
   })();
   const workers = o.str("workers") === "auto" ? "auto" : o.int("workers", 1, 1, 1024);
+  const clusterKey = readClusterKey(o.str("cluster-key"), process.env, o.issues, (line) => process.stderr.write(`cicada worker: warning: ${line}\n`));
+  const noKey = keyIssue(url, clusterKey, o.has("redis") ? "--redis" : "REDIS_HOST");
+  if (noKey && !bad) o.issues.push(noKey);
+  const lifecycle = readLifecycleLocal(o, certsArg, true);
   o.check();
   const agent = new MachineAgent(
-    { redis: { url, ca: redisCa }, certDir, storeCa: redisCa, caPem, sources: o.list("source-address") ?? [], workers, name: o.str("name"), once: o.bool("once") },
+    {
+      redis: { url, ca: redisCa },
+      certDir,
+      storeCa: redisCa,
+      caPem,
+      sources: o.list("source-address") ?? [],
+      workers,
+      name: o.str("name"),
+      once: o.bool("once"),
+      seal: new Seal(clusterKey),
+      lifecycle,
+    },
     (line) => process.stderr.write(`cicada worker: ${line}\n`),
   );
   process.stderr.write(`cicada worker: joining ${redact(url)}\n`);

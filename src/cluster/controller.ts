@@ -6,19 +6,25 @@
  *
  * Identities are never used twice: a machine told to run fewer devices frees its tail
  * ranges only once it reports having applied that; a lost machine's ranges are held back
- * for the grace period, after which it has stopped its devices by itself even if it is only
- * cut off rather than dead.
+ * until its lease has lapsed (the grace period: it then drops its devices by itself, even if
+ * it is only cut off or frozen rather than dead) and the broker has expired its sessions
+ * (1.5 keepalives), so a new owner never meets the old connection.
+ *
+ * Machine states are trusted only once authentic (seal.ts, with a cluster key), well-formed
+ * (wire.ts) and newer than the last one from the same agent; anything else is dropped and counted.
  */
 import { hostname } from "node:os";
 import type Redis from "ioredis";
 import type { SwarmConfig } from "../engine/swarm.ts";
-import { addEncoded, unpackStats } from "../metrics/snapshot.ts";
+import { addEncoded } from "../metrics/snapshot.ts";
 import { Inbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { LoadError } from "../errors.ts";
 import { type Range, total } from "./identities.ts";
 import { append, type Assignment, BEAT_MS, type Beat, CTL, cut, LOST_MS, type MachineState, release, take, UP } from "./federation.ts";
 import { openRedis, type RedisSettings } from "./redis.ts";
+import { Drops, type Seal } from "./seal.ts";
+import { parseState } from "./wire.ts";
 import { split, type Fleet, type FleetSnapshot, type MachineInfo } from "./supervisor.ts";
 
 export interface ControllerOptions {
@@ -33,6 +39,8 @@ export interface ControllerOptions {
   /** Machines to wait for before the ramp starts, and for how long. */
   expect: number;
   waitMs: number;
+  /** Signs beats and checks machine states (a cluster key, or none on loopback). */
+  seal: Seal;
 }
 
 interface Machine {
@@ -52,7 +60,12 @@ interface Machine {
 }
 
 export class Controller implements Fleet {
-  readonly run = `${hostname()}-${process.pid}-${Date.now().toString(36)}`;
+  readonly started = Date.now();
+  readonly run = `${hostname()}-${process.pid}-${this.started.toString(36)}`;
+  private beatSeq = 0;
+  /** The swarm as machines get it: the plan only; each machine connects from its own addresses. */
+  private readonly wireSwarm: SwarmConfig;
+  private readonly drops: Drops;
   private pub: Redis | null = null;
   private sub: Redis | null = null;
   private readonly machines = new Map<string, Machine>();
@@ -73,6 +86,8 @@ export class Controller implements Fleet {
     private readonly o: ControllerOptions,
     private readonly say: (line: string) => void = () => {},
   ) {
+    this.wireSwarm = { ...o.swarm, sources: [] };
+    this.drops = new Drops("machine state", say);
     this.free = [[o.space[0], o.space[1]]];
     this.users = Math.min(o.swarm.users, o.space[1]);
     this.rate = o.swarm.rate;
@@ -138,11 +153,12 @@ export class Controller implements Fleet {
         processes: s?.workers.length ?? 0,
         cpu_us: (s?.cpu_us ?? 0) + (s?.workers.reduce((a, w) => a + w.cpu_us, 0) ?? 0),
         rss: (s?.rss ?? 0) + (s?.workers.reduce((a, w) => a + w.rss, 0) ?? 0),
+        dropped: s?.dropped ?? 0,
         ...(m.rejected ? { rejected: m.rejected } : {}),
       });
     }
     const workers = [...this.machines.values()].flatMap((m) => m.state?.workers ?? []);
-    return { target, active, connected, stats: this.merged, workers, restarts, machines };
+    return { target, active, connected, stats: this.merged, workers, restarts, machines, dropped: { ...this.drops.byReason } };
   }
 
   /** Tells every machine to stop and waits for their final totals (machines lost meanwhile are not waited for). */
@@ -172,43 +188,50 @@ export class Controller implements Fleet {
   }
 
   private onState(text: string): void {
-    let s: MachineState;
-    try {
-      s = JSON.parse(text) as MachineState;
-    } catch {
-      return;
-    }
-    if (s.t !== "state" || (s.run !== null && s.run !== this.run)) return;
+    const opened = this.o.seal.open(UP, text);
+    if (!opened.ok) return this.drops.count(opened.reason);
+    const parsed = parseState(opened.value);
+    if (!parsed) return this.drops.count("invalid");
+    const s = parsed.state;
+    if (s.run !== null && s.run !== this.run) return; // busy with another controller's run
     let m = this.machines.get(s.machine);
     if (!m) {
       if (s.running || this.stopping) return; // still busy with an earlier run, or too late
-      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, inbox: new Inbox(), since: s.since, seq: -1 };
+      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, fence: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, inbox: new Inbox(), since: s.since, seq: -1 };
       if (!this.o.synthetic && s.digest !== this.o.digest) {
         m.rejected = `its certificate directory differs from the controller's (${s.ids} ids, digest ${s.digest} vs ${this.o.digest}): give every machine the same directory`;
         this.say(`machine ${s.machine} (${s.host}) not used: ${m.rejected}`);
       } else this.say(`machine ${s.machine} (${s.host}, pid ${s.pid}) joined`);
       this.machines.set(s.machine, m);
     }
-    if (s.since !== m.since) {
+    // Redis delivers one publisher's messages in order: an older agent or an old step is a replay.
+    if (s.since < m.since) return this.drops.count("replayed");
+    if (s.since > m.since) {
       // A (re)started agent under this name: its totals count from zero again; what it counted before stays counted.
       m.since = s.since;
       m.seq = -1;
       m.inbox.reset();
     }
-    if (s.seq <= m.seq) return; // out of order
+    if (s.seq <= m.seq) return this.drops.count("replayed");
     m.seq = s.seq;
     m.lastSeen = performance.now();
     m.state = s;
     if (s.error) this.say(`machine ${m.id}: ${s.error}`);
     if (s.run === this.run && s.epoch === this.epoch && s.stats && s.stats.to > m.inbox.applied) {
-      const add = m.inbox.accept({ from: s.stats.from, to: s.stats.to, stats: unpackStats(s.stats.packed) });
+      const add = m.inbox.accept({ from: s.stats.from, to: s.stats.to, stats: parsed.stats! });
       if (add) addEncoded(this.merged, add);
+    }
+    if (!m.lost && s.fenced >= m.a.fence && !s.running) {
+      // It dropped its devices when its lease lapsed, without being declared lost: its identities are free of
+      // connections, so it keeps them, under a new fence.
+      m.a = { ...m.a, v: m.a.v + 1, fence: m.a.fence + 1 };
+      this.say(`machine ${m.id} dropped its devices (lease lapsed); it resumes its share`);
     }
     if (m.lost && !s.running) {
       // Back, and its devices are stopped: its held identities are free, and it can take a share again.
       m.lost = false;
       m.order = this.order++;
-      m.a = { v: m.a.v + 1, ranges: [], users: 0, rate: 0 };
+      m.a = { v: m.a.v + 1, fence: m.a.fence + 1, ranges: [], users: 0, rate: 0 };
       this.free = release(this.free, this.quarantine.filter((q) => q.machine === m.id).flatMap((q) => q.ranges));
       this.quarantine = this.quarantine.filter((q) => q.machine !== m.id);
       this.say(`machine ${m.id} is back`);
@@ -224,11 +247,12 @@ export class Controller implements Fleet {
         if (m.lost || m.rejected || now - m.lastSeen <= LOST_MS) continue;
         m.lost = true;
         const held = [...m.a.ranges, ...m.pending.flatMap((p) => p.ranges)];
-        this.quarantine.push({ machine: m.id, ranges: held, until: now + this.o.graceMs + LOST_MS });
+        const holdMs = this.reuseDelayMs();
+        this.quarantine.push({ machine: m.id, ranges: held, until: now + holdMs });
         this.say(
-          `machine ${m.id} lost (silent for ${Math.round((now - m.lastSeen) / 1000)} s); its ${total(held)} identities are reused after the ${this.o.graceMs / 1000} s grace, by when it has stopped its devices`,
+          `machine ${m.id} lost (silent for ${Math.round((now - m.lastSeen) / 1000)} s); its ${total(held)} identities are reused in ${Math.round(holdMs / 1000)} s, once its lease has lapsed and the broker has expired its sessions`,
         );
-        m.a = { v: m.a.v + 1, ranges: [], users: 0, rate: 0 };
+        m.a = { v: m.a.v + 1, fence: m.a.fence, ranges: [], users: 0, rate: 0 };
         m.pending = [];
       }
     }
@@ -241,6 +265,17 @@ export class Controller implements Fleet {
     }
     if (!this.stopping) this.allocate();
     this.publish();
+  }
+
+  /**
+   * How long a lost machine's identities are held back, from when it is declared lost: its
+   * lease (the grace) must have lapsed, so it has dropped its devices, and the broker must have
+   * expired their sessions (1.5 keepalives after their last packet, §3.1.2.10), so no new owner
+   * takes over a connection that is still open; LOST_MS more covers the time it was silent
+   * before being declared lost, and clock rates.
+   */
+  reuseDelayMs(): number {
+    return Math.max(this.o.graceMs, 1.5 * this.o.swarm.keepaliveS * 1000) + LOST_MS;
   }
 
   private allocate(): void {
@@ -275,8 +310,21 @@ export class Controller implements Fleet {
       if (!m.lost && !m.rejected) assign[m.id] = m.a;
       acks[m.id] = m.inbox.applied;
     }
-    const beat: Beat = { t: "beat", run: this.run, epoch: this.epoch, grace_ms: this.o.graceMs, stop: this.stopping, swarm: this.o.swarm, synthetic: this.o.synthetic, assign, acks };
+    const beat: Beat = {
+      t: "beat",
+      run: this.run,
+      started: this.started,
+      seq: ++this.beatSeq,
+      at: Date.now(),
+      epoch: this.epoch,
+      grace_ms: this.o.graceMs,
+      stop: this.stopping,
+      swarm: this.wireSwarm,
+      synthetic: this.o.synthetic,
+      assign,
+      acks,
+    };
     // While Redis is down this fails at once; the next beat restates everything.
-    this.pub?.publish(CTL, JSON.stringify(beat)).catch(() => {});
+    this.pub?.publish(CTL, this.o.seal.wrap(CTL, beat)).catch(() => {});
   }
 }

@@ -26,6 +26,13 @@ export const DEFAULT_GRACE_MS = 60_000;
 /** What one machine is told to run. `v` changes whenever the rest does. */
 export interface Assignment {
   v: number;
+  /**
+   * Fencing epoch: a machine that dropped its devices under fence N (its lease lapsed) starts
+   * again only on an assignment with a higher one, which the controller gives once it has seen
+   * that (or has declared the machine lost and held its identities back): a beat from before,
+   * still queued when it wakes, cannot restart it.
+   */
+  fence: number;
   ranges: Range[];
   users: number;
   rate: number;
@@ -35,6 +42,12 @@ export interface Assignment {
 export interface Beat {
   t: "beat";
   run: string;
+  /** When the controller started (ms since the epoch): machines follow the newest controller, never an older one. */
+  started: number;
+  /** Numbers the controller's beats: a machine drops one it has seen, or an older one. */
+  seq: number;
+  /** Sent at (ms since the epoch, the controller's clock). */
+  at: number;
   /** Stats epoch: bumped by a reset; machines then start their totals afresh. */
   epoch: number;
   /** Machines stop their devices when no beat came for this long. */
@@ -54,6 +67,8 @@ export interface MachineState {
   pid: number;
   /** When this agent started (ms since the epoch): a new value means a restarted agent, counting from zero. */
   since: number;
+  /** Sent at (ms since the epoch, the machine's clock). */
+  at: number;
   /** The run it works for, or null when idle. */
   run: string | null;
   seq: number;
@@ -78,6 +93,10 @@ export interface MachineState {
   stats: { from: number; to: number; packed: PackedStats } | null;
   /** Steps still unacknowledged: 0 once the controller has added everything it counted. */
   pending: number;
+  /** Control messages it dropped (forged, replayed, malformed). */
+  dropped: number;
+  /** The fence of the last assignment whose devices it dropped when its lease lapsed (0: none). */
+  fenced: number;
   error?: string;
 }
 

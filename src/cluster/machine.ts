@@ -4,11 +4,17 @@
  * processes, and sends its state and running totals every second.
  *
  * It keeps its devices running through a Redis outage (its totals keep counting and the
- * next message after the outage carries them), and stops them cleanly when no beat came
- * for the controller's grace period, or when the controller's plan no longer names it.
+ * next message after the outage carries them), and stops them cleanly when the controller's
+ * plan no longer names it. Its devices run on a lease: every beat extends it by the grace
+ * period, and once it lapses (the controller unheard, or this machine frozen) every worker
+ * drops its devices and dials nothing more, whatever else happens first when it wakes; the
+ * controller reuses the identities only after that (controller.ts).
+ *
+ * What the machine acts on comes from its own command line: its certificate directory, its
+ * CA, hook and signer credentials. A beat is used only once authentic (seal.ts), well-formed
+ * (wire.ts), from the newest controller, and newer than the last beat seen.
  */
 import { availableParallelism, hostname } from "node:os";
-import { join } from "node:path";
 import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
@@ -17,9 +23,11 @@ import { Outbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { listIdentities } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
-import { isStoreUrl } from "../store/redis.ts";
+import type { LifecycleLocal } from "../lifecycle/types.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
 import { openRedis, redact, type RedisSettings } from "./redis.ts";
+import { Drops, type Seal } from "./seal.ts";
+import { parseBeat } from "./wire.ts";
 import { planWorkers, Supervisor, type WorkerInfo } from "./supervisor.ts";
 
 export interface MachineOptions {
@@ -34,6 +42,10 @@ export interface MachineOptions {
   name?: string;
   /** Exit after one run instead of waiting for the next. */
   once: boolean;
+  /** Checks beats and signs states (a cluster key, or none on loopback). */
+  seal: Seal;
+  /** This machine's CA directory, CRL hook and signer credentials, for a run that renews or revokes. */
+  lifecycle: LifecycleLocal;
 }
 
 export class MachineAgent {
@@ -63,12 +75,21 @@ export class MachineAgent {
   private perProcess = Infinity;
   private readonly finished = Promise.withResolvers<number>();
   private readonly since = Date.now();
+  /** The controller followed: its run, start time and last beat number. */
+  private controller: { run: string; started: number; seq: number } | null = null;
+  /** Set when the lease lapsed: the next pass of apply() drops the fleet before anything else. */
+  private fencing: string | null = null;
+  /** Fence of the assignment under which the fleet was running, and of the last one dropped by a lapsed lease. */
+  private fence = 0;
+  private fenced = 0;
+  private readonly drops: Drops;
 
   constructor(
     private readonly o: MachineOptions,
     private readonly say: (line: string) => void,
   ) {
     this.id = o.name ?? `${hostname()}-${process.pid}`;
+    this.drops = new Drops("control message", say);
   }
 
   /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */
@@ -92,26 +113,55 @@ export class MachineAgent {
   }
 
   private onBeat(text: string): void {
-    try {
-      const b = JSON.parse(text) as Beat;
-      if (b.t !== "beat") return;
-      this.lastBeat = performance.now();
-      this.graceMs = b.grace_ms;
-      if (b.run === this.run && b.epoch === this.epoch && b.acks[this.id] !== undefined) this.outbox.ack(b.acks[this.id]!);
-      this.latest = b;
-      void this.apply();
-    } catch {
-      // Not ours: ignore.
+    const opened = this.o.seal.open(CTL, text);
+    if (!opened.ok) return this.drops.count(opened.reason);
+    const b = parseBeat(opened.value);
+    if (!b) return this.drops.count("invalid");
+    const c = this.controller;
+    if (c) {
+      // Within a run beats only move forward; another run is followed only if its controller is newer, or ours has gone quiet.
+      const replay = b.run === c.run ? b.seq <= c.seq || b.epoch < this.epoch : b.started <= c.started && !this.quiet();
+      if (replay) return this.drops.count("replayed");
     }
+    // Checked before this beat counts: woken after the lease lapsed, the devices go first.
+    this.fenceIfLapsed();
+    this.controller = { run: b.run, started: b.started, seq: b.seq };
+    this.lastBeat = performance.now();
+    this.graceMs = b.grace_ms;
+    if (b.run === this.run && b.epoch === this.epoch && b.acks[this.id] !== undefined) this.outbox.ack(b.acks[this.id]!);
+    this.latest = b;
+    void this.apply();
   }
 
-  /** Applies the newest beat; beats that arrive meanwhile are folded into the next pass. */
+  /** No beat for longer than the grace period. */
+  private quiet(): boolean {
+    return this.lastBeat > 0 && performance.now() - this.lastBeat > this.graceMs;
+  }
+
+  /** Marks the fleet for dropping when its lease has lapsed (the workers enforce it themselves too). */
+  private fenceIfLapsed(): void {
+    if (!this.sup || this.stopped || this.fencing || !this.quiet()) return;
+    this.fencing = `no word from the controller for ${Math.round((performance.now() - this.lastBeat) / 1000)} s (grace ${this.graceMs / 1000} s): the lease lapsed, devices dropped without reconnecting`;
+    void this.apply();
+  }
+
+  /** Applies the newest beat; beats that arrive meanwhile are folded into the next pass. A lapsed lease is dealt with first. */
   private async apply(): Promise<void> {
     if (this.busy) return;
     this.busy = true;
     try {
-      while (this.latest) {
-        const b = this.latest;
+      while (this.fencing || this.latest) {
+        if (this.fencing) {
+          const why = this.fencing;
+          await this.stopFleet(why);
+          this.fenced = this.fence;
+          // Idle afterwards, still counting for this run: if its controller is heard again, it takes a share again.
+          this.sup = null;
+          this.stopped = false;
+          this.fencing = null;
+          continue;
+        }
+        const b = this.latest!;
         this.latest = null;
         await this.reconcile(b);
       }
@@ -128,6 +178,8 @@ export class MachineAgent {
       if (this.sup && !this.stopped) await this.stopFleet("a new controller took over");
       this.run = b.run;
       this.epoch = b.epoch;
+      this.fence = 0;
+      this.fenced = 0;
       this.sup = null;
       this.stopped = false;
       this.totals = new Stats();
@@ -157,11 +209,13 @@ export class MachineAgent {
       return;
     }
     if (!this.sup) {
-      if (mine.users > 0) this.startFleet(b, mine);
+      // After a lapsed lease, only an assignment made since then (a newer fence) starts devices.
+      if (mine.users > 0 && mine.fence > this.fenced) this.startFleet(b, mine);
     } else if (mine.v !== this.appliedV) {
       this.sup.assign(mine.ranges, mine.users, mine.rate);
       this.appliedV = mine.v;
     }
+    this.sup?.lease(this.leaseEnd());
   }
 
   private startFleet(b: Beat, a: Assignment): void {
@@ -186,21 +240,27 @@ export class MachineAgent {
       this.lifecycleFor(b),
     );
     this.sup.stats = this.totals;
+    this.sup.lease(this.leaseEnd());
     this.sup.start();
     this.appliedV = a.v;
+    this.fence = a.fence;
     this.say(`run ${b.run}: ${a.users} devices over ${workers} processes`);
   }
 
+  /** When the lease ends (ms since the epoch): the grace period after the last beat. */
+  private leaseEnd(): number {
+    return Date.now() - (performance.now() - this.lastBeat) + this.graceMs;
+  }
+
   /**
-   * Renew/revoke on this machine: its own CA directory signs and keeps the CRL, and the caps
-   * are claimed in Redis, shared by every machine of the run.
+   * Renew/revoke on this machine: the run's plan from the controller, performed with this
+   * machine's own CA directory, hook and signer credentials; the caps are claimed in Redis,
+   * shared by every machine of the run.
    */
   private lifecycleFor(b: Beat): LifecycleService | null {
-    const lc = b.swarm.lifecycle;
-    if (!lc) return null;
-    const caDir = isStoreUrl(this.o.certDir) ? lc.caDir : this.o.certDir;
-    const own = { ...lc, caDir, renewDir: join(caDir, "renew"), revokeDir: join(caDir, "revoke") };
-    return lifecycleService(own, b.swarm.tenant, (line) => this.say(line), { redis: this.pub, prefix: `cicada:cap:${b.run}:` });
+    const plan = b.swarm.lifecycle;
+    if (!plan) return null;
+    return lifecycleService({ ...plan, ...this.o.lifecycle }, b.swarm.tenant, (line) => this.say(line), { redis: this.pub, prefix: `cicada:cap:${b.run}:` });
   }
 
   private async stopFleet(why?: string): Promise<void> {
@@ -218,13 +278,7 @@ export class MachineAgent {
   }
 
   private everySecond(): void {
-    if (this.sup && !this.stopped && !this.stopping && this.lastBeat && performance.now() - this.lastBeat > this.graceMs) {
-      // Idle afterwards, still counting for this run: if its controller comes back, it takes a share again.
-      void this.stopFleet(`no word from the controller for ${Math.round((performance.now() - this.lastBeat) / 1000)} s (grace ${this.graceMs / 1000} s)`).then(() => {
-        this.sup = null;
-        this.stopped = false;
-      });
-    }
+    this.fenceIfLapsed();
     this.sendState();
     if (this.o.once && this.stopped && this.outbox.pending === 0 && this.latest === null && !this.busy) {
       // Stopped, and the controller has acknowledged every count: done.
@@ -245,6 +299,7 @@ export class MachineAgent {
       host: hostname(),
       pid: process.pid,
       since: this.since,
+      at: Date.now(),
       run: this.run,
       seq: ++this.seq,
       epoch: this.epoch,
@@ -262,9 +317,11 @@ export class MachineAgent {
       workers: running ? snap!.workers : this.lastWorkers,
       stats: span ? { from: span.from, to: span.to, packed: packStats(span.stats) } : null,
       pending: this.outbox.pending,
+      dropped: this.drops.total,
+      fenced: this.fenced,
       ...(this.error ? { error: this.error } : {}),
     };
-    const text = JSON.stringify(state);
+    const text = this.o.seal.wrap(UP, state);
     // While Redis is down this fails at once; what it carried rides on the next message that gets through.
     this.pub.publish(UP, text).then(
       (receivers) => span && this.outbox.delivered(receivers > 0),

@@ -23,7 +23,10 @@ export interface WorkerSpec {
 }
 
 export type ToWorker =
-  | { t: "start"; spec: WorkerSpec; v: number }
+  /** `lease`: ms since the epoch after which the worker drops its devices and dials nothing (absent: no lease). */
+  | { t: "start"; spec: WorkerSpec; v: number; lease?: number }
+  /** The lease extended: the machine's controller is still heard from. */
+  | { t: "lease"; until: number }
   /** `v` numbers the settings; the worker echoes the last it applied in its status. */
   | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[] }
   | { t: "stop" }

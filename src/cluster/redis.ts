@@ -38,6 +38,16 @@ export function checkRedisUrl(url: string): string | undefined {
   return undefined;
 }
 
+/** True when the URL's host is this machine (127.0.0.0/8, ::1, localhost): no one else can publish on it. */
+export function isLoopbackUrl(url: string): boolean {
+  try {
+    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
+    return /^127\.\d+\.\d+\.\d+$/.test(host) || host === "::1" || host === "localhost";
+  } catch {
+    return false;
+  }
+}
+
 /** The URL without its password, for messages. */
 export function redact(url: string): string {
   try {

@@ -11,6 +11,7 @@ import type { SwarmConfig } from "../engine/swarm.ts";
 import type { Range } from "./identities.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
+import type { DropReason } from "./seal.ts";
 import { selfArgv } from "./self.ts";
 
 export const WATCHDOG_MS = 5000;
@@ -47,6 +48,8 @@ export interface FleetSnapshot {
   restarts: number;
   /** Machines of a federated run. */
   machines?: MachineInfo[];
+  /** Machine states the controller dropped, by reason (forged, replayed, malformed). */
+  dropped?: Partial<Record<DropReason, number>>;
 }
 
 export interface MachineInfo {
@@ -61,6 +64,8 @@ export interface MachineInfo {
   /** The machine's agent and its workers together. */
   cpu_us: number;
   rss: number;
+  /** Control messages the machine dropped (forged, replayed, malformed). */
+  dropped?: number;
   rejected?: string;
 }
 
@@ -116,6 +121,8 @@ export class Supervisor implements Fleet {
   private rate: number;
   /** Settings version: bumped by every change sent to the workers, echoed back in their status. */
   private v = 1;
+  /** Ms since the epoch after which the devices must be gone (a machine's lease); Infinity without one. */
+  private leaseUntil = Infinity;
 
   /**
    * @param lifecycle answers the workers' renew/revoke requests (the machine's caps and signer)
@@ -174,6 +181,22 @@ export class Supervisor implements Fleet {
     return this.snapshot();
   }
 
+  /**
+   * Sets the lease: past `until` (ms since the epoch, this machine's clock) every worker drops
+   * its devices and dials nothing more, and a worker that dies is not replaced — even if this
+   * process was frozen and wakes with the message still queued.
+   */
+  lease(until: number): void {
+    if (Date.now() > this.leaseUntil) return; // lapsed: only a new fleet runs devices again
+    this.leaseUntil = until;
+    for (const w of this.workers) this.post(w, { t: "lease", until });
+  }
+
+  /** True once the lease has lapsed. */
+  lapsed(): boolean {
+    return Date.now() > this.leaseUntil;
+  }
+
   /** Hands the fleet a new list of identity ranges (grown or shrunk at the end) and users to run from it. */
   assign(ranges: Range[], users: number, rate: number): void {
     for (const w of this.workers) w.spec.ranges = ranges;
@@ -229,7 +252,7 @@ export class Supervisor implements Fleet {
     });
     w.proc = proc;
     w.lastSeq = 0;
-    proc.send({ t: "start", spec: w.spec, v: this.v } satisfies ToWorker);
+    proc.send({ t: "start", spec: w.spec, v: this.v, ...(Number.isFinite(this.leaseUntil) ? { lease: this.leaseUntil } : {}) } satisfies ToWorker);
   }
 
   private onMessage(w: Worker, m: FromWorker): void {
@@ -260,7 +283,9 @@ export class Supervisor implements Fleet {
     this.onEvent(`worker ${w.spec.slot} (pid ${w.proc?.pid}) exited (${signal ?? `code ${code}`}); restarting it`);
     w.proc = null;
     setTimeout(() => {
-      if (!this.stopping) this.spawn(w);
+      if (this.stopping) return;
+      if (this.lapsed()) return this.onEvent(`worker ${w.spec.slot} not restarted: the lease has lapsed`);
+      this.spawn(w);
     }, 200);
   }
 

@@ -56,6 +56,7 @@ export async function runWorkerProcess(): Promise<number> {
   let seq = 0;
   let v = 0;
   let ticker: ReturnType<typeof setInterval> | null = null;
+  let pendingLease: number | undefined;
   const send = (m: FromWorker) => process.send?.(m);
   const lifecycle = new LifecycleOverIpc(() => slot, send);
   const { promise: done, resolve: finish } = Promise.withResolvers<number>();
@@ -82,6 +83,8 @@ export async function runWorkerProcess(): Promise<number> {
       identities = await identitiesFor(m.spec);
       v = m.v;
       swarm = new Swarm(m.spec.swarm, identities, undefined, m.spec.swarm.lifecycle ? lifecycle : null);
+      const lease = pendingLease ?? m.lease;
+      if (lease !== undefined) swarm.setLease(lease);
       swarm.start();
       ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!, v) }), STATS_INTERVAL_MS);
     } else if (m.t === "set") {
@@ -93,6 +96,8 @@ export async function runWorkerProcess(): Promise<number> {
       if (m.users !== undefined) swarm?.setUsers(m.users);
       if (m.rate !== undefined) swarm?.setRate(m.rate);
       v = m.v;
+    } else if (m.t === "lease") {
+      swarm?.setLease(m.until);
     } else if (m.t === "stop") {
       await stop();
     }
@@ -102,6 +107,8 @@ export async function runWorkerProcess(): Promise<number> {
   process.on("message", (m: ToWorker) => {
     // Answers do not wait behind a start that is still fetching identities.
     if (m.t === "lifecycle") return lifecycle.answer(m.req, m.answer);
+    // A lease does not wait either: a start still fetching identities applies it when it is done.
+    if (m.t === "lease") return swarm ? swarm.setLease(m.until) : void (pendingLease = m.until);
     queue = queue.then(() =>
       handle(m).catch((err) => {
         send({ t: "error", slot, message: err instanceof Error ? err.message : String(err) });

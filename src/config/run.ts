@@ -3,11 +3,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "../cli/options.ts";
 import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../cluster/redis.ts";
+import { keyIssue, readClusterKey } from "../cluster/seal.ts";
 import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
-import type { SwarmConfig } from "../engine/swarm.ts";
+import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/swarm.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "../lifecycle/settings.ts";
-import { parseDuration, parseRange } from "./units.ts";
+import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
+import { parseBytes, parseDuration, parseRange } from "./units.ts";
 import { formatOf } from "../report/formats.ts";
 import { parseThreshold, type Threshold } from "../report/thresholds.ts";
 
@@ -32,6 +34,7 @@ export const RUN_SPEC: CommandSpec = {
     insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
     "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
+    "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     "reconnect-min": { type: "string", arg: "SECONDS", env: "MIN_TIME_RECONN", default: "1", help: "Shortest reconnect backoff" },
     "reconnect-max": { type: "string", arg: "SECONDS", env: "MAX_TIME_RECONN", default: "60", help: "Longest reconnect backoff" },
     "connect-timeout": { type: "string", arg: "TIME", default: "30s", help: "Give up on a connect without CONNACK after this long" },
@@ -47,7 +50,8 @@ export const RUN_SPEC: CommandSpec = {
     redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
     "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server (--redis, --certs)" },
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
-    grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines stop their devices after this long without the controller" },
+    grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines drop their devices after this long without the controller (their lease)" },
+    "cluster-key": { type: "string", arg: "FILE", help: "With --redis: shared secret that signs every control message (or CICADA_CLUSTER_KEY); required unless Redis is on loopback" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
     ...LIFECYCLE_OPTIONS,
   },
@@ -84,10 +88,12 @@ export interface RunConfig {
   /** CA of a rediss:// certificate store given as --certs. */
   storeCa?: string;
   thresholds: Threshold[];
+  /** Renew/revoke with this machine's CA, hook and signer (the swarm carries only the plan). */
+  lifecycle?: LifecycleConfig;
   /** Set with --ui: serve the dashboard and API there. */
   ui?: { host: string; port: number; token?: string; historyDir: string; autostart: boolean };
   /** Set with --redis: this process is the controller of a federated run. */
-  federation?: { redis: RedisSettings; expect: number; graceMs: number };
+  federation?: { redis: RedisSettings; expect: number; graceMs: number; clusterKey: string | null };
   /** The settings as given, for the report. */
   echo: Record<string, unknown>;
 }
@@ -110,6 +116,9 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   const keepaliveS = o.int("keepalive", 60, 0, 65535);
   const mqtt = o.choice("mqtt", ["3.1.1", "5"], "3.1.1");
   const payloadSize = o.int("payload-size", 0, 0, 256 * 1024 * 1024);
+  const maxPacketSize = parseBytes(o.str("max-packet-size") ?? "1MiB");
+  // 268,435,455 is the largest Remaining Length MQTT can express (§2.2.3); 64 bytes leaves room for any ack.
+  if (maxPacketSize === undefined || maxPacketSize < 64 || maxPacketSize > 268_435_460) o.fail("max-packet-size", "must be a size from 64 bytes to 256MiB, e.g. 65536, 256KiB or 1MiB", o.str("max-packet-size"));
   const reconnectMin = o.num("reconnect-min", 1, 0);
   const reconnectMax = o.num("reconnect-max", 60, 0);
   if (reconnectMax < reconnectMin) o.issues.push(`${o.source("reconnect-max")} (${reconnectMax}) must be >= ${o.source("reconnect-min")} (${reconnectMin})`);
@@ -150,7 +159,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       o.issues.push(`${o.has("ca-cert") ? o.source("ca-cert") : "--certs"}: cannot read CA certificate ${caPath} (run cicada certs create first, or pass --ca-cert)`);
     }
   }
-  const lifecycle = readLifecycle(o, { certs: certsArg, fromStore, tls });
+  const lifecycle = readLifecycle(o, { certs: certsArg, tls });
   const reportPath = o.str("report");
   if (reportPath && !formatOf(reportPath)) o.fail("report", "must end in .json, .csv or .html", reportPath);
   const thresholds: Threshold[] = [];
@@ -170,7 +179,10 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     const bad = checkRedisUrl(url);
     if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redact(o.str("redis")!));
     const ca = redisCa;
-    federation = { redis: { url, ca }, expect, graceMs };
+    const clusterKey = readClusterKey(o.str("cluster-key"), env, o.issues, (line) => process.stderr.write(`cicada: warning: ${line}\n`));
+    const noKey = keyIssue(url, clusterKey, "--redis");
+    if (noKey && !bad) o.issues.push(noKey);
+    federation = { redis: { url, ca }, expect, graceMs, clusterKey };
   }
   return {
     swarm: {
@@ -185,12 +197,14 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       keepaliveS,
       intervalMs,
       payloadSize,
+      maxPacketSize: maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE,
       reconnectMs: [reconnectMin * 1000, reconnectMax * 1000],
       connectTimeoutMs,
       users,
       rate,
-      ...(lifecycle ? { lifecycle } : {}),
+      ...(lifecycle ? { lifecycle: lifecyclePlan(lifecycle) } : {}),
     },
+    ...(lifecycle ? { lifecycle } : {}),
     durationMs,
     certDir,
     firstDevice,
@@ -215,11 +229,12 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       interval_ms: intervalMs,
       keepalive_s: keepaliveS,
       payload_size: payloadSize,
+      max_packet_size: maxPacketSize,
       source_addresses: o.list("source-address") ?? [],
       reconnect_s: [reconnectMin, reconnectMax],
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
-      ...(federation ? { redis: redact(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000 } : {}),
+      ...(federation ? { redis: redact(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000, signed: !!federation.clusterKey } : {}),
       ...(lifecycle
         ? { renew: lifecycle.renew ?? null, revoke: lifecycle.revoke ?? null, signer: lifecycle.signer, ca_dir: lifecycle.caDir, crl_hook: lifecycle.crlHook ?? null, crl_wait_ms: lifecycle.crlWaitMs }
         : {}),

@@ -26,6 +26,15 @@ export function parseRange(text: string, bareUnit: "ms" | "s" = "s"): [number, n
   return [lo, hi];
 }
 
+const UNIT_BYTES: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2 };
+
+/** "1048576", "64KiB", "1MiB" (K and M are binary, as an MQTT maximum packet size is). Returns bytes, or undefined when malformed. */
+export function parseBytes(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? UNIT_BYTES[m[2]!.toLowerCase()] : undefined;
+  return m && unit ? Math.round(Number(m[1]) * unit) : undefined;
+}
+
 /** 1536 → "1.5 KiB". */
 export function fmtBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB"];

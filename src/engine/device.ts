@@ -76,8 +76,9 @@ export class Device {
 /** One connection attempt of a device. Events from a Conn that is no longer `device.conn` are ignored. */
 export class Conn {
   socket: Socket<Conn> | null = null;
-  /** Inbound bytes of an incomplete packet. */
+  /** Inbound bytes of an incomplete packet: the first `rxLen` bytes of `rx`. */
   rx: Uint8Array | null = null;
+  rxLen = 0;
   /** Queued outbound packets, written in one call per flush. */
   queue: Uint8Array[] = [];
   /** Bytes the socket did not take yet (waiting for drain). */

@@ -12,7 +12,7 @@ import { Stats } from "../metrics/stats.ts";
 import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
 import { Outbox } from "../transport/outbox.ts";
 import { ServerPins } from "../transport/pins.ts";
-import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
+import type { LifecycleAnswer, LifecycleHooks, LifecycleKind, LifecyclePlan } from "../lifecycle/types.ts";
 import { Conn, Device, INFLIGHT, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
 import { TICK_MS, Wheel, intendedTime } from "./scheduler.ts";
 
@@ -38,8 +38,10 @@ export interface SwarmConfig {
   users: number;
   /** New devices per second. */
   rate: number;
+  /** Largest inbound packet a device accepts, bytes (default DEFAULT_MAX_PACKET_SIZE); MQTT 5 tells the broker. */
+  maxPacketSize?: number;
   /** Renew and revoke certificates during the run (RENEW_DEVICES / REVOKE_DEVICES). */
-  lifecycle?: LifecycleConfig;
+  lifecycle?: LifecyclePlan;
 }
 
 /** Where device identities come from (a certificate directory, later Redis). */
@@ -58,12 +60,16 @@ export interface SwarmSnapshot {
   stats: Stats;
 }
 
+/** 1 MiB: far above what a device is sent (config, acks), far below what would hurt the process. */
+export const DEFAULT_MAX_PACKET_SIZE = 1024 * 1024;
+
 /** A publish that leaves later than this after its scheduled time counts as a late send. */
 export const LATE_MS = 100;
 
 export class Swarm implements SessionHost, LinkEvents {
   /** Everything counted since the start, or since the last takeStats(). */
   stats = new Stats();
+  readonly maxPacketSize: number;
   private readonly devices: Device[] = [];
   private readonly wheel: Wheel;
   private readonly outbox = new Outbox();
@@ -82,6 +88,12 @@ export class Swarm implements SessionHost, LinkEvents {
   private active = 0;
   private connectedCount = 0;
   private stopping = false;
+  /**
+   * Ms since the epoch (wall clock, shared with the machine agent) after which this swarm may
+   * not dial: a federated machine's lease. Once it lapses the swarm is fenced for good.
+   */
+  private leaseUntil = Infinity;
+  private fenced = false;
   /** Set once the cap answered no: this process stops asking. */
   private readonly capReached = { renew: false, revoke: false };
 
@@ -96,6 +108,7 @@ export class Swarm implements SessionHost, LinkEvents {
     private readonly lifecycle: LifecycleHooks | null = null,
   ) {
     this.target = Math.min(cfg.users, identities.count);
+    this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
     this.rate = cfg.rate;
     this.epochOffset = Date.now() - clock();
     this.wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fire(d, k, at), clock());
@@ -111,13 +124,31 @@ export class Swarm implements SessionHost, LinkEvents {
   }
 
   setUsers(n: number): void {
-    this.target = Math.max(0, Math.min(n, this.identities.count));
+    this.target = this.fenced ? 0 : Math.max(0, Math.min(n, this.identities.count));
     this.wheel.grow(this.target);
     while (this.active > this.target) this.retire(this.devices[--this.active]!);
   }
 
   setRate(r: number): void {
     this.rate = r;
+  }
+
+  /** Extends the lease (see leaseUntil); a lapsed lease is never renewed. */
+  setLease(until: number): void {
+    if (!this.leaseLapsed()) this.leaseUntil = until;
+  }
+
+  /**
+   * True once the lease has lapsed; the first time, every device leaves (DISCONNECT where the
+   * link is still up) and none reconnects: the controller may have handed these identities to
+   * another machine while this one was cut off or frozen.
+   */
+  private leaseLapsed(): boolean {
+    if (this.fenced) return true;
+    if (Date.now() <= this.leaseUntil) return false;
+    this.fenced = true;
+    this.setUsers(0);
+    return true;
   }
 
   /** Returns the stats counted so far and starts counting afresh (workers ship these deltas). */
@@ -165,6 +196,8 @@ export class Swarm implements SessionHost, LinkEvents {
     const dt = (now - this.lastTick) / 1000;
     this.prevTick = this.lastTick;
     this.lastTick = now;
+    // Before any timer: a process that wakes after its lease lapsed must not redial anything.
+    this.leaseLapsed();
     this.wheel.tick(now);
     if (!this.stopping && this.active < this.target) {
       this.tokens = Math.min(this.tokens + this.rate * dt, Math.max(1, this.rate));
@@ -212,6 +245,10 @@ export class Swarm implements SessionHost, LinkEvents {
 
   /** Dials `dev`; `fullVerify` forces a CA store even when the target has a pinned certificate. */
   private dialDevice(dev: Device, now: number, fullVerify = false): void {
+    if (this.leaseLapsed()) {
+      dev.state = State.IDLE;
+      return;
+    }
     const conn = new Conn(dev, this.cfg.version, this.cfg.qos);
     conn.dialAt = now;
     dev.conn = conn;
@@ -288,7 +325,7 @@ export class Swarm implements SessionHost, LinkEvents {
     if (this.cfg.tls) this.stats.phases.tls_handshake.recordMs(now - conn.tcpAt);
     dev.state = State.CONNECTING;
     conn.connectSentAt = now;
-    this.outbox.send(conn, encodeConnect(dev.clientId, this.cfg.keepaliveS, conn.version));
+    this.outbox.send(conn, encodeConnect(dev.clientId, this.cfg.keepaliveS, conn.version, this.maxPacketSize));
     this.outbox.flush(now);
   }
 

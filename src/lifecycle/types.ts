@@ -16,11 +16,21 @@ export interface LifecyclePolicy {
   probability: number;
 }
 
-export interface LifecycleConfig {
+/** What a run asks of renew/revoke: the part a controller may tell its machines. */
+export interface LifecyclePlan {
   renew?: LifecyclePolicy;
   revoke?: LifecyclePolicy;
   /** Who revokes and signs: the local CA of `caDir`, or dojot's x509 service. */
   signer: "local" | "dojot";
+  /** Time given to the broker after a revocation before the revoked certificate is tried (ms). */
+  crlWaitMs: number;
+}
+
+/**
+ * What acts on the machine itself: its CA directory, the shell hook, the signer's credentials.
+ * These come only from that machine's own command line and environment, never over the network.
+ */
+export interface LifecycleLocal {
   /** Directory whose `ca.crt` + `.ca/ca.key` sign renewed certificates and whose `.ca/crl.pem` lists revoked ones. */
   caDir: string;
   /** Renewed keys and certificates go here (RENEW_CERT_DIR). */
@@ -29,9 +39,14 @@ export interface LifecycleConfig {
   revokeDir: string;
   /** Shell command run after the CRL is rewritten, to make the broker reload it (e.g. `kill -HUP <pid>`). */
   crlHook?: string;
-  /** Time given to the broker after a revocation before the revoked certificate is tried (ms). */
-  crlWaitMs: number;
   dojot?: DojotSettings;
+}
+
+export type LifecycleConfig = LifecyclePlan & LifecycleLocal;
+
+/** The plan alone, as a controller sends it. */
+export function lifecyclePlan(c: LifecycleConfig): LifecyclePlan {
+  return { ...(c.renew ? { renew: c.renew } : {}), ...(c.revoke ? { revoke: c.revoke } : {}), signer: c.signer, crlWaitMs: c.crlWaitMs };
 }
 
 /**

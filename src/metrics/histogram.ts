@@ -114,6 +114,22 @@ export class Latency {
   }
 
   /** Adds buckets produced by toSparse() (of any Latency). */
+  /** Buckets every Latency has (they share one layout). */
+  static readonly BUCKETS = (new Latency().h as hdr.JsHistogram).countsArrayLength;
+
+  /** True when `pairs` is a well-formed toSparse(): ascending bucket indices that exist, whole non-negative counts. */
+  static isSparse(pairs: number[]): boolean {
+    if (pairs.length % 2) return false;
+    let prev = -1;
+    for (let k = 0; k < pairs.length; k += 2) {
+      const i = pairs[k]!;
+      const n = pairs[k + 1]!;
+      if (!Number.isInteger(i) || i <= prev || i >= Latency.BUCKETS || !Number.isSafeInteger(n) || n < 0) return false;
+      prev = i;
+    }
+    return true;
+  }
+
   addSparse(pairs: number[]): void {
     const h = this.h as hdr.JsHistogram;
     for (let k = 0; k + 1 < pairs.length; k += 2) h.recordValueWithCount(h.valueFromIndex(pairs[k]!), pairs[k + 1]!);

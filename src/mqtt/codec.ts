@@ -32,6 +32,22 @@ export function frameLength(buf: Uint8Array, off: number): number {
   return -1;
 }
 
+/**
+ * Length the packet at `off` claims to have, as far as its header has arrived: 0 until a
+ * Remaining Length byte is there; a lower bound while that field is still incomplete.
+ */
+export function claimedLength(buf: Uint8Array, off: number): number {
+  let mult = 1;
+  let len = 0;
+  for (let i = 1; i <= 4 && off + i < buf.length; i++) {
+    const b = buf[off + i]!;
+    len += (b & 0x7f) * mult;
+    if ((b & 0x80) === 0) return 1 + i + len;
+    mult *= 128;
+  }
+  return 0;
+}
+
 let decoded: mqtt.Packet | null = null;
 let decodeError: Error | null = null;
 function sharedParser(version: ProtocolVersion): mqtt.Parser {
@@ -64,8 +80,10 @@ export function decode(frame: Uint8Array, version: ProtocolVersion): mqtt.Packet
   return decoded;
 }
 
-export function encodeConnect(clientId: string, keepalive: number, version: ProtocolVersion): Buffer {
-  return mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: true, keepalive });
+/** CONNECT; MQTT 5 also tells the server the largest packet this client takes (§3.1.2.11.4). */
+export function encodeConnect(clientId: string, keepalive: number, version: ProtocolVersion, maxPacketSize?: number): Buffer {
+  const properties = version === 5 && maxPacketSize ? { properties: { maximumPacketSize: maxPacketSize } } : {};
+  return mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: true, keepalive, ...properties }, { protocolVersion: version });
 }
 
 export function encodeSubscribe(messageId: number, topic: string, qos: QoS, version: ProtocolVersion): Buffer {

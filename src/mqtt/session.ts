@@ -5,11 +5,13 @@
 import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt-packet";
 import { Conn, Device, INFLIGHT, State } from "../engine/device.ts";
 import type { Stats } from "../metrics/stats.ts";
-import { CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadTimestamp } from "./codec.ts";
+import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadTimestamp } from "./codec.ts";
 import { connackReason, isFailure, reasonName } from "./reasons.ts";
 
 export interface SessionHost {
   readonly stats: Stats;
+  /** Largest inbound packet accepted, bytes (whole packet, header included). */
+  readonly maxPacketSize: number;
   send(conn: Conn, bytes: Uint8Array): void;
   /** CONNACK accepted: start publishing and keepalive. */
   connected(conn: Conn, now: number): void;
@@ -19,26 +21,73 @@ export interface SessionHost {
   wallClock(monotonic: number): number;
 }
 
-/** Handles every whole packet in `bytes` (plus any partial packet kept from before). */
+/**
+ * Handles every whole packet in `bytes` (plus any partial packet kept from before).
+ *
+ * A partial packet is kept in `conn.rx`, sized once its Remaining Length is known, and later
+ * reads are appended to it: every inbound byte is copied at most once more, however many reads
+ * a large packet takes. A packet whose Remaining Length says it is over `host.maxPacketSize` ends
+ * the connection as soon as its header arrives (MQTT 5 §3.1.2.11.4 lets a client refuse it).
+ */
 export function onData(host: SessionHost, conn: Conn, bytes: Uint8Array, now: number): void {
+  conn.lastRx = now;
   let buf = bytes;
   if (conn.rx) {
-    const joined = new Uint8Array(conn.rx.length + bytes.length);
-    joined.set(conn.rx);
-    joined.set(bytes, conn.rx.length);
-    buf = joined;
-    conn.rx = null;
+    buf = appendRx(conn, bytes);
   }
-  conn.lastRx = now;
   let off = 0;
   while (off < buf.length && !conn.closed) {
     const len = frameLength(buf, off);
-    if (len === 0) break;
     if (len < 0) return protocolError(host, conn, "malformed_remaining_length");
+    const need = len > 0 ? len : claimedLength(buf, off);
+    if (need > host.maxPacketSize) return tooLarge(host, conn);
+    if (len === 0) break;
     onFrame(host, conn, buf.subarray(off, off + len), now);
     off += len;
   }
-  if (off < buf.length && !conn.closed) conn.rx = buf.slice(off);
+  if (conn.closed) return;
+  keepRx(conn, buf, off);
+}
+
+/** Appends `bytes` to the partial packet in `conn.rx`; returns the bytes held so far. */
+function appendRx(conn: Conn, bytes: Uint8Array): Uint8Array {
+  const held = conn.rxLen;
+  const total = held + bytes.length;
+  if (total > conn.rx!.length) {
+    // Grow geometrically, so a packet of unknown length still costs linear time to gather.
+    const grown = new Uint8Array(Math.max(total, conn.rx!.length * 2));
+    grown.set(conn.rx!.subarray(0, held));
+    conn.rx = grown;
+  }
+  conn.rx!.set(bytes, held);
+  conn.rxLen = total;
+  return conn.rx!.subarray(0, total);
+}
+
+/** Keeps `buf[off..]` (the start of a packet) for the next read. */
+function keepRx(conn: Conn, buf: Uint8Array, off: number): void {
+  const left = buf.length - off;
+  if (left === 0) {
+    conn.rx = null;
+    conn.rxLen = 0;
+    return;
+  }
+  if (conn.rx && buf.buffer === conn.rx.buffer) {
+    // Already held: move the partial packet to the front only when whole packets were taken.
+    if (off > 0) conn.rx.copyWithin(0, off, buf.length);
+  } else {
+    // Sized by what arrived, not by what the header claims: a broker cannot make every
+    // connection reserve its maximum packet size by announcing large packets.
+    conn.rx = new Uint8Array(Math.max(left * 2, 256));
+    conn.rx.set(buf.subarray(off));
+  }
+  conn.rxLen = left;
+}
+
+function tooLarge(host: SessionHost, conn: Conn): void {
+  conn.rx = null;
+  conn.rxLen = 0;
+  host.drop(conn, "packet_too_large");
 }
 
 function protocolError(host: SessionHost, conn: Conn, why: string): void {

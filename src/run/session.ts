@@ -7,6 +7,7 @@ import { availableParallelism } from "node:os";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { Controller } from "../cluster/controller.ts";
 import { idsDigest } from "../cluster/federation.ts";
+import { Seal } from "../cluster/seal.ts";
 import { listIdentities, type Range } from "../cluster/identities.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
 import { redact } from "../cluster/redis.ts";
@@ -92,6 +93,7 @@ export class RunSession {
           graceMs: cfg.federation.graceMs,
           expect: cfg.federation.expect,
           waitMs: Math.max(cfg.federation.graceMs, 10_000),
+          seal: new Seal(cfg.federation.clusterKey),
         },
         say,
       );
@@ -117,7 +119,7 @@ export class RunSession {
     if (cap.errors.length) throw new ConfigError(cap.errors);
 
     const ranges: Range[] = [space];
-    const lifecycle = cfg.swarm.lifecycle ? lifecycleService(cfg.swarm.lifecycle, cfg.swarm.tenant, say) : null;
+    const lifecycle = cfg.lifecycle ? lifecycleService(cfg.lifecycle, cfg.swarm.tenant, say) : null;
     const fleet: Fleet =
       workers === 1
         ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }), lifecycle)

@@ -38,7 +38,33 @@ describe("swarm against an in-process broker", () => {
     await waitFor(() => swarm.stats.rows.connect.failures >= 40, "40 failed connects");
     expect(swarm.stats.health.protocol_errors).toBeGreaterThan(0);
     expect(swarm.stats.rows.connect.count).toBe(0);
-    for (const reason of swarm.stats.rows.connect.reasons.keys()) expect(reason).toMatch(/^protocol_error:|^closed|^timeout$/);
+    for (const reason of swarm.stats.rows.connect.reasons.keys()) expect(reason).toMatch(/^protocol_error:|^closed|^timeout$|^packet_too_large$/);
+  });
+
+  test("a packet claiming more than --max-packet-size drops that connection at its header, not the process", async () => {
+    // 96 MB claimed: the connection ends on the first bytes, before any of it is gathered.
+    using broker = new FakeBroker({ kind: "huge", claim: 96 * 1024 * 1024, send: 4 * 1024 * 1024, chunk: 64 * 1024 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, reconnectMs: [5000, 5000], intervalMs: [100, 100] }), plainIds(3));
+    await waitFor(() => swarm.stats.rows.disconnect.failures >= 3, "3 dropped links");
+    expect(Object.fromEntries(swarm.stats.rows.disconnect.reasons)).toEqual({ packet_too_large: 3 });
+    expect(swarm.stats.rows.connect.count).toBe(3);
+  });
+
+  test("packets up to --max-packet-size are gathered across reads, whatever the chunking", async () => {
+    // 900 KB in 1 KB writes: accepted under the 1 MiB default, and counted as a received message.
+    using broker = new FakeBroker({ kind: "huge", claim: 900 * 1024, send: 900 * 1024, chunk: 1024 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 1, intervalMs: [60_000, 60_000] }), plainIds(1));
+    await waitFor(() => swarm.stats.rows.recv_message.count + swarm.stats.rows.disconnect.failures >= 1, "the big packet to be handled");
+    expect(swarm.stats.rows.disconnect.failures).toBe(0);
+    expect(swarm.stats.rows.recv_message.count).toBe(1);
+  });
+
+  test("a smaller --max-packet-size refuses what the default takes", async () => {
+    using broker = new FakeBroker({ kind: "huge", claim: 900 * 1024, send: 900 * 1024, chunk: 1024 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 1, maxPacketSize: 64 * 1024, reconnectMs: [5000, 5000] }), plainIds(1));
+    await waitFor(() => swarm.stats.rows.disconnect.failures >= 1, "the link to be dropped");
+    expect([...swarm.stats.rows.disconnect.reasons.keys()]).toEqual(["packet_too_large"]);
+    expect(swarm.stats.rows.recv_message.count).toBe(0);
   });
 
   test("a broker that never answers: connect timeouts are counted and retried", async () => {

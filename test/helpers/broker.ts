@@ -14,7 +14,9 @@ export type Behaviour =
   /** Send random bytes as soon as a client connects. */
   | { kind: "garbage"; bytes: number }
   /** Accept CONNECT, then never answer anything again (no PINGRESP, no PUBACK). */
-  | { kind: "hang-after-connack" };
+  | { kind: "hang-after-connack" }
+  /** After SUBACK, send a PUBLISH whose Remaining Length claims `claim` bytes, then `send` bytes of it in `chunk`-byte writes. */
+  | { kind: "huge"; claim: number; send: number; chunk: number };
 
 interface Client {
   parser: mqtt.Parser;
@@ -54,6 +56,23 @@ export class FakeBroker {
     return this.server.port;
   }
 
+  /** A PUBLISH header claiming `claim` bytes, then `send` bytes of its body, a chunk per event-loop turn. */
+  private async sendHuge(s: Socket<Client>, b: { claim: number; send: number; chunk: number }): Promise<void> {
+    const header = [0x30];
+    for (let n = b.claim; ; ) {
+      const byte = n % 128;
+      n = Math.floor(n / 128);
+      header.push(n > 0 ? byte | 0x80 : byte);
+      if (n === 0) break;
+    }
+    s.write(new Uint8Array(header));
+    const chunk = new Uint8Array(b.chunk).fill(0x61);
+    for (let sent = 0; sent < b.send && s.readyState === 1; sent += b.chunk) {
+      s.write(chunk);
+      await Bun.sleep(0);
+    }
+  }
+
   private onPacket(s: Socket<Client>, p: mqtt.Packet): void {
     const c = s.data;
     const send = (packet: mqtt.Packet): void => void s.write(mqtt.generate(packet, { protocolVersion: c.version }));
@@ -67,7 +86,9 @@ export class FakeBroker {
     if (b.kind === "hang-after-connack") return;
     switch (p.cmd) {
       case "subscribe":
-        return send({ cmd: "suback", messageId: p.messageId!, granted: p.subscriptions.map((x) => x.qos) });
+        send({ cmd: "suback", messageId: p.messageId!, granted: p.subscriptions.map((x) => x.qos) });
+        if (b.kind === "huge") void this.sendHuge(s, b);
+        return;
       case "publish":
         if (p.qos === 1) send({ cmd: "puback", messageId: p.messageId! });
         if (p.qos === 2) send({ cmd: "pubrec", messageId: p.messageId! });

@@ -100,7 +100,8 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis",
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
     await using redis = await startRedis({ stateDir: tmp.path });
     const machines = ["127.0.0.2", "127.0.0.3"].map((ip, i) => cicada(["worker", "--redis", redis.url, "--certs", certDir, "--workers", "2", "--source-address", ip, "--name", `m${i + 1}`]));
-    const ctl = cicada(["run", "--redis", redis.url, "--expect-machines", "2", "--grace", "3s", "--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--duration", "120s", "--interval", "300ms..500ms", "--reconnect-min", "0.1", "--reconnect-max", "0.5"]);
+    // Ids are reused once the lease (3 s) has lapsed and the broker has expired the sessions (1.5 × 4 s), plus 10 s.
+    const ctl = cicada(["run", "--redis", redis.url, "--expect-machines", "2", "--grace", "3s", "--keepalive", "4", "--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--duration", "120s", "--interval", "300ms..500ms", "--reconnect-min", "0.1", "--reconnect-max", "0.5"]);
     try {
       const log = () => readFileSync(broker.log, "utf8");
       await waitFor(() => connections(log()).length >= 20, "20 devices at the broker", 20_000);
@@ -109,7 +110,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis",
       machines[1]!.proc.kill("SIGKILL");
       await waitFor(() => ctl.out.err.includes("machine m2 lost"), "the controller to notice", 15_000);
       // After the grace its 10 ids go to m1, which connects them from its own address.
-      await waitFor(() => connections(log()).filter((c) => c.ip === "127.0.0.2").length >= 20, "m1 to take over m2's devices", 20_000);
+      await waitFor(() => connections(log()).filter((c) => c.ip === "127.0.0.2").length >= 20, "m1 to take over m2's devices", 30_000);
       const all = connections(log());
       expect(new Set(all.filter((c) => c.ip === "127.0.0.2").map((c) => c.client))).toEqual(new Set(before.map((c) => c.client)));
       // m2's worker stopped its devices when its agent died, before m1 reused the ids: never two at once.
