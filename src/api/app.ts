@@ -13,6 +13,8 @@ import dashboardHtml from "../ui/dashboard.asset.html" with { type: "text" };
 import dashboardJs from "../ui/dashboard.asset.js" with { type: "text" };
 import grafanaDashboard from "../ui/grafana-dashboard.json";
 import pkg from "../../package.json" with { type: "json" };
+import { HTTPException } from "hono/http-exception";
+import { guard, type GuardOptions } from "./guard.ts";
 import { ApiError, type RunManager } from "./manager.ts";
 import { renderMetrics } from "./metrics.ts";
 
@@ -78,7 +80,7 @@ const routes = {
   metrics: createRoute({ method: "get", path: "/metrics", responses: { 200: { description: "Prometheus text exposition format 0.0.4" } } }),
 };
 
-export function createApp(manager: RunManager, opts: { token?: string } = {}): OpenAPIHono {
+export function createApp(manager: RunManager, opts: GuardOptions = {}): OpenAPIHono {
   const app = new OpenAPIHono({
     defaultHook: (result, c) => {
       if (!result.success) return c.json({ errors: result.error.issues.map((i) => `${i.path.length ? `${i.path.join(".")}: ` : ""}${i.message}`) }, 400);
@@ -86,18 +88,13 @@ export function createApp(manager: RunManager, opts: { token?: string } = {}): O
   });
   app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", { type: "http", scheme: "bearer" });
 
-  if (opts.token) {
-    const expected = `Bearer ${opts.token}`;
-    app.use("*", async (c, next) => {
-      // The page itself carries no data; it asks for the token and sends it with every call.
-      if (c.req.method === "GET" && (c.req.path === "/" || c.req.path.startsWith("/assets/"))) return next();
-      if (c.req.header("authorization") !== expected) return c.json({ errors: ["missing or wrong bearer token (Authorization: Bearer <token>)"] }, 401);
-      return next();
-    });
-  }
+  app.use("*", guard(opts));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json({ errors: err.errors }, err.status);
-    return c.json({ errors: [err instanceof Error ? err.message : String(err)] }, 500);
+    // A body that is not JSON (or none where one is required) is the caller's to fix.
+    if (err instanceof HTTPException && err.status === 400) return c.json({ errors: [`the request body is not valid JSON: ${err.message}`] }, 400);
+    process.stderr.write(`cicada: API ${c.req.method} ${c.req.path} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    return c.json({ errors: [`internal error: ${err instanceof Error ? err.message : String(err)}`] }, 500);
   });
 
   app.openapi(routes.status, (c) => {

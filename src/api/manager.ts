@@ -147,6 +147,9 @@ export class RunManager {
   set(change: { users?: number; rate?: number }): { users?: number; rate?: number } {
     const s = this.session;
     if (!s) throw new ApiError(409, ["no run is going"]);
+    if (change.users !== undefined && change.users > s.capacity) {
+      throw new ApiError(400, [`users must be at most ${s.capacity}: the run has ${s.capacity} identities (make more with cicada certs create, then start a new run)`]);
+    }
     if (change.users !== undefined) s.setUsers(change.users);
     if (change.rate !== undefined) s.setRate(change.rate);
     return change;

@@ -6,7 +6,7 @@ import { RunManager } from "./manager.ts";
 
 /** The `cicada run` flags minus the server's own: what every run starts from. */
 function runArgv(argv: string[]): string[] {
-  const own = new Set(["--ui", "--token", "--history", "--autostart"]);
+  const own = new Set(["--ui", "--token", "--ui-allow-host", "--history", "--autostart"]);
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -21,7 +21,7 @@ export async function serveControl(cfg: RunConfig, argv: string[]): Promise<numb
   const ui = cfg.ui!;
   const say = (line: string) => process.stderr.write(`cicada: ${line}\n`);
   const manager = new RunManager(runArgv(argv), ui.historyDir, say);
-  const app = createApp(manager, ui.token ? { token: ui.token } : {});
+  const app = createApp(manager, { ...(ui.token ? { token: ui.token } : {}), allowHosts: ui.allowHosts });
   let server: ReturnType<typeof Bun.serve>;
   try {
     server = Bun.serve({ hostname: ui.host, port: ui.port, fetch: app.fetch, idleTimeout: 60 });

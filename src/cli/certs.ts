@@ -1,6 +1,6 @@
 /** `cicada certs`: device certificates from the local CA (dojot's generate_certs), the CRL, broker certificates. */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync } from "node:fs";
+import { readFileSync, renameSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { EXIT, LoadError } from "../errors.ts";
@@ -9,7 +9,7 @@ import type { KeyKind } from "../pki/build.ts";
 import { writeCrl } from "../pki/crl.ts";
 import { issueServer } from "../pki/issue.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
-import { type CertDir, DEVICE_ID, ensureCertDir, exists, listDeviceIds, writeDevice, writeFileAtomic } from "../store/dir.ts";
+import { type CertDir, DEVICE_ID, ensureCertDir, exists, listDeviceIds, makeDir, PRIVATE_DIR_MODE, writeDevice, writeFileAtomic } from "../store/dir.ts";
 import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { issueViaDojot } from "../dojot/issue.ts";
@@ -284,7 +284,7 @@ async function server(argv: string[]): Promise<number> {
   const dir = ensureCertDir(o.str("dir")!);
   const { ca } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
   const outDir = o.str("out") ?? dir.broker;
-  mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  makeDir(outDir, PRIVATE_DIR_MODE);
   const cert = issueServer(ca, hosts, kind, days);
   writeFileAtomic(join(outDir, "server.key"), cert.keyPem, 0o600);
   writeFileAtomic(join(outDir, "server.crt"), cert.certPem, 0o644);

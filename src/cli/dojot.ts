@@ -1,5 +1,6 @@
 /** `cicada dojot`: devices and templates in dojot (dojot's generate_certs dojot create/clear). */
 import { DojotClient } from "../dojot/client.ts";
+import { redactUrl } from "../redact.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
 import { EXIT } from "../errors.ts";
 import { parseCommand, runSubcommand, type CommandSpec } from "./options.ts";
@@ -84,6 +85,6 @@ async function clear(argv: string[]): Promise<number> {
   const client = new DojotClient(settings);
   if (o.bool("devices") || o.bool("all")) await client.deleteDevices();
   if (o.bool("templates") || o.bool("all")) await client.deleteTemplates();
-  process.stdout.write(`removed ${o.bool("all") ? "all devices and templates" : `all ${picked[0]}`} from ${settings.url}\n`);
+  process.stdout.write(`removed ${o.bool("all") ? "all devices and templates" : `all ${picked[0]}`} from ${redactUrl(settings.url)}\n`);
   return EXIT.OK;
 }

@@ -49,7 +49,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`cicada ${pkg.version} (bun ${Bun.version})\n`);
     return EXIT.OK;
   }
-  const run = COMMANDS[cmd];
+  // Own keys only: "constructor" or "__proto__" are not commands.
+  const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!run) throw new LoadError(`unknown command "${cmd}" (see cicada --help)`, EXIT.BAD_INPUT);
   return run(rest);
 }

@@ -7,6 +7,7 @@ import { EXIT } from "../errors.ts";
 import { isStoreUrl, storeSettings } from "../store/redis.ts";
 import { keyIssue, readClusterKey, Seal } from "../cluster/seal.ts";
 import { LIFECYCLE_LOCAL_OPTIONS, readLifecycleLocal } from "../lifecycle/settings.ts";
+import { readSourceAddresses } from "../config/run.ts";
 import { parseCommand, type CommandSpec } from "./options.ts";
 
 export const WORKER_SPEC: CommandSpec = {
@@ -64,6 +65,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
   const noKey = keyIssue(url, clusterKey, o.has("redis") ? "--redis" : "REDIS_HOST");
   if (noKey && !bad) o.issues.push(noKey);
   const lifecycle = readLifecycleLocal(o, certsArg, true);
+  const sources = readSourceAddresses(o);
   o.check();
   const agent = new MachineAgent(
     {
@@ -71,7 +73,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       certDir,
       storeCa: redisCa,
       caPem,
-      sources: o.list("source-address") ?? [],
+      sources,
       workers,
       name: o.str("name"),
       once: o.bool("once"),

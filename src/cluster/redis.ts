@@ -5,6 +5,7 @@
  */
 import Redis from "ioredis";
 import { LoadError, messageOf } from "../errors.ts";
+import { redactUrl } from "../redact.ts";
 
 export interface RedisSettings {
   url: string;
@@ -49,15 +50,7 @@ export function isLoopbackUrl(url: string): boolean {
 }
 
 /** The URL without its password, for messages. */
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ":***@");
-  }
-}
+export const redact = redactUrl;
 
 /**
  * Opens a connection and waits until it is ready. Commands fail at once while the link is

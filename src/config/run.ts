@@ -1,5 +1,6 @@
 /** Settings of `cicada run`: flags, config file and dojot's environment variables, validated together. */
 import { existsSync, readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "../cli/options.ts";
 import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../cluster/redis.ts";
@@ -43,7 +44,8 @@ export const RUN_SPEC: CommandSpec = {
     report: { type: "string", arg: "FILE", help: "Write the report here, also on Ctrl-C: run.json, run.csv (stats table) or run.html (tables and charts)" },
     threshold: { type: "string", arg: "EXPR", multiple: true, help: "Fail the run (exit 3) unless ROW.METRIC<OP>N holds, e.g. 'publish.p99_ms<500', 'connect.failure_rate<0.01' (repeatable)" },
     ui: { type: "string", arg: "HOST:PORT", help: "Serve the dashboard, control API and /metrics here (e.g. 127.0.0.1:8089) and take runs from it" },
-    token: { type: "string", arg: "TOKEN", env: "CICADA_TOKEN", help: "Bearer token the API requires (required to bind --ui beyond loopback)" },
+    token: { type: "string", arg: "TOKEN", env: "CICADA_TOKEN", help: "Bearer token the API requires, 16+ characters (required to bind --ui beyond loopback)" },
+    "ui-allow-host": { type: "string", arg: "LIST", help: "With --ui: host names the dashboard answers to besides its addresses and localhost (e.g. behind a proxy)" },
     history: { type: "string", arg: "DIR", default: "cicada-runs", help: "With --ui: one file per run kept here, so the dashboard keeps its history" },
     autostart: { type: "boolean", help: "With --ui: start a run with these settings at once, as if from the form" },
     "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
@@ -91,7 +93,7 @@ export interface RunConfig {
   /** Renew/revoke with this machine's CA, hook and signer (the swarm carries only the plan). */
   lifecycle?: LifecycleConfig;
   /** Set with --ui: serve the dashboard and API there. */
-  ui?: { host: string; port: number; token?: string; historyDir: string; autostart: boolean };
+  ui?: { host: string; port: number; token?: string; allowHosts: string[]; historyDir: string; autostart: boolean };
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number; clusterKey: string | null };
   /** The settings as given, for the report. */
@@ -169,6 +171,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     else thresholds.push(t);
   }
   const ui = o.has("ui") ? readUi(o) : undefined;
+  const sources = readSourceAddresses(o);
   const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
   const expect = o.int("expect-machines", 1, 1, 10_000);
   const graceMs = positiveDuration(o, "grace", "60s");
@@ -187,7 +190,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   return {
     swarm: {
       targets,
-      sources: o.list("source-address") ?? [],
+      sources,
       tls,
       insecure: o.bool("insecure"),
       caPem,
@@ -230,7 +233,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       keepalive_s: keepaliveS,
       payload_size: payloadSize,
       max_packet_size: maxPacketSize,
-      source_addresses: o.list("source-address") ?? [],
+      source_addresses: sources,
       reconnect_s: [reconnectMin, reconnectMax],
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
@@ -242,6 +245,13 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   };
 }
 
+/** --source-address: local IP addresses only (a name or a typo would otherwise be ignored, and the kernel would choose). */
+export function readSourceAddresses(o: Options): string[] {
+  const list = o.list("source-address") ?? [];
+  for (const a of list) if (isIP(a) === 0) o.fail("source-address", "must list IP addresses of this machine, e.g. 127.0.0.2,127.0.0.3", a);
+  return list;
+}
+
 function positiveDuration(o: Options, name: string, fallback: string): number {
   const ms = parseDuration(o.str(name) ?? fallback);
   if (ms === undefined || ms <= 0) {
@@ -251,6 +261,7 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
   return ms;
 }
 
+const MIN_TOKEN_CHARS = 16;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
 
 /** --ui HOST:PORT; anything beyond loopback needs --token. */
@@ -262,5 +273,8 @@ function readUi(o: Options): RunConfig["ui"] {
   if (!m || !host || !(port >= 0 && port <= 65535)) o.fail("ui", "must be HOST:PORT, e.g. 127.0.0.1:8089", spec);
   const token = o.str("token");
   if (host && !LOOPBACK.test(host) && !token) o.issues.push(`--ui ${spec} is reachable beyond this machine: give --token (or CICADA_TOKEN) so the API needs it, or bind 127.0.0.1`);
-  return { host, port, ...(token ? { token } : {}), historyDir: o.str("history")!, autostart: o.bool("autostart") };
+  // Said without the token itself: it is a secret.
+  if (token !== undefined && token.length < MIN_TOKEN_CHARS) o.issues.push(`${o.source("token")} must be at least ${MIN_TOKEN_CHARS} characters (got ${token.length}); make one with: openssl rand -hex 16`);
+  const allowHosts = o.list("ui-allow-host") ?? [];
+  return { host, port, ...(token ? { token } : {}), allowHosts, historyDir: o.str("history")!, autostart: o.bool("autostart") };
 }

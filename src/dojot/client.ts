@@ -5,6 +5,7 @@
  * 429 stops at once (the platform asks us to slow down: pace with --batch/--wait instead).
  */
 import { LoadError, messageOf } from "../errors.ts";
+import { redactText, redactUrl } from "../redact.ts";
 
 export interface DojotSettings {
   url: string;
@@ -21,14 +22,19 @@ export const DOJOT_DEFAULTS = { url: "http://127.0.0.1:8000", user: "admin", pas
 
 /** An HTTP answer dojot should not have given, or none at all. */
 export class DojotError extends LoadError {
+  /** The URL asked, its password redacted. */
+  readonly url: string;
   constructor(
     readonly method: string,
-    readonly url: string,
+    url: string,
     readonly status: number | null,
     detail: string,
   ) {
-    super(`dojot ${method} ${url}: ${status === null ? detail : `HTTP ${status}${detail ? ` ${detail}` : ""}`}`);
+    const shown = redactUrl(url);
+    // The detail may quote the URL too (a network error's text).
+    super(redactText(`dojot ${method} ${shown}: ${status === null ? detail : `HTTP ${status}${detail ? ` ${detail}` : ""}`}`));
     this.name = "DojotError";
+    this.url = shown;
   }
 }
 

@@ -1,5 +1,6 @@
 /** dojot connection settings: flags and the environment variables dojot's tool read. */
 import type { OptionSpecs, Options } from "../cli/options.ts";
+import { redactUrl } from "../redact.ts";
 import { DOJOT_DEFAULTS, type DojotSettings } from "./client.ts";
 
 export const DOJOT_OPTIONS: OptionSpecs = {
@@ -15,9 +16,9 @@ export function readDojotSettings(o: Options): DojotSettings {
   const url = o.str("dojot-url")!;
   try {
     const u = new URL(url);
-    if (u.protocol !== "http:" && u.protocol !== "https:") o.fail("dojot-url", "must be an http:// or https:// URL", url);
+    if (u.protocol !== "http:" && u.protocol !== "https:") o.fail("dojot-url", "must be an http:// or https:// URL", redactUrl(url));
   } catch {
-    o.fail("dojot-url", "is not a URL", url);
+    o.fail("dojot-url", "is not a URL", redactUrl(url));
   }
   return {
     url,

@@ -9,7 +9,6 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type Redis from "ioredis";
-import { mkdirSync } from "node:fs";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
 import { DojotClient } from "../dojot/client.ts";
 import type { KeyKind } from "../pki/build.ts";
@@ -19,7 +18,7 @@ import { issueDevice, requestDevice, thingId } from "../pki/issue.ts";
 import { fromPem } from "../pki/pem.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
 import { parseCertificate, serialHex } from "../pki/x509.ts";
-import { certDir, exists, writeDevice, writeFileAtomic, type CertDir } from "../store/dir.ts";
+import { certDir, DIR_MODE, exists, makeDir, writeDevice, writeFileAtomic, type CertDir } from "../store/dir.ts";
 import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "./types.ts";
 
 /** Counts grants against the caps. */
@@ -93,8 +92,8 @@ export class LocalSigner implements Signer {
     this.dir = { ...certDir(cfg.caDir), renew: cfg.renewDir, revoke: cfg.revokeDir };
     if (!exists(this.dir.caCert) || !exists(this.dir.caKey)) throw new LoadError(`renew/revoke with the local CA need ${this.dir.caCert} and ${this.dir.caKey}`, EXIT.BAD_INPUT);
     this.ca = openLocalCa(this.dir, { kind: "ec" }).ca;
-    mkdirSync(this.dir.renew, { recursive: true });
-    mkdirSync(this.dir.revoke, { recursive: true });
+    makeDir(this.dir.renew, DIR_MODE);
+    makeDir(this.dir.revoke, DIR_MODE);
   }
 
   /** Files `certPem` under the revoke directory (as `<id>.crt`, or `<id>-<serial>.crt` when that name is taken). */

@@ -63,18 +63,21 @@ export function renderHtml(r: Report, title = "cicada run"): string {
   const config = table(["Setting", "Value"], Object.entries(r.config).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]));
   const machines = r.machines ? table(["Machine", "Host", "Users", "Connected", "Processes", "Lost"], r.machines.map((m) => [m.id, m.host, m.users, m.connected, m.processes, m.lost ? "yes" : "no"])) : "";
   const h = r.health;
+  // Every value is escaped, numbers included: a report may hold what machines sent over the network.
+  const e = escapeHtml;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
 <style>${uplotCss}
 body{font:14px system-ui,sans-serif;margin:24px;color:#1d2733}table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #d7dde4;padding:4px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f2f5f8}.charts{display:flex;flex-wrap:wrap;gap:12px}</style></head>
 <body><h1>${escapeHtml(title)}</h1>
-<p>${escapeHtml(r.started)} → ${escapeHtml(r.ended)} (${r.duration_s} s)${r.interrupted ? " — interrupted" : ""}.
-Devices: ${r.users.connected} connected of ${r.users.active} started (target ${r.users.target}).
-Generator ${h.kept_up ? "kept up" : "did NOT keep up"}: loop lag p99 ${h.loop_lag_p99_ms} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent} %.</p>
+<p>${e(r.started)} → ${e(r.ended)} (${e(r.duration_s)} s)${r.interrupted ? " — interrupted" : ""}.
+Devices: ${e(r.users.connected)} connected of ${e(r.users.active)} started (target ${e(r.users.target)}).
+Generator ${h.kept_up ? "kept up" : "did NOT keep up"}: loop lag p99 ${e(h.loop_lag_p99_ms)} ms, late sends ${e(h.late_sends)}, CPU ${e(h.cpu_percent)} %.</p>
 <h2>Statistics (ms)</h2>${stats}
 <h2>Failures</h2>${failures}
 ${r.certificates ? `<h2>Certificates</h2>${table(["Renewed", "Revoked", "Revoked but accepted"], [[r.certificates.renewed, r.certificates.revoked, r.certificates.revoked_but_accepted]])}` : ""}
+${r.dropped_messages && Object.keys(r.dropped_messages).length ? `<h2>Dropped control messages</h2>${table(["Reason", "Messages"], Object.entries(r.dropped_messages))}` : ""}
 <h2>Charts</h2><div class="charts" id="charts"></div>
 ${machines ? `<h2>Machines</h2>${machines}` : ""}
 <h2>Settings</h2>${config}

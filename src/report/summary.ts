@@ -29,6 +29,8 @@ export interface Report {
   workers?: WorkersReport;
   /** Machines of a federated run (`--redis`). */
   machines?: MachineReport[];
+  /** Control messages the controller dropped in a federated run, by reason: forged, replayed, malformed (0 in a healthy run). */
+  dropped_messages?: Record<string, number>;
   /** Renewals and revocations, when the run made any. */
   certificates?: CertificatesReport;
   /** The run over time, a point every 2 s. */
@@ -57,6 +59,8 @@ export interface MachineReport {
   processes: number;
   cpu_us: number;
   rss: number;
+  /** Control messages this machine dropped (forged, replayed, malformed). */
+  dropped: number;
   rejected?: string;
 }
 
@@ -80,6 +84,7 @@ export interface ReportInput {
   rssBytes: number;
   workers?: WorkersReport;
   machines?: MachineReport[];
+  dropped?: Record<string, number>;
 }
 
 export function buildReport(r: ReportInput): Report {
@@ -119,6 +124,7 @@ export function buildReport(r: ReportInput): Report {
     },
     ...(r.workers ? { workers: r.workers } : {}),
     ...(r.machines ? { machines: r.machines } : {}),
+    ...(r.dropped ? { dropped_messages: r.dropped } : {}),
     ...certificates(r.stats),
   };
 }

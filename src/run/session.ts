@@ -43,6 +43,8 @@ export class RunSession {
     readonly fleet: Fleet,
     /** Worker processes on this machine (0 when machines run the devices). */
     readonly workers: number,
+    /** Most devices the run can have: the identities it may use. */
+    readonly capacity: number,
   ) {
     this.timeline = new Timeline();
   }
@@ -97,7 +99,7 @@ export class RunSession {
         },
         say,
       );
-      return new RunSession(cfg, controller, 0);
+      return new RunSession(cfg, controller, 0, space[1]);
     }
 
     const raised = await raiseFileLimit();
@@ -124,7 +126,7 @@ export class RunSession {
       workers === 1
         ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }), lifecycle)
         : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, storeCa: cfg.storeCa }), say, lifecycle);
-    return new RunSession(cfg, fleet, workers);
+    return new RunSession(cfg, fleet, workers, space[1]);
   }
 
   /**
@@ -200,8 +202,8 @@ export class RunSession {
   private build(s: FleetSnapshot, interrupted: boolean): Report {
     const supervised = this.supervised;
     const own = process.cpuUsage(this.cpu0);
-    const machines = s.machines?.map(({ id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, rejected }) => ({
-      id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, ...(rejected ? { rejected } : {}),
+    const machines = s.machines?.map(({ id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, dropped, rejected }) => ({
+      id, host, pid, lost, users, ranges, connected, processes, cpu_us, rss, dropped: dropped ?? 0, ...(rejected ? { rejected } : {}),
     }));
     const report = buildReport({
       config: { ...this.cfg.echo, workers: this.federated ? "machines" : this.workers },
@@ -213,6 +215,7 @@ export class RunSession {
       cpuMicros: this.cpu(s) - this.cpuFrom,
       rssBytes: process.memoryUsage().rss + (supervised ? s.workers.reduce((a, w) => a + w.rss, 0) : 0),
       machines,
+      ...(s.dropped ? { dropped: s.dropped as Record<string, number> } : {}),
       workers: supervised
         ? {
             processes: this.federated ? s.workers.length : this.workers,

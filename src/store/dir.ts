@@ -3,7 +3,7 @@
  * `<id>.key`, `<id>.crt`, `ca.crt`, `renew/`, `revoke/` — so `ls cert | wc -l` = 2N+3.
  * cicada's own CA key and CRL live in the hidden `.ca/` folder, which `ls` does not count.
  */
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
 
@@ -39,14 +39,29 @@ export function certDir(root: string): CertDir {
 /** A device id must be usable as a file name and an MQTT topic level. */
 export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
+/**
+ * Creates `path` (and its parents) when missing, with exactly `mode` whatever the umask: a
+ * broker must be able to read `ca.crt` and the CRL under a strict umask, and the CA key's
+ * directory must stay private under a loose one. An existing directory keeps its mode.
+ */
+export function makeDir(path: string, mode: number): void {
+  if (existsSync(path)) return;
+  mkdirSync(path, { recursive: true, mode });
+  chmodSync(path, mode);
+}
+
+/** Modes of the layout's directories: keys inside are 0600 files; the CA's own directory is private. */
+export const DIR_MODE = 0o755;
+export const PRIVATE_DIR_MODE = 0o700;
+
 /** Creates the layout (idempotent). Fails with a bad-input error naming the directory when it cannot. */
 export function ensureCertDir(root: string): CertDir {
   const d = certDir(root);
   try {
-    mkdirSync(d.root, { recursive: true });
-    mkdirSync(d.renew, { recursive: true });
-    mkdirSync(d.revoke, { recursive: true });
-    mkdirSync(d.caDir, { recursive: true, mode: 0o700 });
+    makeDir(d.root, DIR_MODE);
+    makeDir(d.renew, DIR_MODE);
+    makeDir(d.revoke, DIR_MODE);
+    makeDir(d.caDir, PRIVATE_DIR_MODE);
     const probe = join(d.caDir, `.probe-${process.pid}`);
     writeFileAtomic(probe, "", 0o600);
     unlinkSync(probe);
@@ -67,6 +82,8 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode: n
   const tmp = `${path}.tmp-${process.pid}-${++tmpCounter}`;
   const fd = openSync(tmp, "wx", mode);
   try {
+    // Exactly `mode`, whatever the umask: a broker must be able to read ca.crt and the CRL.
+    fchmodSync(fd, mode);
     writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
     if (opts.sync) fsyncSync(fd);
   } finally {

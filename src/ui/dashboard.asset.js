@@ -18,8 +18,10 @@
   function api(method, path, body) {
     var headers = { accept: "application/json" };
     if (token) headers.authorization = "Bearer " + token;
-    if (body !== undefined) headers["content-type"] = "application/json";
-    return fetch(path, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body) }).then(function (res) {
+    // Every state-changing call is JSON, even with nothing to say: the server refuses anything else.
+    var changes = method !== "GET";
+    if (changes) headers["content-type"] = "application/json";
+    return fetch(path, { method: method, headers: headers, body: changes ? JSON.stringify(body === undefined ? {} : body) : undefined }).then(function (res) {
       if (res.status === 204) return null;
       return res.json().then(function (data) {
         if (!res.ok) throw new Error((data && data.errors ? data.errors : ["HTTP " + res.status]).join("\n"));

@@ -35,7 +35,7 @@ describe("control API (app.request)", () => {
     const certs = await app.request("/api/runs", post({ users: 10, tls: true }));
     expect(certs.status).toBe(400);
     expect(((await certs.json()) as { errors: string[] }).errors[0]).toContain("cannot read CA certificate");
-    expect((await app.request("/api/runs/current/stop", { method: "POST" })).status).toBe(409);
+    expect((await app.request("/api/runs/current/stop", post({}))).status).toBe(409);
     expect((await app.request("/api/runs/nope")).status).toBe(404);
   });
 
@@ -53,6 +53,47 @@ describe("control API (app.request)", () => {
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('<form id="start">');
     expect((await app.request("/assets/uplot.js")).status).toBe(200);
+  });
+
+  test("a page elsewhere cannot drive the API: Host, Origin and Content-Type are checked before any route", async () => {
+    using tmp = tempDir();
+    // Certificates missing: a start that got through would answer 400 for them, not for the request's form.
+    const app = createApp(new RunManager(["--certs", join(tmp.path, "none"), "--no-tls"], join(tmp.path, "runs"), () => {}), { allowHosts: ["cicada.lab"] });
+    const at = (host: string) => ({ host });
+    // DNS rebinding: the attacker's name resolves to 127.0.0.1, the browser sends Host: evil.example.
+    const rebound = await app.request("http://evil.example:8089/api/status", { headers: at("evil.example:8089") });
+    expect(rebound.status).toBe(403);
+    expect(((await rebound.json()) as { errors: string[] }).errors[0]).toContain("Host evil.example:8089 is not this server");
+    expect((await app.request("/api/runs", post({ users: 1 }, at("evil.example")))).status).toBe(403);
+    for (const host of ["127.0.0.1:8089", "[::1]:8089", "localhost:8089", "cicada.lab:443"]) expect((await app.request("/api/status", { headers: at(host) })).status).toBe(200);
+    // A cross-site page: its Origin is not ours (a form or fetch from elsewhere), or Fetch Metadata says so.
+    const cross = await app.request("/api/runs/current/stop", post({}, { host: "127.0.0.1:8089", origin: "http://evil.example" }));
+    expect(cross.status).toBe(403);
+    expect((await app.request("/api/runs/current/stop", post({}, { host: "127.0.0.1:8089", origin: "null" }))).status).toBe(403);
+    expect((await app.request("/api/runs/current/stop", post({}, { host: "127.0.0.1:8089", "sec-fetch-site": "cross-site" }))).status).toBe(403);
+    // The dashboard's own page: same origin, passes (and no run is going).
+    expect((await app.request("/api/runs/current/stop", post({}, { host: "127.0.0.1:8089", origin: "http://127.0.0.1:8089" }))).status).toBe(409);
+    // A simple cross-site request (no preflight) can only be form-encoded or text/plain: refused, nothing starts.
+    const form = await app.request("/api/runs", { method: "POST", headers: { "content-type": "text/plain" }, body: '{"users":1}' });
+    expect(form.status).toBe(400);
+    expect(((await form.json()) as { errors: string[] }).errors[0]).toContain("Content-Type: application/json");
+    expect((await app.request("/api/runs/current/reset-stats", { method: "POST" })).status).toBe(400);
+    // No body, or a body that is not JSON: 400 with the reason, never a 500 or a run with defaults.
+    for (const body of [undefined, "{nope", "[1,"]) {
+      const r = await app.request("/api/runs", { method: "POST", headers: { "content-type": "application/json" }, body });
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { errors: string[] }).errors[0]).toContain("not valid JSON");
+    }
+    expect((await app.request("/api/runs/current", { method: "PATCH", headers: { "content-type": "application/json" }, body: "{" })).status).toBe(400);
+    expect(((await (await app.request("/api/status")).json()) as { state: string }).state).toBe("idle");
+  });
+
+  test("the bearer scheme is case-insensitive; the token must match exactly", async () => {
+    using tmp = tempDir();
+    const token = "0123456789abcdef";
+    const app = createApp(new RunManager([], join(tmp.path, "runs"), () => {}), { token });
+    for (const scheme of ["Bearer", "bearer", "BEARER"]) expect((await app.request("/api/status", { headers: { authorization: `${scheme} ${token}` } })).status).toBe(200);
+    for (const wrong of [`Bearer ${token}x`, `Bearer ${token.slice(1)}`, `Basic ${token}`, token]) expect((await app.request("/api/status", { headers: { authorization: wrong } })).status).toBe(401);
   });
 
   test("the OpenAPI document describes every route", async () => {
@@ -83,10 +124,15 @@ describe.skipIf(!HAVE_MOSQUITTO)("control API over a real socket", () => {
     const run = (await started.json()) as { id: string };
     expect((await api("/api/runs", post({ users: 1 }))).status).toBe(409);
     await ui.waitFor(async () => ((await (await api("/api/status")).json()) as { current: { report: { users: { connected: number } } } }).current.report.users.connected === 40);
-    expect((await api("/api/runs/current", { method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify({ users: 60 }) })).status).toBe(200);
+    const patch = (body: unknown) => api("/api/runs/current", { method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    // More devices than identities: refused as a start would be, and nothing changes.
+    const tooMany = await patch({ users: 61 });
+    expect(tooMany.status).toBe(400);
+    expect(((await tooMany.json()) as { errors: string[] }).errors[0]).toContain("at most 60");
+    expect((await patch({ users: 60 })).status).toBe(200);
     await ui.waitFor(async () => ((await (await api("/api/status")).json()) as { current: { report: { users: { connected: number } } } }).current.report.users.connected === 60);
     await Bun.sleep(1500);
-    const stopped = await api("/api/runs/current/stop", { method: "POST" });
+    const stopped = await api("/api/runs/current/stop", post({}));
     expect(stopped.status).toBe(200);
     const final = ((await stopped.json()) as { state: string; report: { stats: Record<string, { count: number; failures: number; latency_count: number; p50_ms: number }> } });
     expect(final.state).toBe("finished");

@@ -6,31 +6,16 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
 import Redis from "ioredis";
 import { startRedis } from "../../scripts/lib/testbed.ts";
 import { waitFor } from "../helpers/broker.ts";
 import { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker } from "../helpers/testbed.ts";
-import { tempDir } from "../helpers/tmp.ts";
+import { brokerConnections, spawnCicada, tempDir } from "../helpers/tmp.ts";
 
-const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
-
-/** Client ids the broker accepted, with the address each connected from. */
-function connections(log: string): { ip: string; client: string }[] {
-  return [...log.matchAll(/New client connected from (\S+):\d+ as (admin:\S+) /g)].map((m) => ({ ip: m[1]!, client: m[2]! }));
-}
-
-/** Spawns cicada with stderr collected into `out.err`. */
-function cicada(args: string[], env: Record<string, string> = {}): { proc: Subprocess<"ignore", "pipe", "pipe">; out: { err: string } } {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
-  const out = { err: "" };
-  void (async () => {
-    for await (const chunk of proc.stderr) out.err += new TextDecoder().decode(chunk);
-  })();
-  return { proc, out };
-}
+const connections = brokerConnections;
+const cicada = spawnCicada;
 
 describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis", () => {
   test("controller + two machines: disjoint ids, totals equal what the broker saw, a Redis restart loses no counts", async () => {

@@ -43,5 +43,10 @@ describe.skipIf(!HAVE_MOSQUITTO)("reports and thresholds", () => {
     for (const s of ['"publish.p99<5": a row has', 'no row "nope"', "is not ROW.METRIC<OP>NUMBER", "--report must end in .json, .csv or .html", "--ui 0.0.0.0:8089 is reachable beyond this machine: give --token"]) {
       expect(r.stderr).toContain(s);
     }
+    // A guessable token is refused, and not echoed: it is a secret.
+    const weak = await cicada(["run", "--ui", "127.0.0.1:0", "--token", "hunter2"]);
+    expect(weak.code).toBe(2);
+    expect(weak.stderr).toContain("--token must be at least 16 characters (got 7)");
+    expect(weak.stderr).not.toContain("hunter2");
   });
 });

@@ -1,0 +1,52 @@
+/** Bad input is exit 2 with a clear message; secrets stay out of messages; directories get their modes whatever the umask. */
+import { describe, expect, test } from "bun:test";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { cicada, sh, tempDir } from "../helpers/tmp.ts";
+
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+
+describe("bad input", () => {
+  for (const cmd of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+    test(`cicada ${cmd} is an unknown command`, async () => {
+      const r = await cicada([cmd]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`unknown command "${cmd}"`);
+    });
+  }
+
+  test("--source-address must list IP addresses (run and worker)", async () => {
+    const run = await cicada(["run", "--no-tls", "--source-address", "127.0.0.2,notanip"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--source-address must list IP addresses of this machine, e.g. 127.0.0.2,127.0.0.3 (got "notanip")');
+    const worker = await cicada(["worker", "--source-address", "localhost"]);
+    expect(worker.code).toBe(2);
+    expect(worker.stderr).toContain('--source-address must list IP addresses');
+  });
+
+  test("a password in DOJOT_URL never appears in what cicada prints", async () => {
+    // Port 1 on loopback: nothing listens, the request fails at once.
+    const r = await cicada(["dojot", "clear", "--all"], { env: { DOJOT_URL: "http://admin:s3cr3t-pw@127.0.0.1:1", DOJOT_API_RETRIES: "0" } });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("http://admin:***@127.0.0.1:1");
+    expect(r.stdout + r.stderr).not.toContain("s3cr3t-pw");
+    const bad = await cicada(["dojot", "clear", "--all", "--dojot-url", "ftp://admin:s3cr3t-pw@host"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout + bad.stderr).not.toContain("s3cr3t-pw");
+  });
+});
+
+describe("certificate directories", () => {
+  for (const umask of ["077", "000"]) {
+    test(`modes are explicit under umask ${umask}`, async () => {
+      using tmp = tempDir();
+      const dir = join(tmp.path, "cert");
+      const r = await sh(["sh", "-c", `umask ${umask}; exec "$0" "$@"`, process.execPath, MAIN, "certs", "create", "--devices", "2", "--dir", dir]);
+      expect(r.code).toBe(0);
+      const mode = (p: string) => statSync(join(dir, p)).mode & 0o777;
+      expect([mode("."), mode("renew"), mode("revoke"), mode(".ca")]).toEqual([0o755, 0o755, 0o755, 0o700]);
+      expect(mode(".ca/ca.key")).toBe(0o600);
+      expect(mode("ca.crt")).toBe(0o644);
+    });
+  }
+});
