@@ -52,13 +52,13 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
-async function run(args: string[], brokerCount: number, certDir: string, onStarted?: (pid: number) => Promise<void>): Promise<Record<string, any>> {
+async function run(args: string[], brokerCount: number, certDir: string, onStarted?: (pid: number) => Promise<void>, env: Record<string, string | undefined> = process.env): Promise<Record<string, any>> {
   const state = mkdtempSync(join(tmpdir(), "cicada-bench-state-"));
   const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
   const report = join(state, "report.json");
   try {
     const ports = brokers.map((b) => b.port).join(",");
-    const proc = Bun.spawn([process.execPath, MAIN, "run", "--certs", certDir, "--port", ports, "--report", report, ...args], { stdio: ["ignore", "ignore", "inherit"] });
+    const proc = Bun.spawn([process.execPath, MAIN, "run", "--certs", certDir, "--port", ports, "--report", report, ...args], { stdio: ["ignore", "ignore", "inherit"], env });
     if (onStarted) await onStarted(proc.pid);
     const code = await proc.exited;
     if (code !== 0) throw new Error(`cicada run exited ${code}`);
@@ -115,16 +115,18 @@ if (only.has("coordination")) {
   });
 }
 
-if (only.has("federation")) {
-  // The controller of a federated run: its CPU with N machines (cicada worker, 1 process each) over Redis.
+// The controller of a federated run: its CPU with N machines (cicada worker, 1 process each) over
+// Redis, with plain messages and with messages signed by a cluster key (HMAC + schema + freshness).
+for (const signed of only.has("federation") ? [false, true] : []) {
   const machines = Number(values["coord-workers"]);
   const devices = machines * 100;
   const certDir = await certs(devices);
-  log(`federation: controller + ${machines} machines × 100 devices publishing every 1 s; controller CPU over a 20 s steady window`);
+  log(`federation${signed ? " (signed)" : ""}: controller + ${machines} machines × 100 devices publishing every 1 s; controller CPU over a 20 s steady window`);
   const state = mkdtempSync(join(tmpdir(), "cicada-bench-state-"));
   const redis = await startRedis({ stateDir: state });
+  const env = { ...process.env, ...(signed ? { CICADA_CLUSTER_KEY: "bench-cluster-key-0123456789abcdef" } : {}) };
   const agents = Array.from({ length: machines }, (_, i) =>
-    Bun.spawn([process.execPath, MAIN, "worker", "--redis", redis.url, "--certs", certDir, "--workers", "1", "--name", `m${i}`, "--once"], { stdio: ["ignore", "ignore", "ignore"] }),
+    Bun.spawn([process.execPath, MAIN, "worker", "--redis", redis.url, "--certs", certDir, "--workers", "1", "--name", `m${i}`, "--once"], { stdio: ["ignore", "ignore", "ignore"], env }),
   );
   let steady = NaN;
   try {
@@ -133,9 +135,11 @@ if (only.has("federation")) {
       const a = cpuSeconds(pid);
       await Bun.sleep(20_000);
       steady = ((cpuSeconds(pid) - a) / 20) * 100;
-    });
+    }, env);
     emit({
       figure: "federation",
+      signed,
+      dropped_messages: rep.dropped_messages ?? {},
       machines: rep.machines.length,
       processes: rep.workers.processes,
       devices,

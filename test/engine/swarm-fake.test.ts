@@ -59,6 +59,13 @@ describe("swarm against an in-process broker", () => {
     expect(swarm.stats.rows.recv_message.count).toBe(1);
   });
 
+  test("MQTT 5 tells the broker the largest packet a device takes; 3.1.1 has no way to", async () => {
+    using broker = new FakeBroker();
+    await using v5 = startSwarm(swarmConfig(at(broker), { users: 1, version: 5, maxPacketSize: 256 * 1024 }), plainIds(1));
+    await waitFor(() => v5.stats.rows.connect.count >= 1, "the device to connect");
+    expect(broker.received.find((r) => r.cmd === "connect")!.maximumPacketSize).toBe(256 * 1024);
+  });
+
   test("a smaller --max-packet-size refuses what the default takes", async () => {
     using broker = new FakeBroker({ kind: "huge", claim: 900 * 1024, send: 900 * 1024, chunk: 1024 });
     await using swarm = startSwarm(swarmConfig(at(broker), { users: 1, maxPacketSize: 64 * 1024, reconnectMs: [5000, 5000] }), plainIds(1));

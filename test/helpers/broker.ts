@@ -24,7 +24,7 @@ interface Client {
 }
 
 export class FakeBroker {
-  readonly received: { cmd: string; clientId?: string; topic?: string; qos?: number }[] = [];
+  readonly received: { cmd: string; clientId?: string; maximumPacketSize?: number; topic?: string; qos?: number }[] = [];
   connections = 0;
   private server: TCPSocketListener<Client>;
 
@@ -76,7 +76,7 @@ export class FakeBroker {
   private onPacket(s: Socket<Client>, p: mqtt.Packet): void {
     const c = s.data;
     const send = (packet: mqtt.Packet): void => void s.write(mqtt.generate(packet, { protocolVersion: c.version }));
-    this.received.push({ cmd: p.cmd, ...(p.cmd === "connect" ? { clientId: p.clientId } : {}), ...(p.cmd === "publish" ? { topic: p.topic, qos: p.qos } : {}) });
+    this.received.push({ cmd: p.cmd, ...(p.cmd === "connect" ? { clientId: p.clientId, maximumPacketSize: p.properties?.maximumPacketSize } : {}), ...(p.cmd === "publish" ? { topic: p.topic, qos: p.qos } : {}) });
     const b = this.behaviour;
     if (p.cmd === "connect") {
       c.version = (p.protocolVersion ?? 4) as 4 | 5;
