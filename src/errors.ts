@@ -6,6 +6,8 @@ export const EXIT = {
   INTERNAL: 1,
   BAD_INPUT: 2,
   THRESHOLDS: 3,
+  /** A remote service the command needs (dojot, Redis) failed or could not be reached. */
+  REMOTE: 4,
   INTERRUPTED: 130,
 } as const;
 

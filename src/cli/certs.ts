@@ -14,7 +14,7 @@ import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { issueViaDojot } from "../dojot/issue.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
-import { thingId } from "../pki/issue.ts";
+import { describeName } from "../pki/subject.ts";
 import { checkStoreEnv, RedisStore, type StoreSettings, storeSettings } from "../store/redis.ts";
 import { parseCommand, runSubcommand, type CommandSpec, type OptionSpecs } from "./options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
@@ -42,7 +42,8 @@ const CREATE: CommandSpec = {
     "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
     batch: { type: "string", arg: "N", default: "100", help: "With dojot: certificates per batch" },
     wait: { type: "string", arg: "MS", default: "0", help: "With dojot: pause between batches, to pace the platform" },
-    tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: certificate CN is tenant:id" },
+    tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: certificate CN is tenant:id (dojot sets it from its token)" },
+    "replace-ca": { type: "boolean", help: "Replace a different CA already in DIR or the Redis store (its certificates stop verifying)" },
     ...DIR_OPTIONS,
     ...CA_OPTIONS,
     jobs: { type: "string", short: "j", arg: "N", help: "Worker processes (default: one per core); with dojot, requests in flight (default 8)" },
@@ -167,7 +168,7 @@ async function create(argv: string[]): Promise<number> {
     let wanted: string[];
     if (fromDojot) {
       wanted = await client!.deviceIds();
-      process.stderr.write(`dojot lists ${fmtInt(wanted.length)} devices\n`);
+      process.stderr.write(`dojot lists ${plural(wanted.length, "device")}\n`);
     } else wanted = ids ? [...new Set(ids)] : newIds(devices!, existing);
     const todo = wanted.filter((id) => !existing.has(id));
     const already = wanted.length - todo.length;
@@ -180,19 +181,40 @@ async function create(argv: string[]): Promise<number> {
       progress.update(`certs: ${fmtInt(created)}/${fmtInt(todo.length)} (${fmtInt(rate)}/s, ${workers}) eta ${fmtDuration((todo.length - created) / Math.max(rate, 1e-9))}`);
     };
     let tally: IssueTally;
+    const replaceCa = o.bool("replace-ca");
     if (client) {
+      client.onRetry = (line) => {
+        progress.done();
+        process.stderr.write(`${line}\n`);
+      };
+      client.onWaiting = (what, s) => progress.update(`dojot: waiting for ${what} (${s} s)`, true);
       const caPem = await client.caPem();
-      if (redis) await redis.setCaPem(caPem);
-      else writeDojotCa(dir, caPem);
+      if (redis) await setStoreCa(redis, caPem, "dojot's CA", replaceCa);
+      else writeDojotCa(dir, caPem, replaceCa);
       const sink = redis
-        ? async (id: string, keyPem: string, certPem: string) => (await redis.put([{ id, thingId: thingId(tenant, id), keyPem, certPem }])) === 1
+        ? async (id: string, keyPem: string, certPem: string, identity: string) => (await redis.put([{ id, thingId: identity, keyPem, certPem }])) === 1
         : async (id: string, keyPem: string, certPem: string) => writeDevice(dir.root, id, keyPem, certPem);
-      tally = await issueViaDojot({ ids: todo, tenant, kind, lanes: jobs, batch, waitMs, associate: fromDojot }, client, sink, (_d, created) => show(created, `${jobs} lanes`));
-      if (client.retried) process.stderr.write(`dojot: ${client.retried} requests retried after 5xx or timeouts\n`);
+      const r = await issueViaDojot({ ids: todo, tenant, kind, lanes: jobs, batch, waitMs, associate: fromDojot }, client, sink, (_d, created) => show(created, `${jobs} lanes`));
+      progress.done();
+      tally = r;
+      if (client.retried) process.stderr.write(`dojot: ${plural(client.retried, "request")} retried after 5xx or timeouts\n`);
+      if (r.unexpectedCount) {
+        const e = r.unexpected.map((u) => `${u.id} → CN=${u.cn}`).join(", ");
+        process.stderr.write(`warning: ${plural(r.unexpectedCount, "certificate")} from dojot carry a CN other than ${tenant}:<id> (${e}): those devices connect as their certificate's CN; check dojot's tenant and CN rule\n`);
+      }
+      if (r.orphansRevoked) process.stderr.write(`dojot: revoked ${plural(r.orphansRevoked, "orphan certificate")} left by signing requests that timed out and were sent again\n`);
+      if (r.ambiguous && !r.orphansChecked) {
+        process.stderr.write(`dojot: ${plural(r.ambiguous, "signing request")} timed out and were sent again; this dojot has no certificate listing, so up to ${r.ambiguous} certificates may be left that no device holds\n`);
+      }
     } else {
+      if (redis) {
+        // Checked before the local CA is made or used: a store holding dojot's CA keeps it.
+        const held = await redis.caPem();
+        if (held && !exists(dir.caKey) && !replaceCa) throw caMismatch(`the store ${redact(store!.redis.url)}`, held, "a new local CA", null);
+      }
       const { ca, created } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
       if (created) process.stderr.write(`created local CA ${dir.caCert} (key in ${dir.caKey})\n`);
-      if (redis) await redis.setCaPem(ca.certPem);
+      if (redis) await setStoreCa(redis, ca.certPem, `the local CA of ${dir.root}`, replaceCa);
       const workers = workersFor(todo.length, jobs);
       tally = await issueParallel(
         { root: dir.root, tenant, kind, days, caCert: o.str("ca-cert") ?? dir.caCert, caKey: o.str("ca-key") ?? dir.caKey, ids: todo, ...(store ? { store } : {}) },
@@ -205,7 +227,7 @@ async function create(argv: string[]): Promise<number> {
     const secs = (performance.now() - started) / 1000;
     const skipped = already + tally.skipped;
     process.stdout.write(
-      `created ${fmtInt(tally.created)} ${kind === "ec" ? "EC P-256" : "RSA-2048"} device certificates${signer === "dojot" ? " signed by dojot" : ""} in ${target} ` +
+      `created ${plural(tally.created, `${kind === "ec" ? "EC P-256" : "RSA-2048"} device certificate`)}${signer === "dojot" ? " signed by dojot" : ""} in ${target} ` +
         `in ${fmtDuration(secs)} (${fmtInt(tally.created / Math.max(secs, 1e-3))}/s)` +
         `${skipped ? `; ${fmtInt(skipped)} already present, left unchanged` : ""}\n`,
     );
@@ -215,14 +237,34 @@ async function create(argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
-/** Writes dojot's CA as DIR/ca.crt, refusing to mix it with a local CA already there. */
-function writeDojotCa(dir: CertDir, caPem: string): void {
-  if (exists(dir.caKey)) {
-    const current = exists(dir.caCert) ? readFileSync(dir.caCert, "utf8") : "";
-    if (current.trim() !== caPem.trim()) throw new LoadError(`${dir.root} holds a local CA (${dir.caKey}): use another --dir for dojot-signed certificates`, EXIT.BAD_INPUT);
-    return;
-  }
+/** "1 certificate", "2 certificates". */
+function plural(n: number, what: string): string {
+  return `${fmtInt(n)} ${what}${n === 1 ? "" : "s"}`;
+}
+
+/** The refusal to mix two CAs, naming both. */
+function caMismatch(where: string, heldPem: string, incoming: string, incomingPem: string | null): LoadError {
+  return new LoadError(
+    `${where} holds certificates of another CA (${describeName(heldPem)}) than ${incoming}${incomingPem ? ` (${describeName(incomingPem)})` : ""}: ` +
+      "mixing them would leave one set unverifiable. Use another directory or store, or --replace-ca to replace it",
+    EXIT.BAD_INPUT,
+  );
+}
+
+/** Writes dojot's CA as DIR/ca.crt; a different CA already there (local or foreign) is kept unless `replace`. */
+function writeDojotCa(dir: CertDir, caPem: string, replace: boolean): void {
+  const current = exists(dir.caCert) ? readFileSync(dir.caCert, "utf8") : "";
+  if (current.trim() === caPem.trim()) return;
+  if (exists(dir.caKey) && !replace) throw caMismatch(`${dir.root} (a local CA, key ${dir.caKey})`, current, "dojot's CA", caPem);
+  if (current && !replace) throw caMismatch(dir.root, current, "dojot's CA", caPem);
   writeFileAtomic(dir.caCert, caPem, 0o644);
+}
+
+/** Records the store's CA (`ca_certificate`); a different one already there is kept unless `replace`. */
+async function setStoreCa(redis: RedisStore, caPem: string, incoming: string, replace: boolean): Promise<void> {
+  const held = await redis.caPem();
+  if (held && held.trim() !== caPem.trim() && !replace) throw caMismatch("the Redis store", held, incoming, caPem);
+  await redis.setCaPem(caPem);
 }
 
 /** `n` random unique 32-bit hex ids (8 digits) that are not in `taken`. */

@@ -58,9 +58,14 @@ async function create(argv: string[]): Promise<number> {
   const settings = readDojotSettings(o);
   o.check();
   const client = new DojotClient(settings);
+  const progress = new Progress();
+  client.onRetry = (line) => {
+    progress.done();
+    process.stderr.write(`${line}\n`);
+  };
+  client.onWaiting = (what, s) => progress.update(`dojot: waiting for ${what} (${s} s)`, true);
   const started = performance.now();
   const template = await client.createTemplate(o.str("label")!);
-  const progress = new Progress();
   let made = 0;
   while (made < devices) {
     if (made > 0 && waitMs) await Bun.sleep(waitMs);

@@ -4,7 +4,7 @@
  * with a capped backoff, and one line on stderr when the link goes down and when it is back.
  */
 import Redis from "ioredis";
-import { LoadError, messageOf } from "../errors.ts";
+import { EXIT, LoadError, messageOf } from "../errors.ts";
 import { redactUrl } from "../redact.ts";
 
 export interface RedisSettings {
@@ -89,7 +89,7 @@ export async function openRedis(s: RedisSettings, name: string, say: (line: stri
   } catch (err) {
     redis.disconnect();
     // connect() only says "Connection is closed"; the error event said why.
-    throw new LoadError(`cannot reach Redis at ${redact(s.url)}: ${messageOf(lastError ?? err)}`);
+    throw new LoadError(`cannot reach Redis at ${redact(s.url)}: ${messageOf(lastError ?? err)}`, EXIT.REMOTE);
   } finally {
     clearTimeout(timer);
   }

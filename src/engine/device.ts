@@ -59,11 +59,15 @@ export class Device {
   /** A renewed identity, used instead of the source's from then on. */
   renewed: { cert: string; key: string } | null = null;
 
+  /**
+   * @param clientId client id = username = topic prefix: `tenant:id` until the device's
+   *   certificate says otherwise (its CN, read at each dial)
+   */
   constructor(
     readonly index: number,
     readonly id: string,
-    readonly clientId: string,
-    readonly publish: PublishTemplate,
+    public clientId: string,
+    public publish: PublishTemplate,
   ) {}
 
   packetId(): number {

@@ -9,6 +9,7 @@ import type { TLSOptions } from "bun";
 import { PINGREQ, PublishTemplate, encodeConnect, encodeDisconnect, type ProtocolVersion, type QoS } from "../mqtt/codec.ts";
 import { onData, type SessionHost } from "../mqtt/session.ts";
 import { Stats } from "../metrics/stats.ts";
+import { commonNameOf } from "../pki/subject.ts";
 import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
 import { Outbox } from "../transport/outbox.ts";
 import { ServerPins } from "../transport/pins.ts";
@@ -264,6 +265,12 @@ export class Swarm implements SessionHost, LinkEvents {
       } catch {
         conn.closed = true;
         return this.closed(conn, "identity_unreadable");
+      }
+      // The identity is the certificate's CN, as the broker sees it (use_identity_as_username), not an assumed tenant:id.
+      const cn = commonNameOf(ident.cert);
+      if (cn && cn !== dev.clientId) {
+        dev.clientId = cn;
+        dev.publish = new PublishTemplate(`${cn}/attrs`, this.cfg.qos, this.cfg.version, this.cfg.payloadSize);
       }
       if (this.cfg.insecure) {
         tls = { cert: ident.cert, key: ident.key, rejectUnauthorized: false };

@@ -151,10 +151,7 @@ export function fingerprint(certPem: string): string {
 /** dojot's x509 service: revoke by fingerprint (DELETE), renew with a CSR made here. */
 export class DojotSigner implements Signer {
   private readonly client: DojotClient;
-  constructor(
-    private readonly cfg: LifecycleConfig,
-    private readonly tenant: string,
-  ) {
+  constructor(private readonly cfg: LifecycleConfig) {
     this.client = new DojotClient(cfg.dojot!);
   }
 
@@ -165,7 +162,8 @@ export class DojotSigner implements Signer {
 
   async renew(id: string, certPem: string): Promise<{ cert: string; key: string }> {
     await this.client.revoke(fingerprint(certPem));
-    const { keyPem, csrPem } = requestDevice(thingId(this.tenant, id), keyKindOf(certPem));
+    // dojot takes only CN=<device id> and writes the tenant in front itself (dojot/issue.ts).
+    const { keyPem, csrPem } = requestDevice(id, keyKindOf(certPem));
     const signed = await this.client.sign(csrPem);
     writeDevice(this.cfg.renewDir, id, keyPem, signed.certificatePem, { replace: true });
     if (this.cfg.crlWaitMs > 0) await Bun.sleep(this.cfg.crlWaitMs);
@@ -213,6 +211,6 @@ export class LifecycleService implements LifecycleHooks {
 export function lifecycleService(cfg: LifecycleConfig, tenant: string, say: (line: string) => void, shared?: { redis: Redis; prefix: string }): LifecycleService {
   const max = { renew: cfg.renew?.max ?? 0, revoke: cfg.revoke?.max ?? 0 };
   const caps = shared ? new RedisCaps(shared.redis, shared.prefix, max) : new LocalCaps(max);
-  const signer = cfg.signer === "dojot" ? new DojotSigner(cfg, tenant) : new LocalSigner(cfg, tenant);
+  const signer = cfg.signer === "dojot" ? new DojotSigner(cfg) : new LocalSigner(cfg, tenant);
   return new LifecycleService(caps, signer, say);
 }

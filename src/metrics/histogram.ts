@@ -46,19 +46,23 @@ export class Latency {
   }
 
   percentileMs(p: number): number {
-    return this.h.totalCount ? this.h.getValueAtPercentile(p) / 1000 : 0;
+    const h = this.h;
+    return h.totalCount ? Math.min(h.maxValue, Math.max(h.minNonZeroValue, h.getValueAtPercentile(p))) / 1000 : 0;
   }
 
   summary(): LatencySummary {
     const h = this.h;
     const n = h.totalCount;
     const ms = (us: number) => (n ? Math.round(us) / 1000 : 0);
+    // A percentile is its bucket's highest equivalent value, which can lie past the largest sample:
+    // clamp to what was observed, so no row shows a p99 above its max.
+    const at = (p: number) => ms(Math.min(h.maxValue, Math.max(h.minNonZeroValue, h.getValueAtPercentile(p))));
     return {
       count: n,
       min_ms: ms(h.minNonZeroValue),
-      p50_ms: ms(h.getValueAtPercentile(50)),
-      p95_ms: ms(h.getValueAtPercentile(95)),
-      p99_ms: ms(h.getValueAtPercentile(99)),
+      p50_ms: at(50),
+      p95_ms: at(95),
+      p99_ms: at(99),
       max_ms: ms(h.maxValue),
       mean_ms: ms(h.mean),
     };

@@ -138,6 +138,16 @@ function certificates(s: Stats): { certificates?: CertificatesReport } {
   };
 }
 
+/** What the run showed about revocation: said only of certificates that were actually tried against the broker. */
+function revokeVerdict(rep: Report): string {
+  const c = rep.certificates!;
+  if (c.revoked_but_accepted) return `; ${c.revoked_but_accepted} REVOKED BUT STILL ACCEPTED by the broker`;
+  if (c.revoked > 0) return `; every revoked certificate was refused (${c.revoked} tried)`;
+  if (c.revoke_failures === 0) return "";
+  const why = Object.entries(rep.errors.revoke ?? {}).map(([r, n]) => `${r} ${n}`).join(", ");
+  return `; no revoked certificate was tried against the broker: ${c.revoke_failures} revoke${c.revoke_failures === 1 ? "" : "s"} failed before (${why})`;
+}
+
 const f = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
 
 /** The report as a table, like Locust's end-of-run statistics. */
@@ -161,7 +171,7 @@ export function renderTable(rep: Report): string {
     ` (loop lag p99 ${f(h.loop_lag_p99_ms)} ms, late sends ${h.late_sends}, CPU ${h.cpu_percent}%, RSS ${(h.rss_bytes / 1048576).toFixed(0)} MiB)\n` +
     (rep.certificates
       ? `Certificates: ${rep.certificates.renewed} renewed, ${rep.certificates.revoked} revoked` +
-        (rep.certificates.revoked_but_accepted ? `; ${rep.certificates.revoked_but_accepted} REVOKED BUT STILL ACCEPTED by the broker` : "; every revoked certificate was refused") +
+        revokeVerdict(rep) +
         ".\n"
       : "") +
     (rep.machines ? `Machines: ${rep.machines.length} (${rep.machines.filter((m) => m.lost).length} lost).\n` : "") +

@@ -50,3 +50,22 @@ describe("certificate directories", () => {
     });
   }
 });
+
+describe("exit codes", () => {
+  test("a remote service that cannot be reached is exit 4, not an internal error", async () => {
+    // Port 1 on loopback: nothing listens.
+    const dojot = await cicada(["dojot", "clear", "--all"], { env: { DOJOT_URL: "http://127.0.0.1:1", DOJOT_API_RETRIES: "0" } });
+    expect(dojot.code).toBe(4);
+    using tmp = tempDir();
+    const redis = await cicada(["store", "export", "--redis", "redis://127.0.0.1:1", "--dir", join(tmp.path, "cert")]);
+    expect(redis.code).toBe(4);
+    expect(redis.stderr).toContain("cannot reach Redis at redis://127.0.0.1:1");
+  });
+});
+
+test("one certificate is one certificate", async () => {
+  using tmp = tempDir();
+  const r = await cicada(["certs", "create", "--devices", "1", "--dir", join(tmp.path, "cert")]);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toStartWith("created 1 EC P-256 device certificate in ");
+});

@@ -12,7 +12,8 @@ import { ensureCertDir, listDeviceIds } from "../../src/store/dir.ts";
 import { writeDojotDump } from "../fixtures/dojot-dump.ts";
 import { FAKE_PASSWORD, startFakeDojot } from "../helpers/fake-dojot.ts";
 import { Probe } from "../helpers/probe.ts";
-import { HAVE_MOSQUITTO, HAVE_REDIS, deviceIdentity, startBroker } from "../helpers/testbed.ts";
+import { waitFor } from "../helpers/broker.ts";
+import { HAVE_MOSQUITTO, HAVE_REDIS, deviceIdentity, issuedIdentity, startBroker } from "../helpers/testbed.ts";
 import { cicada, sh, tempDir } from "../helpers/tmp.ts";
 
 /** Every device of `dir` verifies against its ca.crt with openssl. */
@@ -129,6 +130,40 @@ describe.skipIf(!HAVE_REDIS || !HAVE_MOSQUITTO)("the Redis certificate store", (
     expect((await cicada(["store", "export", "--redis", redis.url, "--dir", "out"], { cwd: tmp.path })).code).toBe(0);
     expect(await opensslVerifiesAll(join(tmp.path, "out"))).toBe(7);
   }, 60_000);
+
+  test("a store's CA is never replaced silently: local into dojot's and dojot's into local are refused, --replace-ca replaces", async () => {
+    using tmp = tempDir();
+    await using redis = await startRedis({ stateDir: tmp.path });
+    using dojot = startFakeDojot(join(tmp.path, "dojot-ca"));
+    const env = { DOJOT_URL: dojot.url, DOJOT_PASSWD: FAKE_PASSWORD };
+    const storeCa = async () => {
+      const mapped = new Redis(`${redis.url}/1`);
+      const pem = await mapped.get("ca_certificate");
+      mapped.disconnect();
+      return pem;
+    };
+    expect((await cicada(["certs", "create", "--devices", "3", "--redis", redis.url, "--dir", "local"], { cwd: tmp.path })).code).toBe(0);
+    const local = (await storeCa())!;
+    const mixed = await cicada(["certs", "create", "--signer", "dojot", "--devices", "2", "--redis", redis.url], { cwd: tmp.path, env });
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toContain("the Redis store holds certificates of another CA (O=cicada, CN=cicada local CA) than dojot's CA");
+    expect(mixed.stderr).toContain("--replace-ca");
+    expect(await storeCa()).toBe(local);
+    expect(dojot.log.filter((l) => l.line === "POST /x509/v1/certificates")).toEqual([]);
+    // The other way: a store with dojot's CA does not take a new local CA's certificates.
+    const other = await startRedis({ stateDir: join(tmp.path, "r2") });
+    try {
+      expect((await cicada(["certs", "create", "--signer", "dojot", "--devices", "2", "--redis", other.url], { cwd: tmp.path, env })).code).toBe(0);
+      const back = await cicada(["certs", "create", "--devices", "2", "--redis", other.url, "--dir", "fresh"], { cwd: tmp.path });
+      expect(back.code).toBe(2);
+      expect(back.stderr).toContain("holds certificates of another CA");
+    } finally {
+      await other.stop();
+    }
+    const replaced = await cicada(["certs", "create", "--signer", "dojot", "--devices", "2", "--redis", redis.url, "--replace-ca"], { cwd: tmp.path, env });
+    expect(replaced.code).toBe(0);
+    expect(await storeCa()).toBe(dojot.ca.certPem);
+  }, 60_000);
 });
 
 describe.skipIf(!HAVE_MOSQUITTO)("certificates signed by dojot", () => {
@@ -143,6 +178,8 @@ describe.skipIf(!HAVE_MOSQUITTO)("certificates signed by dojot", () => {
     expect(dojot.log.filter((l) => l.line === "POST /template").length).toBe(1 + 3);
     expect(dojot.log.filter((l) => l.line.startsWith("POST /device")).length).toBe(3);
     expect(made.stdout).toContain("(3 requests retried)");
+    // Each retry is said as it happens.
+    expect(made.stderr.match(/^dojot: POST \/template: HTTP 502; retry [123] of 3 in \d+\.\d s$/gm)?.length).toBe(3);
     const c = await cicada(["certs", "create", "--dojot", "--dir", "cert"], { cwd: tmp.path, env });
     expect(c.code).toBe(0);
     const dir = join(tmp.path, "cert");
@@ -153,6 +190,24 @@ describe.skipIf(!HAVE_MOSQUITTO)("certificates signed by dojot", () => {
     expect(await opensslVerifiesAll(dir)).toBe(25);
     await using broker = await startBroker({ certDir: dojot.caDir, stateDir: tmp.path });
     expect(await handshake(broker.port, dir, dojot.devices[0]!)).toBe(0);
+
+    // A run with them: identity = username = dojot's CN (tenant:id), ACL %u/attrs; every acked publish is delivered.
+    const id = issuedIdentity(dojot.caDir);
+    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+    await probe.connack;
+    await probe.subscribe("+/attrs", 1);
+    const report = join(tmp.path, "r.json");
+    const run = await cicada(["run", "--certs", "cert", "--port", String(broker.port), "--users", "25", "--rate", "200", "--duration", "4s", "--interval", "300ms..500ms", "--report", report], { cwd: tmp.path });
+    expect(run.code).toBe(0);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.stats.connect.count).toBe(25);
+    expect(rep.stats.publish.failures).toBe(0);
+    expect(rep.stats.publish.count).toBeGreaterThan(100);
+    const delivered = () => probe.packets.filter((p) => p.cmd === "publish") as { topic: string }[];
+    await waitFor(() => delivered().length >= rep.stats.publish.count, "every publish at the subscriber");
+    await Bun.sleep(300);
+    expect(delivered().length).toBe(rep.stats.publish.count);
+    expect(new Set(delivered().map((p) => p.topic))).toEqual(new Set(dojot.devices.map((d) => `admin:${d}/attrs`)));
     expect((await cicada(["dojot", "clear", "--all"], { env })).code).toBe(0);
     expect(dojot.devices).toEqual([]);
     expect(dojot.templates).toEqual([]);
@@ -172,13 +227,36 @@ describe.skipIf(!HAVE_MOSQUITTO)("certificates signed by dojot", () => {
 
     dojot.faults.rateLimit = "/x509/v1/certificates";
     const limited = await cicada(["certs", "create", "--signer", "dojot", "--devices", "3", "--dir", "cert"], { cwd: tmp.path, env });
-    expect(limited.code).toBe(1);
+    expect(limited.code).toBe(4);
     expect(limited.stderr).toContain(`dojot POST ${dojot.url}/x509/v1/certificates: HTTP 429`);
     const wrong = await cicada(["certs", "create", "--signer", "dojot", "--devices", "3", "--dir", "cert"], { cwd: tmp.path, env: { ...env, DOJOT_PASSWD: "nope" } });
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(2);
     expect(wrong.stderr).toContain("HTTP 401");
     expect(wrong.stderr).toContain("DOJOT_PASSWD");
     // Nothing half-written: still the 6 devices.
     expect(listDeviceIds(join(tmp.path, "cert")).length).toBe(6);
+  }, 60_000);
+
+  test("CAs are never mixed in a directory: a local CA or another dojot's CA is kept unless --replace-ca", async () => {
+    using tmp = tempDir();
+    using dojot = startFakeDojot(join(tmp.path, "dojot-ca"));
+    using other = startFakeDojot(join(tmp.path, "other-ca"));
+    const env = { DOJOT_URL: dojot.url, DOJOT_PASSWD: FAKE_PASSWORD };
+    expect((await cicada(["certs", "create", "--devices", "2", "--dir", "local"], { cwd: tmp.path })).code).toBe(0);
+    const intoLocal = await cicada(["certs", "create", "--signer", "dojot", "--devices", "2", "--dir", "local"], { cwd: tmp.path, env });
+    expect(intoLocal.code).toBe(2);
+    expect(intoLocal.stderr).toContain("(a local CA, key");
+    expect(listDeviceIds(join(tmp.path, "local")).length).toBe(2);
+    // A directory holding one dojot's CA (no key here) and certificates it signed.
+    expect((await cicada(["certs", "create", "--signer", "dojot", "--devices", "3", "--dir", "d"], { cwd: tmp.path, env })).code).toBe(0);
+    const otherEnv = { DOJOT_URL: other.url, DOJOT_PASSWD: FAKE_PASSWORD };
+    const foreign = await cicada(["certs", "create", "--signer", "dojot", "--devices", "2", "--dir", "d"], { cwd: tmp.path, env: otherEnv });
+    expect(foreign.code).toBe(2);
+    expect(foreign.stderr).toContain("holds certificates of another CA");
+    expect(readFileSync(join(tmp.path, "d", "ca.crt"), "utf8")).toBe(dojot.ca.certPem);
+    expect(await opensslVerifiesAll(join(tmp.path, "d"))).toBe(3);
+    const replaced = await cicada(["certs", "create", "--signer", "dojot", "--devices", "2", "--dir", "d", "--replace-ca"], { cwd: tmp.path, env: otherEnv });
+    expect(replaced.code).toBe(0);
+    expect(readFileSync(join(tmp.path, "d", "ca.crt"), "utf8")).toBe(other.ca.certPem);
   }, 60_000);
 });

@@ -28,3 +28,16 @@ test("summary in milliseconds within HdrHistogram's 3-digit precision", () => {
   expect(Math.abs(s.p99_ms - 990) / 990).toBeLessThan(0.002);
   expect(Math.abs(s.max_ms - 1000) / 1000).toBeLessThan(0.002);
 });
+
+test("quantiles never lie outside the samples: p99 ≤ max, p50 ≥ min", () => {
+  // A few samples: the 99th percentile is the largest one's bucket, whose upper edge lies past it.
+  for (const samples of [[1.2345], [3.7, 12.3456, 2049.77], [0.5, 0.5, 999.999]]) {
+    const l = new Latency();
+    for (const ms of samples) l.recordMs(ms);
+    const s = l.summary();
+    expect(s.p99_ms).toBeLessThanOrEqual(s.max_ms);
+    expect(s.p95_ms).toBeLessThanOrEqual(s.max_ms);
+    expect(s.p50_ms).toBeGreaterThanOrEqual(s.min_ms);
+    expect(l.percentileMs(99)).toBeLessThanOrEqual(s.max_ms);
+  }
+});

@@ -1,7 +1,7 @@
 /** The HTML report escapes every value it shows: a federated report holds what machines sent. */
 import { expect, test } from "bun:test";
 import { renderHtml } from "../../src/report/formats.ts";
-import { buildReport, type Report } from "../../src/report/summary.ts";
+import { buildReport, renderTable, type Report } from "../../src/report/summary.ts";
 import { Stats } from "../../src/metrics/stats.ts";
 
 const EVIL = `<img src=x onerror=alert(1)>`;
@@ -34,4 +34,20 @@ test("every value in the HTML report is escaped, numbers included", () => {
   expect(html).toContain("&lt;img src=x onerror=alert(1)&gt;");
   // Only the report's own scripts: three elements (uPlot, the chart helper, the mount call).
   expect(html.match(/<script>/g)?.length).toBe(3);
+});
+
+test("the revoke verdict speaks only of certificates tried against the broker", () => {
+  const report = (fill: (s: Stats) => void) => {
+    const stats = new Stats();
+    fill(stats);
+    return renderTable(buildReport({ config: {}, started: new Date(0), ended: new Date(1000), interrupted: false, users: { target: 1, active: 1, connected: 1 }, stats, cpuMicros: 0, rssBytes: 0 }));
+  };
+  expect(report((s) => s.rows.revoke.ok(5))).toContain("every revoked certificate was refused (1 tried)");
+  const none = report((s) => {
+    s.rows.revoke.fail("signer_error");
+    s.rows.revoke.fail("signer_error");
+  });
+  expect(none).not.toContain("every revoked certificate was refused");
+  expect(none).toContain("no revoked certificate was tried against the broker: 2 revokes failed before (signer_error 2)");
+  expect(report((s) => s.rows.revoke.fail("revoked_but_accepted"))).toContain("1 REVOKED BUT STILL ACCEPTED");
 });
