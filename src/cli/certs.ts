@@ -156,6 +156,8 @@ async function create(argv: string[]): Promise<number> {
   const dir = ensureCertDir(o.str("dir")!);
   const target = store ? `Redis ${redact(store.redis.url)}` : dir.root;
   const redis = store ? await RedisStore.open(store) : null;
+  // Ended before any error is printed, so no progress line runs into it.
+  const progress = new Progress();
   try {
     const client = dojot ? new DojotClient(dojot) : null;
     if (client && redis) {
@@ -174,7 +176,6 @@ async function create(argv: string[]): Promise<number> {
     const already = wanted.length - todo.length;
 
     const started = performance.now();
-    const progress = new Progress();
     const show = (created: number, workers: string) => {
       const secs = (performance.now() - started) / 1000;
       const rate = created / Math.max(secs, 1e-3);
@@ -232,6 +233,7 @@ async function create(argv: string[]): Promise<number> {
         `${skipped ? `; ${fmtInt(skipped)} already present, left unchanged` : ""}\n`,
     );
   } finally {
+    progress.done();
     await redis?.close();
   }
   return EXIT.OK;

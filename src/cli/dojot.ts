@@ -65,17 +65,21 @@ async function create(argv: string[]): Promise<number> {
   };
   client.onWaiting = (what, s) => progress.update(`dojot: waiting for ${what} (${s} s)`, true);
   const started = performance.now();
-  const template = await client.createTemplate(o.str("label")!);
   let made = 0;
-  while (made < devices) {
-    if (made > 0 && waitMs) await Bun.sleep(waitMs);
-    const n = Math.min(batch, devices - made);
-    await client.createDevices(n, template, o.str("label")!);
-    made += n;
-    const secs = (performance.now() - started) / 1000;
-    progress.update(`dojot: ${fmtInt(made)}/${fmtInt(devices)} devices (${fmtInt(made / Math.max(secs, 1e-3))}/s)`);
+  let template: string;
+  try {
+    template = await client.createTemplate(o.str("label")!);
+    while (made < devices) {
+      if (made > 0 && waitMs) await Bun.sleep(waitMs);
+      const n = Math.min(batch, devices - made);
+      made += await client.createDevices(n, template, o.str("label")!);
+      const secs = (performance.now() - started) / 1000;
+      progress.update(`dojot: ${fmtInt(made)}/${fmtInt(devices)} devices (${fmtInt(made / Math.max(secs, 1e-3))}/s)`);
+    }
+  } finally {
+    // Ended before any error is printed, so no progress line runs into it.
+    progress.done();
   }
-  progress.done();
   process.stdout.write(`created template ${template} and ${fmtInt(made)} devices in ${fmtDuration((performance.now() - started) / 1000)}${client.retried ? ` (${client.retried} requests retried)` : ""}\n`);
   return EXIT.OK;
 }
