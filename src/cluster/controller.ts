@@ -132,7 +132,7 @@ export class Controller implements Fleet {
   }
 
   snapshot(): FleetSnapshot {
-    let target = 0, active = 0, connected = 0, restarts = 0;
+    let target = 0, active = 0, connected = 0, inflight = 0, restarts = 0;
     const machines: MachineInfo[] = [];
     for (const m of this.machines.values()) {
       const s = m.state;
@@ -140,6 +140,7 @@ export class Controller implements Fleet {
       if (s && !m.lost) {
         active += s.active;
         connected += s.connected;
+        inflight += s.workers.reduce((a, w) => a + w.inflight, 0);
       }
       restarts += s?.workers.reduce((a, w) => a + w.restarts, 0) ?? 0;
       machines.push({
@@ -158,7 +159,7 @@ export class Controller implements Fleet {
       });
     }
     const workers = [...this.machines.values()].flatMap((m) => m.state?.workers ?? []);
-    return { target, active, connected, stats: this.merged, workers, restarts, machines, dropped: { ...this.drops.byReason } };
+    return { target, active, connected, inflight, stats: this.merged, workers, restarts, machines, dropped: { ...this.drops.byReason } };
   }
 
   /** Tells every machine to stop and waits for their final totals (machines lost meanwhile are not waited for). */

@@ -93,7 +93,7 @@ function isEmpty(e: EncodedStats): boolean {
   for (const r of Object.values(e.rows)) if (r.count || r.failures || r.h.length) return false;
   for (const h of Object.values(e.phases)) if (h.length) return false;
   if (e.lag.length) return false;
-  return Object.values(e.health).every((v) => v === 0);
+  return !e.sent && Object.values(e.health).every((v) => v === 0);
 }
 
 function sumSparse(a: number[], b: number[]): number[] {
@@ -126,5 +126,5 @@ export function sumEncoded(a: EncodedStats, b: EncodedStats): EncodedStats {
   for (const p of new Set([...Object.keys(a.phases), ...Object.keys(b.phases)])) phases[p] = sumSparse(a.phases[p] ?? [], b.phases[p] ?? []);
   const health = { ...a.health };
   for (const k of Object.keys(health) as (keyof typeof health)[]) health[k] += b.health[k] ?? 0;
-  return { rows, phases, lag: sumSparse(a.lag, b.lag), health };
+  return { rows, phases, lag: sumSparse(a.lag, b.lag), health, sent: (a.sent ?? 0) + (b.sent ?? 0) };
 }

@@ -25,7 +25,7 @@ export class InProcessFleet implements Fleet {
   }
   snapshot(): FleetSnapshot {
     const s = this.swarm.snapshot();
-    return { target: s.target, active: s.active, connected: s.connected, stats: this.swarm.stats, workers: [{ ...status(this.swarm), slot: 0, pid: process.pid, restarts: 0, alive: true }], restarts: 0 };
+    return { target: s.target, active: s.active, connected: s.connected, inflight: s.inflight, stats: this.swarm.stats, workers: [{ ...status(this.swarm), slot: 0, pid: process.pid, restarts: 0, alive: true }], restarts: 0 };
   }
   async stop(): Promise<FleetSnapshot> {
     const before = this.snapshot();

@@ -39,6 +39,8 @@ export interface WorkerStatus {
   target: number;
   active: number;
   connected: number;
+  /** QoS 1/2 publishes awaiting their ack. */
+  inflight: number;
   rss: number;
   cpu_us: number;
 }

@@ -42,6 +42,8 @@ export interface FleetSnapshot {
   target: number;
   active: number;
   connected: number;
+  /** QoS 1/2 publishes awaiting their ack now. */
+  inflight: number;
   stats: Stats;
   workers: WorkerInfo[];
   /** Worker processes that died or hung and were replaced. */
@@ -109,7 +111,7 @@ interface Worker {
   exited: Promise<void>;
 }
 
-const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, rss: 0, cpu_us: 0 };
+const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, inflight: 0, rss: 0, cpu_us: 0 };
 
 export class Supervisor implements Fleet {
   stats = new Stats();
@@ -153,14 +155,15 @@ export class Supervisor implements Fleet {
   }
 
   snapshot(): FleetSnapshot {
-    let target = 0, active = 0, connected = 0;
+    let target = 0, active = 0, connected = 0, inflight = 0;
     for (const w of this.workers) {
       target += w.spec.swarm.users;
       active += w.status.active;
       connected += w.status.connected;
+      inflight += w.status.inflight;
     }
     const workers = this.workers.map((w) => ({ ...w.status, slot: w.spec.slot, pid: w.proc?.pid ?? 0, restarts: w.restarts, alive: !!w.proc && w.proc.exitCode === null }));
-    return { target, active, connected, stats: this.stats, workers, restarts: this.restarts };
+    return { target, active, connected, inflight, stats: this.stats, workers, restarts: this.restarts };
   }
 
   resetStats(): void {
@@ -280,6 +283,10 @@ export class Supervisor implements Fleet {
     if (this.stopping || w.stopped) return;
     this.restarts++;
     w.restarts++;
+    // What it held as last reported: its links and its unacknowledged publishes end here.
+    for (let n = w.status.inflight; n > 0; n--) this.stats.rows.publish.fail("worker_lost");
+    for (let n = w.status.connected; n > 0; n--) this.stats.rows.disconnect.fail("worker_lost");
+    w.status = { ...IDLE };
     this.onEvent(`worker ${w.spec.slot} (pid ${w.proc?.pid}) exited (${signal ?? `code ${code}`}); restarting it`);
     w.proc = null;
     setTimeout(() => {

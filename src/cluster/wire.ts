@@ -36,6 +36,9 @@ const swarm: z.ZodType<SwarmConfig> = z
     intervalMs: z.tuple([ms, ms]),
     payloadSize: z.number().int().min(0).max(256 * 1024 * 1024),
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
+    inflight: z.number().int().min(1).max(65535).optional(),
+    ackTimeoutMs: ms.optional(),
+    drainMs: ms.optional(),
     reconnectMs: z.tuple([ms, ms]),
     connectTimeoutMs: ms,
     users: count,
@@ -64,7 +67,7 @@ const BeatSchema: z.ZodType<Beat> = z
   .strict();
 
 const worker: z.ZodType<WorkerInfo> = z
-  .object({ v: count, target: count, active: count, connected: count, rss: count, cpu_us: count, slot: count, pid: count, restarts: count, alive: z.boolean() })
+  .object({ v: count, target: count, active: count, connected: count, inflight: count, rss: count, cpu_us: count, slot: count, pid: count, restarts: count, alive: z.boolean() })
   .strict();
 
 const packedRow = z.object({ count, failures: count, reasons: z.record(z.string().max(200), count), h: z.string().max(1024 * 1024) }).strict();
@@ -74,6 +77,7 @@ const packed: z.ZodType<PackedStats> = z
     phases: z.record(z.string().max(64), z.string().max(1024 * 1024)),
     lag: z.string().max(1024 * 1024),
     health: z.record(z.string().max(64), count),
+    sent: count,
   })
   .strict() as unknown as z.ZodType<PackedStats>;
 

@@ -22,7 +22,7 @@ export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" 
 export function status(swarm: Swarm, v = 0): WorkerStatus {
   const s = swarm.snapshot();
   const cpu = process.cpuUsage();
-  return { v, target: s.target, active: s.active, connected: s.connected, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
+  return { v, target: s.target, active: s.active, connected: s.connected, inflight: s.inflight, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
 }
 
 /** Renew/revoke requests sent to the supervisor, answered by number. */

@@ -36,6 +36,9 @@ export const RUN_SPEC: CommandSpec = {
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
     "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
+    inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
+    "ack-timeout": { type: "string", arg: "TIME", default: "30s", help: "A QoS 1/2 publish not acknowledged this long after it was sent fails as ack_timeout" },
+    drain: { type: "string", arg: "TIME", default: "5s", help: "On stop, wait this long for outstanding acks; the rest fail as unacked_at_stop" },
     "reconnect-min": { type: "string", arg: "SECONDS", env: "MIN_TIME_RECONN", default: "1", help: "Shortest reconnect backoff" },
     "reconnect-max": { type: "string", arg: "SECONDS", env: "MAX_TIME_RECONN", default: "60", help: "Longest reconnect backoff" },
     "connect-timeout": { type: "string", arg: "TIME", default: "30s", help: "Give up on a connect without CONNACK after this long" },
@@ -121,6 +124,10 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   const maxPacketSize = parseBytes(o.str("max-packet-size") ?? "1MiB");
   // 268,435,455 is the largest Remaining Length MQTT can express (§2.2.3); 64 bytes leaves room for any ack.
   if (maxPacketSize === undefined || maxPacketSize < 64 || maxPacketSize > 268_435_460) o.fail("max-packet-size", "must be a size from 64 bytes to 256MiB, e.g. 65536, 256KiB or 1MiB", o.str("max-packet-size"));
+  const inflight = o.int("inflight", 8, 1, 65535);
+  const ackTimeoutMs = positiveDuration(o, "ack-timeout", "30s");
+  const drainMs = parseDuration(o.str("drain") ?? "5s");
+  if (drainMs === undefined || drainMs < 0) o.fail("drain", "must be a duration such as 5s or 0", o.str("drain"));
   const reconnectMin = o.num("reconnect-min", 1, 0);
   const reconnectMax = o.num("reconnect-max", 60, 0);
   if (reconnectMax < reconnectMin) o.issues.push(`${o.source("reconnect-max")} (${reconnectMax}) must be >= ${o.source("reconnect-min")} (${reconnectMin})`);
@@ -201,6 +208,9 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       intervalMs,
       payloadSize,
       maxPacketSize: maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE,
+      inflight,
+      ackTimeoutMs,
+      drainMs: drainMs ?? 5000,
       reconnectMs: [reconnectMin * 1000, reconnectMax * 1000],
       connectTimeoutMs,
       users,
@@ -233,6 +243,9 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       keepalive_s: keepaliveS,
       payload_size: payloadSize,
       max_packet_size: maxPacketSize,
+      inflight,
+      ack_timeout_ms: ackTimeoutMs,
+      drain_ms: drainMs,
       source_addresses: sources,
       reconnect_s: [reconnectMin, reconnectMax],
       first_device: firstDevice,

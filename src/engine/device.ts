@@ -14,8 +14,8 @@ export const State = {
 export type StateValue = (typeof State)[keyof typeof State];
 
 /** Timer kinds in the scheduler wheel. */
-export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3 } as const;
-export const TIMER_KINDS = 4;
+export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3, ACK: 4 } as const;
+export const TIMER_KINDS = 5;
 
 /** Where a device is in a renew or revoke (at most one per device per run). */
 export const Lifecycle = {
@@ -33,8 +33,72 @@ export const Lifecycle = {
 } as const;
 export type LifecycleValue = (typeof Lifecycle)[keyof typeof Lifecycle];
 
-/** In-flight publishes tracked per device; a device publishes every ~30 s, so a few suffice. */
-export const INFLIGHT = 8;
+/** Default in-flight window (--inflight): a device publishes every ~30 s, so a few suffice. */
+export const DEFAULT_INFLIGHT = 8;
+
+/**
+ * A device's QoS 1/2 publishes awaiting their ack: `size` slots found by packet id (open
+ * addressing from id % size; packet ids are handed out in order, so the first probe nearly
+ * always hits). Every publish that enters leaves exactly once: acked, refused, timed out,
+ * lost with its connection, or unacked at stop.
+ */
+export class InflightWindow {
+  readonly id: Uint16Array;
+  /** Scheduled send time of each in-flight publish (NaN when the slot is free). */
+  readonly at: Float64Array;
+  /** When each was handed to the socket. */
+  readonly sentAt: Float64Array;
+  /** QoS 2 publishes whose PUBREC came (PUBREL sent). */
+  readonly released: Uint8Array;
+  count = 0;
+
+  constructor(readonly size: number) {
+    this.id = new Uint16Array(size);
+    this.at = new Float64Array(size).fill(NaN);
+    this.sentAt = new Float64Array(size);
+    this.released = new Uint8Array(size);
+  }
+
+  /** Takes a slot for packet `id`; -1 when the window is full. */
+  add(id: number, scheduled: number, sent: number): number {
+    if (this.count >= this.size) return -1;
+    for (let k = 0; k < this.size; k++) {
+      const s = (id + k) % this.size;
+      if (!Number.isNaN(this.at[s]!)) continue;
+      this.id[s] = id;
+      this.at[s] = scheduled;
+      this.sentAt[s] = sent;
+      this.released[s] = 0;
+      this.count++;
+      return s;
+    }
+    return -1;
+  }
+
+  /** The slot of in-flight packet `id`, or -1 (never sent, or already settled). */
+  find(id: number): number {
+    for (let k = 0; k < this.size; k++) {
+      const s = (id + k) % this.size;
+      if (this.id[s] === id && !Number.isNaN(this.at[s]!)) return s;
+    }
+    return -1;
+  }
+
+  release(slot: number): void {
+    this.at[slot] = NaN;
+    this.released[slot] = 0;
+    this.count--;
+  }
+
+  /** Empties the window; returns how many were in flight. */
+  clear(): number {
+    const n = this.count;
+    this.at.fill(NaN);
+    this.released.fill(0);
+    this.count = 0;
+    return n;
+  }
+}
 
 export class Device {
   state: StateValue = State.IDLE;
@@ -44,13 +108,7 @@ export class Device {
   nextPacketId = 1;
   /** Scheduled time (ms, monotonic) of the next publish. */
   nextPublishAt = 0;
-  readonly inflightId = new Uint16Array(INFLIGHT);
-  /** Scheduled send time of each in-flight publish (NaN when the slot is free). */
-  readonly inflightAt = new Float64Array(INFLIGHT).fill(NaN);
-  /** When each in-flight publish was actually handed to the socket. */
-  readonly inflightSentAt = new Float64Array(INFLIGHT);
-  /** QoS 2 publishes whose PUBREC came (PUBREL sent). */
-  readonly inflightReleased = new Uint8Array(INFLIGHT);
+  readonly inflight: InflightWindow;
   /** When the current connection's CONNACK came (ms, monotonic). */
   connectedAt = 0;
   lifecycle: LifecycleValue = Lifecycle.NONE;
@@ -68,7 +126,10 @@ export class Device {
     readonly id: string,
     public clientId: string,
     public publish: PublishTemplate,
-  ) {}
+    window = DEFAULT_INFLIGHT,
+  ) {
+    this.inflight = new InflightWindow(window);
+  }
 
   packetId(): number {
     const id = this.nextPacketId;
@@ -96,6 +157,7 @@ export class Conn {
   lastRx = 0;
   lastTx = 0;
   pingOutstanding = false;
+  pingSentAt = 0;
   /** Why we are closing it ourselves (timeout, protocol error, CONNACK refusal). */
   failReason: string | null = null;
   closed = false;

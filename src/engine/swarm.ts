@@ -14,7 +14,7 @@ import { Transport, type LinkEvents, type Target } from "../transport/connect.ts
 import { Outbox } from "../transport/outbox.ts";
 import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind, LifecyclePlan } from "../lifecycle/types.ts";
-import { Conn, Device, INFLIGHT, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
+import { Conn, DEFAULT_INFLIGHT, Device, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
 import { TICK_MS, Wheel, intendedTime } from "./scheduler.ts";
 
 export interface SwarmConfig {
@@ -41,6 +41,12 @@ export interface SwarmConfig {
   rate: number;
   /** Largest inbound packet a device accepts, bytes (default DEFAULT_MAX_PACKET_SIZE); MQTT 5 tells the broker. */
   maxPacketSize?: number;
+  /** QoS 1/2 publishes a device may have unacknowledged (--inflight, default 8); a publish that finds the window full is skipped as window_full. */
+  inflight?: number;
+  /** A publish not acknowledged this long after it was sent fails as ack_timeout (--ack-timeout, ms, default 30 s). */
+  ackTimeoutMs?: number;
+  /** On stop, how long outstanding acks are awaited before the rest count as unacked_at_stop (--drain, ms, default 5 s). */
+  drainMs?: number;
   /** Renew and revoke certificates during the run (RENEW_DEVICES / REVOKE_DEVICES). */
   lifecycle?: LifecyclePlan;
 }
@@ -58,11 +64,16 @@ export interface SwarmSnapshot {
   rate: number;
   active: number;
   connected: number;
+  /** QoS 1/2 publishes awaiting their ack now. */
+  inflight: number;
   stats: Stats;
 }
 
 /** 1 MiB: far above what a device is sent (config, acks), far below what would hurt the process. */
 export const DEFAULT_MAX_PACKET_SIZE = 1024 * 1024;
+
+export const DEFAULT_ACK_TIMEOUT_MS = 30_000;
+export const DEFAULT_DRAIN_MS = 5000;
 
 /** A publish that leaves later than this after its scheduled time counts as a late send. */
 export const LATE_MS = 100;
@@ -71,6 +82,8 @@ export class Swarm implements SessionHost, LinkEvents {
   /** Everything counted since the start, or since the last takeStats(). */
   stats = new Stats();
   readonly maxPacketSize: number;
+  private readonly window: number;
+  private readonly ackTimeoutMs: number;
   private readonly devices: Device[] = [];
   private readonly wheel: Wheel;
   private readonly outbox = new Outbox();
@@ -110,6 +123,8 @@ export class Swarm implements SessionHost, LinkEvents {
   ) {
     this.target = Math.min(cfg.users, identities.count);
     this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
+    this.window = cfg.inflight ?? DEFAULT_INFLIGHT;
+    this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     this.rate = cfg.rate;
     this.epochOffset = Date.now() - clock();
     this.wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fire(d, k, at), clock());
@@ -160,12 +175,29 @@ export class Swarm implements SessionHost, LinkEvents {
   }
 
   snapshot(): SwarmSnapshot {
-    return { target: this.target, rate: this.rate, active: this.active, connected: this.connectedCount, stats: this.stats };
+    return { target: this.target, rate: this.rate, active: this.active, connected: this.connectedCount, inflight: this.inflightNow(), stats: this.stats };
   }
 
-  /** Sends DISCONNECT to every device, waits up to `timeoutMs` for sockets to close, then stops. */
+  /** QoS 1/2 publishes awaiting their ack, over every device. */
+  private inflightNow(): number {
+    let n = 0;
+    for (const d of this.devices) if (d) n += d.inflight.count;
+    return n;
+  }
+
+  /**
+   * Stops publishing, waits up to the drain time for outstanding acks (what is still
+   * unacknowledged then fails as unacked_at_stop), then sends DISCONNECT to every device and
+   * waits up to `timeoutMs` for the sockets to close.
+   */
   async stop(timeoutMs = 5000): Promise<void> {
     this.stopping = true;
+    const drainEnd = Date.now() + (this.cfg.drainMs ?? DEFAULT_DRAIN_MS);
+    while (this.inflightNow() > 0 && Date.now() < drainEnd) {
+      await Bun.sleep(20);
+      this.outbox.flush(this.clock());
+    }
+    for (const d of this.devices) if (d) for (let n = d.inflight.clear(); n > 0; n--) this.stats.rows.publish.fail("unacked_at_stop");
     this.setUsers(0);
     this.outbox.flush(this.clock());
     const deadline = Date.now() + timeoutMs;
@@ -225,6 +257,8 @@ export class Swarm implements SessionHost, LinkEvents {
       case Timer.RECONNECT:
         if (dev.state === State.WAITING) this.dialDevice(dev, now);
         return;
+      case Timer.ACK:
+        return this.expireAcks(dev, now);
     }
   }
 
@@ -236,7 +270,7 @@ export class Swarm implements SessionHost, LinkEvents {
     // A slot whose identity changed (its machine handed ranges over) gets a fresh device.
     if (!dev || dev.id !== id) {
       const clientId = `${this.cfg.tenant}:${id}`;
-      dev = new Device(index, id, clientId, new PublishTemplate(`${clientId}/attrs`, this.cfg.qos, this.cfg.version, this.cfg.payloadSize));
+      dev = new Device(index, id, clientId, new PublishTemplate(`${clientId}/attrs`, this.cfg.qos, this.cfg.version, this.cfg.payloadSize), this.window);
       this.devices[index] = dev;
     }
     dev.attempts = 0;
@@ -446,7 +480,8 @@ export class Swarm implements SessionHost, LinkEvents {
 
   private publish(dev: Device, deadline: number, now: number): void {
     const conn = dev.conn;
-    if (dev.state !== State.CONNECTED || !conn) return;
+    // Stopping: nothing new leaves while outstanding acks drain.
+    if (dev.state !== State.CONNECTED || !conn || this.stopping) return;
     const scheduled = intendedTime(deadline, this.prevTick, now);
     // The next one keeps to the schedule even when this one is late.
     let next = deadline + this.interval();
@@ -462,17 +497,20 @@ export class Swarm implements SessionHost, LinkEvents {
     const qos = this.cfg.qos;
     let id = 0;
     if (qos > 0) {
+      // A full window is a skipped publish, counted, never a silently reused slot.
+      if (dev.inflight.count >= dev.inflight.size) {
+        this.stats.rows.publish.fail("window_full");
+        return;
+      }
       id = dev.packetId();
-      const slot = id % INFLIGHT;
-      if (!Number.isNaN(dev.inflightAt[slot]!)) this.stats.rows.publish.fail("timeout"); // never acked
-      dev.inflightId[slot] = id;
-      dev.inflightAt[slot] = scheduled;
-      dev.inflightSentAt[slot] = now;
-      dev.inflightReleased[slot] = 0;
+      dev.inflight.add(id, scheduled, now);
+      // One ack timer per device, at the oldest outstanding publish's deadline.
+      if (dev.inflight.count === 1) this.wheel.set(dev.index, Timer.ACK, now + this.ackTimeoutMs);
     }
     const bytes = new Uint8Array(dev.publish.length);
     dev.publish.fill(bytes, 0, id, Math.round(this.wallClock(scheduled)));
     this.outbox.send(conn, bytes);
+    this.stats.sent++;
     if (qos === 0) this.stats.rows.publish.ok();
     if (this.cfg.lifecycle && dev.lifecycle === Lifecycle.NONE) this.maybeLifecycle(dev, now);
   }
@@ -542,28 +580,48 @@ export class Swarm implements SessionHost, LinkEvents {
     dev.lifecycle = Lifecycle.DONE;
   }
 
-  /** PINGREQ when idle for a keepalive period; a link silent for 1.5 keepalives is dead (§3.1.2.10). */
+  /**
+   * Keepalive (§3.1.2.10), right whatever the QoS: a PINGREQ when nothing was sent for a
+   * keepalive period (the server's rule) or nothing was received for one (a QoS 0 device that
+   * publishes often hears nothing back); the link is dead only when a PINGRESP is overdue, half
+   * a keepalive after its PINGREQ with nothing received since.
+   */
   private keepalive(dev: Device, now: number): void {
     const conn = dev.conn;
     if (dev.state !== State.CONNECTED || !conn) return;
     const ka = this.cfg.keepaliveS * 1000;
-    if (now - conn.lastRx > ka * 1.5) return this.drop(conn, "keepalive_timeout");
-    if (now - conn.lastTx >= ka && !conn.pingOutstanding) {
+    if (conn.pingOutstanding && now - conn.pingSentAt >= ka / 2) {
+      // Overdue. Not a byte since the PINGREQ: dead. Heard from since: alive (a broker busy with acks), ping again when due.
+      if (conn.lastRx < conn.pingSentAt) return this.drop(conn, "keepalive_timeout");
+      conn.pingOutstanding = false;
+    }
+    if (!conn.pingOutstanding && (now - conn.lastTx >= ka || now - conn.lastRx >= ka)) {
       conn.pingOutstanding = true;
+      conn.pingSentAt = now;
       this.outbox.send(conn, PINGREQ);
     }
-    const next = Math.min(conn.lastTx + ka, conn.lastRx + ka * 1.5);
+    const next = conn.pingOutstanding ? conn.pingSentAt + ka / 2 : Math.min(conn.lastTx, conn.lastRx) + ka;
     this.wheel.set(dev.index, Timer.KEEPALIVE, Math.max(next, now + TICK_MS));
+  }
+
+  /** Fails the publishes whose ack is overdue (ack_timeout); re-arms for the next deadline. */
+  private expireAcks(dev: Device, now: number): void {
+    const w = dev.inflight;
+    let next = Infinity;
+    for (let s = 0; s < w.size; s++) {
+      if (Number.isNaN(w.at[s]!)) continue;
+      const due = w.sentAt[s]! + this.ackTimeoutMs;
+      if (due <= now) {
+        w.release(s);
+        this.stats.rows.publish.fail("ack_timeout");
+      } else if (due < next) next = due;
+    }
+    if (next < Infinity) this.wheel.set(dev.index, Timer.ACK, next);
   }
 
   /** Clears in-flight publishes of a lost connection; returns how many there were. */
   private abandonInflight(dev: Device): number {
-    let n = 0;
-    for (let i = 0; i < INFLIGHT; i++) {
-      if (!Number.isNaN(dev.inflightAt[i]!)) n++;
-      dev.inflightAt[i] = NaN;
-    }
-    return n;
+    return dev.inflight.clear();
   }
 
   /** Exponential backoff from MIN to MAX with jitter: uniform in [max(min, d/2), d]. */

@@ -19,6 +19,8 @@ export interface EncodedStats {
   phases: Record<string, number[]>;
   lag: number[];
   health: Health;
+  /** Stats.sent. */
+  sent: number;
 }
 
 const enc = (l: Latency) => l.toSparse();
@@ -31,7 +33,7 @@ export function encodeStats(s: Stats): EncodedStats {
   }
   const phases: Record<string, number[]> = {};
   for (const p of PHASES) phases[p] = enc(s.phases[p]);
-  return { rows, phases, lag: enc(s.loopLag), health: { ...s.health } };
+  return { rows, phases, lag: enc(s.loopLag), health: { ...s.health }, sent: s.sent };
 }
 
 /** Adds an encoded delta into `into` (counters add, histograms merge). */
@@ -47,6 +49,7 @@ export function addEncoded(into: Stats, e: EncodedStats): void {
   }
   for (const p of PHASES) if (e.phases[p]?.length) into.phases[p].addSparse(e.phases[p]!);
   if (e.lag?.length) into.loopLag.addSparse(e.lag);
+  into.sent += e.sent ?? 0;
   for (const k of Object.keys(into.health) as (keyof Health)[]) into.health[k] += e.health[k] ?? 0;
 }
 
@@ -81,7 +84,7 @@ export function diffEncoded(newer: EncodedStats, older: EncodedStats | null): En
   for (const [p, h] of Object.entries(newer.phases)) phases[p] = diffSparse(h, older.phases[p]);
   const health = { ...newer.health };
   for (const k of Object.keys(health) as (keyof Health)[]) health[k] -= older.health[k] ?? 0;
-  return { rows, phases, lag: diffSparse(newer.lag, older.lag), health };
+  return { rows, phases, lag: diffSparse(newer.lag, older.lag), health, sent: newer.sent - (older.sent ?? 0) };
 }
 
 // ---- compact form for running totals between machines ---------------------------------------
@@ -141,7 +144,7 @@ export function packStats(e: EncodedStats): PackedStats {
   for (const [name, r] of Object.entries(e.rows)) rows[name] = { ...r, h: packSparse(r.h) };
   const phases: Record<string, string> = {};
   for (const [p, h] of Object.entries(e.phases)) phases[p] = packSparse(h);
-  return { rows, phases, lag: packSparse(e.lag), health: e.health };
+  return { rows, phases, lag: packSparse(e.lag), health: e.health, sent: e.sent };
 }
 
 export function unpackStats(p: PackedStats): EncodedStats {
@@ -149,5 +152,5 @@ export function unpackStats(p: PackedStats): EncodedStats {
   for (const [name, r] of Object.entries(p.rows)) rows[name] = { ...r, h: unpackSparse(r.h) };
   const phases: Record<string, number[]> = {};
   for (const [k, h] of Object.entries(p.phases)) phases[k] = unpackSparse(h);
-  return { rows, phases, lag: unpackSparse(p.lag), health: p.health };
+  return { rows, phases, lag: unpackSparse(p.lag), health: p.health, sent: p.sent };
 }

@@ -53,6 +53,8 @@ export class Stats {
   /** Event-loop lag: how late the scheduler's tick ran. */
   readonly loopLag = new Latency();
   health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0 };
+  /** Publishes handed to a socket, whatever became of them: sent = acked + failed after sending + in flight. */
+  sent = 0;
 
   constructor() {
     this.rows = Object.fromEntries(ROWS.map((r) => [r, new Row()])) as Record<RowName, Row>;
@@ -63,6 +65,7 @@ export class Stats {
     for (const r of ROWS) this.rows[r].add(other.rows[r]);
     for (const p of PHASES) this.phases[p].add(other.phases[p]);
     this.loopLag.add(other.loopLag);
+    this.sent += other.sent;
     for (const k of Object.keys(this.health) as (keyof Health)[]) this.health[k] += other.health[k];
   }
 }

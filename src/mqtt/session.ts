@@ -3,7 +3,7 @@
  * The engine owns sockets and timers; this file sees a connection only through SessionHost.
  */
 import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt-packet";
-import { Conn, Device, INFLIGHT, State } from "../engine/device.ts";
+import { Conn, State } from "../engine/device.ts";
 import type { Stats } from "../metrics/stats.ts";
 import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadTimestamp } from "./codec.ts";
 import { connackReason, isFailure, reasonName } from "./reasons.ts";
@@ -117,8 +117,8 @@ function onFrame(host: SessionHost, conn: Conn, frame: Uint8Array, now: number):
       return onSuback(host, conn, packet, now);
     case "pubrec": {
       if (isFailure(packet.reasonCode)) return settle(host, conn, packet.messageId!, now, packet.reasonCode);
-      const slot = findInflight(dev, packet.messageId!);
-      if (slot >= 0) dev.inflightReleased[slot] = 1;
+      const slot = dev.inflight.find(packet.messageId!);
+      if (slot >= 0) dev.inflight.released[slot] = 1;
       host.send(conn, encodeAck(CMD.PUBREL, packet.messageId!));
       return;
     }
@@ -179,20 +179,14 @@ function onPublish(host: SessionHost, conn: Conn, p: IPublishPacket, now: number
   else if (p.qos === 2) host.send(conn, encodeAck(CMD.PUBREC, p.messageId!));
 }
 
-function findInflight(dev: Device, id: number): number {
-  const slot = id % INFLIGHT;
-  return dev.inflightId[slot] === id && !Number.isNaN(dev.inflightAt[slot]!) ? slot : -1;
-}
-
 /** A publish finished (PUBACK, PUBCOMP, or a refusal code): latency from its scheduled time. */
 function settle(host: SessionHost, conn: Conn, id: number, now: number, code: number | undefined): void {
-  const dev = conn.device;
-  const slot = findInflight(dev, id);
-  if (slot < 0) return; // late ack of a publish already counted as timed out
-  const scheduled = dev.inflightAt[slot]!;
-  const sent = dev.inflightSentAt[slot]!;
-  dev.inflightAt[slot] = NaN;
-  dev.inflightReleased[slot] = 0;
+  const w = conn.device.inflight;
+  const slot = w.find(id);
+  if (slot < 0) return; // late ack of a publish already counted (ack_timeout), or one never sent
+  const scheduled = w.at[slot]!;
+  const sent = w.sentAt[slot]!;
+  w.release(slot);
   if (isFailure(code)) {
     host.stats.rows.publish.fail(reasonName(code!));
     return;

@@ -24,6 +24,12 @@ export interface Report {
   stats: Record<string, RowReport>;
   phases: Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }>;
   errors: Record<string, Record<string, number>>;
+  /**
+   * Every publish accounted for: sent = acked + failed + in_flight (at QoS 0 "acked" means
+   * sent without error). `skipped` publishes never left (window_full, backpressure); they are
+   * failures of the publish row too, but not part of `sent`.
+   */
+  publishes: { sent: number; acked: number; failed: number; in_flight: number; skipped: number };
   health: HealthReport;
   /** Worker processes, when the run had more than one. */
   workers?: WorkersReport;
@@ -85,6 +91,8 @@ export interface ReportInput {
   workers?: WorkersReport;
   machines?: MachineReport[];
   dropped?: Record<string, number>;
+  /** QoS 1/2 publishes still awaiting their ack (0 once a run has stopped and drained). */
+  inflight?: number;
 }
 
 export function buildReport(r: ReportInput): Report {
@@ -114,6 +122,7 @@ export function buildReport(r: ReportInput): Report {
     stats,
     phases,
     errors,
+    publishes: publishFlow(r.stats, r.inflight ?? 0),
     health: {
       ...h,
       loop_lag_p99_ms: lag.p99_ms,
@@ -127,6 +136,15 @@ export function buildReport(r: ReportInput): Report {
     ...(r.dropped ? { dropped_messages: r.dropped } : {}),
     ...certificates(r.stats),
   };
+}
+
+/** Skipped before sending: counted as failures of the row, never sent. */
+const NOT_SENT = ["window_full", "backpressure"];
+
+function publishFlow(s: Stats, inflight: number): Report["publishes"] {
+  const row = s.rows.publish;
+  const skipped = NOT_SENT.reduce((a, r) => a + (row.reasons.get(r) ?? 0), 0);
+  return { sent: s.sent, acked: row.count, failed: row.failures - skipped, in_flight: inflight, skipped };
 }
 
 function certificates(s: Stats): { certificates?: CertificatesReport } {
@@ -164,6 +182,8 @@ export function renderTable(rep: Report): string {
   let out = `${fmt(lines[0]!)}   (latencies in ms)\n${widths.map((w) => "-".repeat(w)).join("  ")}\n${lines.slice(1).map(fmt).join("\n")}\n`;
   const failures = Object.entries(rep.errors).flatMap(([row, reasons]) => Object.entries(reasons).map(([r, n]) => `  ${row.padEnd(12)} ${String(n).padStart(8)}  ${r}`));
   if (failures.length) out += `\nFailures:\n${failures.join("\n")}\n`;
+  const p = rep.publishes;
+  out += `\nPublishes: ${p.sent} sent = ${p.acked} acked + ${p.failed} failed + ${p.in_flight} in flight${p.skipped ? ` (${p.skipped} more skipped, never sent)` : ""}.`;
   const h = rep.health;
   out +=
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +

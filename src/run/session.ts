@@ -212,6 +212,7 @@ export class RunSession {
       interrupted,
       users: { target: s.target, active: s.active, connected: s.connected },
       stats: s.stats,
+      inflight: s.inflight,
       cpuMicros: this.cpu(s) - this.cpuFrom,
       rssBytes: process.memoryUsage().rss + (supervised ? s.workers.reduce((a, w) => a + w.rss, 0) : 0),
       machines,

@@ -150,3 +150,67 @@ describe("swarm against an in-process broker", () => {
     expect(swarm.stats.rows.disconnect.failures).toBe(0);
   });
 });
+
+describe("every publish ends in exactly one outcome", () => {
+  /** sent = acked + failed after sending + in flight, from the swarm's own counters. */
+  function flow(swarm: { stats: import("../../src/metrics/stats.ts").Stats; snapshot(): { inflight: number } }) {
+    const row = swarm.stats.rows.publish;
+    const skipped = (row.reasons.get("window_full") ?? 0) + (row.reasons.get("backpressure") ?? 0);
+    return { sent: swarm.stats.sent, acked: row.count, failed: row.failures - skipped, inflight: swarm.snapshot().inflight, skipped };
+  }
+
+  test("a broker that drops 10 % of PUBACKs: each dropped ack is an ack_timeout or, at stop, unacked_at_stop", async () => {
+    using broker = new FakeBroker({ kind: "drop-acks", share: 0.1 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 10, intervalMs: [50, 80], ackTimeoutMs: 400, drainMs: 300 }), plainIds(10));
+    await waitFor(() => broker.acksDropped >= 20 && swarm.stats.rows.publish.reasons.has("ack_timeout"), "dropped acks to time out");
+    const during = flow(swarm);
+    expect(during.sent).toBe(during.acked + during.failed + during.inflight);
+    await swarm.stop(2000);
+    const end = flow(swarm);
+    expect(end.inflight).toBe(0);
+    expect(end.sent).toBe(end.acked + end.failed);
+    // Exactly: what the broker acked was counted acked; what it withheld, failed.
+    expect(end.acked).toBe(broker.acksSent);
+    expect(end.failed).toBe(broker.acksDropped);
+    expect([...swarm.stats.rows.publish.reasons.keys()].every((r) => r === "ack_timeout" || r === "unacked_at_stop")).toBe(true);
+    expect(end.sent).toBe(broker.count("publish"));
+  });
+
+  test("a broker that never acks: the window fills (window_full, never sent), deadlines pass (ack_timeout)", async () => {
+    using broker = new FakeBroker({ kind: "no-acks" });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, intervalMs: [20, 20], inflight: 4, ackTimeoutMs: 500, drainMs: 100 }), plainIds(2));
+    await waitFor(() => (swarm.stats.rows.publish.reasons.get("ack_timeout") ?? 0) >= 8, "8 acks to time out");
+    await swarm.stop(2000);
+    const end = flow(swarm);
+    const reasons = swarm.stats.rows.publish.reasons;
+    expect(end.acked).toBe(0);
+    expect(end.sent).toBe(broker.count("publish"));
+    expect(end.sent).toBe((reasons.get("ack_timeout") ?? 0) + (reasons.get("unacked_at_stop") ?? 0));
+    expect(reasons.get("window_full")).toBeGreaterThan(0);
+    expect(end.skipped).toBe(reasons.get("window_full")!);
+  });
+
+  test("a link that drops with publishes in flight counts each as connection_lost", async () => {
+    using broker = new FakeBroker({ kind: "no-acks" });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 1, intervalMs: [30, 30], ackTimeoutMs: 60_000, reconnectMs: [60_000, 60_000] }), plainIds(1));
+    await waitFor(() => broker.count("publish") >= 5, "5 publishes");
+    const inflight = swarm.snapshot().inflight;
+    broker.dropClients();
+    await waitFor(() => swarm.stats.rows.disconnect.failures >= 1, "the link to drop");
+    const lost = swarm.stats.rows.publish.reasons.get("connection_lost") ?? 0;
+    expect(lost).toBeGreaterThanOrEqual(inflight);
+    expect(swarm.snapshot().inflight).toBe(0);
+    await swarm.stop(1000);
+    const end = flow(swarm);
+    expect(end.sent).toBe(end.acked + end.failed);
+    expect(end.sent).toBe(broker.count("publish"));
+  });
+
+  test("MQTT 5 PUBACK reason codes at or above 0x80 are failures named by the code", async () => {
+    using broker = new FakeBroker({ kind: "refuse-publish", code: 0x97 });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, version: 5, intervalMs: [50, 50] }), plainIds(2));
+    await waitFor(() => swarm.stats.rows.publish.failures >= 4, "4 refused publishes");
+    expect(swarm.stats.rows.publish.count).toBe(0);
+    expect([...swarm.stats.rows.publish.reasons.keys()]).toEqual(["quota_exceeded"]);
+  });
+});

@@ -15,6 +15,12 @@ export type Behaviour =
   | { kind: "garbage"; bytes: number }
   /** Accept CONNECT, then never answer anything again (no PINGRESP, no PUBACK). */
   | { kind: "hang-after-connack" }
+  /** Acks every publish but drops this share of the PUBACKs (seeded, so runs repeat). */
+  | { kind: "drop-acks"; share: number }
+  /** Never acks a publish (answers CONNECT, SUBSCRIBE and PINGREQ). */
+  | { kind: "no-acks" }
+  /** Refuses every publish with this MQTT 5 PUBACK reason code. */
+  | { kind: "refuse-publish"; code: number }
   /** After SUBACK, send a PUBLISH whose Remaining Length claims `claim` bytes, then `send` bytes of it in `chunk`-byte writes. */
   | { kind: "huge"; claim: number; send: number; chunk: number };
 
@@ -26,6 +32,11 @@ interface Client {
 export class FakeBroker {
   readonly received: { cmd: string; clientId?: string; maximumPacketSize?: number; topic?: string; qos?: number }[] = [];
   connections = 0;
+  /** PUBACKs sent, and withheld (drop-acks, no-acks). */
+  acksSent = 0;
+  acksDropped = 0;
+  private rand = 0x9e3779b9;
+  private readonly sockets = new Set<Socket<Client>>();
   private server: TCPSocketListener<Client>;
 
   constructor(public behaviour: Behaviour = { kind: "normal" }) {
@@ -36,6 +47,7 @@ export class FakeBroker {
       socket: {
         open(s) {
           self.connections++;
+          self.sockets.add(s);
           const parser = mqtt.parser({ protocolVersion: 5 });
           s.data = { parser, version: 4 };
           parser.on("packet", (p) => self.onPacket(s, p));
@@ -47,13 +59,31 @@ export class FakeBroker {
           s.data.parser.parse(Buffer.from(d));
         },
         error() {},
-        close() {},
+        close(s) {
+          self.sockets.delete(s);
+        },
       },
     });
   }
 
+  /** Closes every client connection (a broker restart, as the clients see it). */
+  dropClients(): void {
+    for (const s of this.sockets) s.terminate();
+    this.sockets.clear();
+  }
+
   get port(): number {
     return this.server.port;
+  }
+
+  /** xorshift32 in [0, 1): seeded, so a test sees the same drops every run. */
+  private random(): number {
+    let x = this.rand;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.rand = x >>> 0;
+    return this.rand / 2 ** 32;
   }
 
   /** A PUBLISH header claiming `claim` bytes, then `send` bytes of its body, a chunk per event-loop turn. */
@@ -90,7 +120,15 @@ export class FakeBroker {
         if (b.kind === "huge") void this.sendHuge(s, b);
         return;
       case "publish":
-        if (p.qos === 1) send({ cmd: "puback", messageId: p.messageId! });
+        if (p.qos === 1) {
+          if (b.kind === "no-acks" || (b.kind === "drop-acks" && this.random() < b.share)) {
+            this.acksDropped++;
+            return;
+          }
+          if (b.kind === "refuse-publish") return send({ cmd: "puback", messageId: p.messageId!, reasonCode: b.code });
+          this.acksSent++;
+          send({ cmd: "puback", messageId: p.messageId! });
+        }
         if (p.qos === 2) send({ cmd: "pubrec", messageId: p.messageId! });
         return;
       case "pubrel":
