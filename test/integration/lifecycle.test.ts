@@ -167,6 +167,24 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("renew and revoke across machine
     );
     const proof = join(tmp.path, "controller-hook-ran");
     const report = join(tmp.path, "r.json");
+    // Who claims from the cap: MONITOR shows each EVAL with the address it came from; CLIENT LIST names the addresses.
+    const monitor = await new Redis(redis.url).monitor();
+    const claimsFrom = new Set<string>();
+    monitor.on("monitor", (_t: string, args: string[], source: string) => {
+      if (String(args[0]).toLowerCase() === "eval" && String(args[3]).endsWith(":revoke")) claimsFrom.add(source);
+    });
+    const names = new Map<string, string>();
+    const lister = new Redis(redis.url);
+    let listing = true;
+    const listed = (async () => {
+      for (; listing; await Bun.sleep(200)) {
+        for (const line of String(await lister.client("LIST")).split("\n")) {
+          const addr = /addr=(\S+)/.exec(line)?.[1];
+          const name = /name=(\S+)/.exec(line)?.[1];
+          if (addr && name) names.set(addr, name);
+        }
+      }
+    })();
     try {
       const r = await cicada([
         "run", "--redis", redis.url, "--expect-machines", "2", "--certs", certDir, "--port", String(broker.port), "--users", "30", "--rate", "200", "--duration", "8s",
@@ -176,11 +194,17 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("renew and revoke across machine
       for (const m of machines) expect(await m.exited).toBe(0);
     } finally {
       for (const m of machines) if (m.exitCode === null) m.kill("SIGKILL");
+      listing = false;
+      await listed;
+      lister.disconnect();
+      monitor.disconnect();
     }
+    // Both machines asked for the cap.
+    expect(new Set([...claimsFrom].map((a) => names.get(a)))).toEqual(new Set(["cicada-machine-m1", "cicada-machine-m2"]));
     const rep = JSON.parse(readFileSync(report, "utf8"));
     expect(rep.certificates.revoked + rep.certificates.revoked_but_accepted + rep.certificates.revoke_failures).toBe(5);
     expect(rep.certificates.revoked).toBe(5);
-    // Both machines asked; the counter in Redis stopped at the cap.
+    // The counter in Redis stopped at the cap.
     const client = new Redis(redis.url);
     const keys = await client.keys("cicada:cap:*:revoke");
     expect(keys.length).toBe(1);
