@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parseCommand } from "../cli/options.ts";
 import { readRunConfig, RUN_SPEC } from "../config/run.ts";
 import { ConfigError, LoadError } from "../errors.ts";
-import { writeReport } from "../report/formats.ts";
+import { writeReportSafely } from "../report/formats.ts";
 import type { Report } from "../report/summary.ts";
 import { RunSession } from "../run/session.ts";
 import { writeFileAtomic } from "../store/dir.ts";
@@ -173,7 +173,10 @@ export class RunManager {
       cur.state = "finished";
       cur.ended = new Date().toISOString();
       this.save(cur);
-      if (cur.reportPath) writeReport(cur.reportPath, report);
+      if (cur.reportPath) {
+        const written = writeReportSafely(cur.reportPath, report);
+        if (written.error) this.say(`could not write the report to ${cur.reportPath} (${written.error}); wrote it to ${written.path} instead`);
+      }
       this.say(`run ${cur.id} finished`);
     }
     return this.viewOf(cur);

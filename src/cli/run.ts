@@ -2,9 +2,8 @@
 import { serveControl } from "../api/server.ts";
 import { readRunConfig, RUN_SPEC, type RunConfig } from "../config/run.ts";
 import { EXIT } from "../errors.ts";
-import { writeReport } from "../report/formats.ts";
+import { writeReportSafely } from "../report/formats.ts";
 import { renderTable, type Report } from "../report/summary.ts";
-import { checkThresholds } from "../report/thresholds.ts";
 import { RunSession } from "../run/session.ts";
 import { parseCommand } from "./options.ts";
 import { Progress, fmtInt } from "./progress.ts";
@@ -55,9 +54,19 @@ async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
 
   const { promise: finished, resolve: finish } = Promise.withResolvers<boolean>();
   const timeout = setTimeout(() => finish(false), cfg.durationMs);
-  const onSignal = () => finish(true);
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // Ctrl-C stops and writes the report; a second one stops at once and still writes it; a third aborts.
+  let signals = 0;
+  const onSignal = () => {
+    signals++;
+    if (signals === 1) return finish(true);
+    if (signals === 2) {
+      process.stderr.write("cicada: stopping now, without waiting for acks; the report is still written (Ctrl-C again to abort without it)\n");
+      return session.hurry();
+    }
+    process.exit(EXIT.INTERRUPTED);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const interrupted = await finished;
   clearTimeout(timeout);
   clearInterval(ticker);
@@ -68,21 +77,28 @@ async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
   process.stdout.write(`\n${renderTable(report)}`);
+  let lost = false;
   if (cfg.reportPath) {
-    writeReport(cfg.reportPath, report);
-    process.stderr.write(`cicada: report written to ${cfg.reportPath}\n`);
+    const written = writeReportSafely(cfg.reportPath, report);
+    lost = written.error !== undefined;
+    if (lost) process.stderr.write(`cicada: could not write the report to ${cfg.reportPath} (${written.error}); wrote it to ${written.path} instead\n`);
+    else process.stderr.write(`cicada: report written to ${written.path}\n`);
   }
+  const verdict = thresholdsExit(report);
   if (interrupted) return EXIT.INTERRUPTED;
-  return thresholdsExit(cfg, report);
+  // Thresholds first; then a report that is not where it was asked for is a failed run too.
+  return verdict !== EXIT.OK ? verdict : lost ? EXIT.INTERNAL : EXIT.OK;
 }
 
 /** Exit 3, listing each broken threshold with its value, when the report breaks any. */
-function thresholdsExit(cfg: RunConfig, report: Report): number {
-  const broken = checkThresholds(report, cfg.thresholds);
-  if (broken.length === 0) {
-    if (cfg.thresholds.length) process.stdout.write(`Thresholds: all ${cfg.thresholds.length} held.\n`);
+function thresholdsExit(report: Report): number {
+  const t = report.thresholds;
+  if (!t) return EXIT.OK;
+  if (t.passed) {
+    process.stdout.write(`Thresholds: all ${t.held.length} held.\n`);
     return EXIT.OK;
   }
-  process.stdout.write(`Thresholds broken (${broken.length} of ${cfg.thresholds.length}):\n${broken.map((b) => `  ${b.expr}  (was ${b.actual})`).join("\n")}\n`);
+  const all = t.held.length + t.broken.length;
+  process.stdout.write(`Thresholds broken (${t.broken.length} of ${all}):\n${t.broken.map((b) => `  ${b.expr}  (was ${b.actual})`).join("\n")}\n`);
   return EXIT.THRESHOLDS;
 }

@@ -23,6 +23,9 @@ export class InProcessFleet implements Fleet {
   resetStats(): void {
     this.swarm.takeStats();
   }
+  hurry(): void {
+    this.swarm.hurry();
+  }
   snapshot(): FleetSnapshot {
     const s = this.swarm.snapshot();
     return { target: s.target, active: s.active, connected: s.connected, inflight: s.inflight, stats: this.swarm.stats, workers: [{ ...status(this.swarm), slot: 0, pid: process.pid, restarts: 0, alive: true }], restarts: 0 };

@@ -30,6 +30,8 @@ export type ToWorker =
   /** `v` numbers the settings; the worker echoes the last it applied in its status. */
   | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[] }
   | { t: "stop" }
+  /** Stop without waiting (a second Ctrl-C): the stop in progress cuts its waits short. */
+  | { t: "hurry" }
   /** The supervisor's answer to a worker's renew/revoke request `req`. */
   | { t: "lifecycle"; req: number; answer: LifecycleAnswer };
 

@@ -29,6 +29,8 @@ export interface Fleet {
   resetStats(): void;
   /** Stops every device; resolves with the fleet as it was when told to stop (final stats included). */
   stop(): Promise<FleetSnapshot>;
+  /** Cuts a stop in progress short: outstanding acks and closing sockets are not waited for. */
+  hurry?(): void;
 }
 
 export interface WorkerInfo extends WorkerStatus {
@@ -198,6 +200,10 @@ export class Supervisor implements Fleet {
   /** True once the lease has lapsed. */
   lapsed(): boolean {
     return Date.now() > this.leaseUntil;
+  }
+
+  hurry(): void {
+    for (const w of this.workers) this.post(w, { t: "hurry" });
   }
 
   /** Hands the fleet a new list of identity ranges (grown or shrunk at the end) and users to run from it. */

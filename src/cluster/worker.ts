@@ -109,6 +109,7 @@ export async function runWorkerProcess(): Promise<number> {
     if (m.t === "lifecycle") return lifecycle.answer(m.req, m.answer);
     // A lease does not wait either: a start still fetching identities applies it when it is done.
     if (m.t === "lease") return swarm ? swarm.setLease(m.until) : void (pendingLease = m.until);
+    if (m.t === "hurry") return swarm?.hurry();
     queue = queue.then(() =>
       handle(m).catch((err) => {
         send({ t: "error", slot, message: err instanceof Error ? err.message : String(err) });

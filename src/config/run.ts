@@ -11,7 +11,7 @@ import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "../lifecycle/settings.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
 import { parseBytes, parseDuration, parseRange } from "./units.ts";
-import { formatOf } from "../report/formats.ts";
+import { formatOf, reportPathIssue } from "../report/formats.ts";
 import { parseThreshold, type Threshold } from "../report/thresholds.ts";
 
 export const RUN_SPEC: CommandSpec = {
@@ -171,6 +171,8 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   const lifecycle = readLifecycle(o, { certs: certsArg, tls });
   const reportPath = o.str("report");
   if (reportPath && !formatOf(reportPath)) o.fail("report", "must end in .json, .csv or .html", reportPath);
+  const unwritable = reportPath ? reportPathIssue(reportPath) : undefined;
+  if (unwritable) o.fail("report", `cannot be written: ${unwritable}`, reportPath);
   const thresholds: Threshold[] = [];
   for (const expr of o.all("threshold")) {
     const t = parseThreshold(expr);

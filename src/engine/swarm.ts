@@ -102,6 +102,8 @@ export class Swarm implements SessionHost, LinkEvents {
   private active = 0;
   private connectedCount = 0;
   private stopping = false;
+  /** A stop in a hurry (a second Ctrl-C): no waiting for acks or for sockets to close. */
+  private hurried = false;
   /**
    * Ms since the epoch (wall clock, shared with the machine agent) after which this swarm may
    * not dial: a federated machine's lease. Once it lapses the swarm is fenced for good.
@@ -149,6 +151,11 @@ export class Swarm implements SessionHost, LinkEvents {
     this.rate = r;
   }
 
+  /** Cuts a stop short: what is still in flight is counted unacked_at_stop at once, sockets are closed without waiting. */
+  hurry(): void {
+    this.hurried = true;
+  }
+
   /** Extends the lease (see leaseUntil); a lapsed lease is never renewed. */
   setLease(until: number): void {
     if (!this.leaseLapsed()) this.leaseUntil = until;
@@ -193,7 +200,7 @@ export class Swarm implements SessionHost, LinkEvents {
   async stop(timeoutMs = 5000): Promise<void> {
     this.stopping = true;
     const drainEnd = Date.now() + (this.cfg.drainMs ?? DEFAULT_DRAIN_MS);
-    while (this.inflightNow() > 0 && Date.now() < drainEnd) {
+    while (this.inflightNow() > 0 && Date.now() < drainEnd && !this.hurried) {
       await Bun.sleep(20);
       this.outbox.flush(this.clock());
     }
@@ -201,7 +208,7 @@ export class Swarm implements SessionHost, LinkEvents {
     this.setUsers(0);
     this.outbox.flush(this.clock());
     const deadline = Date.now() + timeoutMs;
-    while (this.devices.some((d) => d.state === State.STOPPING) && Date.now() < deadline) {
+    while (this.devices.some((d) => d.state === State.STOPPING) && Date.now() < deadline && !this.hurried) {
       await Bun.sleep(20);
       this.outbox.flush(this.clock());
     }

@@ -2,8 +2,9 @@
  * The report's files: JSON (everything), CSV (the stats table, as Locust's stats CSV) and a
  * self-contained HTML page (tables and charts; no network needed to open it).
  */
-import { mkdirSync } from "node:fs";
-import { dirname, extname } from "node:path";
+import { accessSync, constants, existsSync, mkdirSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, extname, join, resolve } from "node:path";
 import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
 import chartsJs from "../ui/charts.asset.js" with { type: "text" };
@@ -97,4 +98,41 @@ export function renderReport(r: Report, format: ReportFormat): string {
 export function writeReport(path: string, r: Report): void {
   mkdirSync(dirname(path), { recursive: true });
   writeFileAtomic(path, renderReport(r, formatOf(path) ?? "json"), 0o644);
+}
+
+/**
+ * Writes the report to `path`, or — when that fails at the end of a run (a full disk, a
+ * directory gone) — to a file in the working directory, else the temp directory, so a run's
+ * report is never lost. Returns where it went and, if not to `path`, why.
+ */
+export function writeReportSafely(path: string, r: Report): { path: string; error?: string } {
+  try {
+    writeReport(path, r);
+    return { path };
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    const name = `cicada-report-${new Date().toISOString().replace(/[-:.]/g, "")}${extname(path) || ".json"}`;
+    for (const dir of [process.cwd(), tmpdir()]) {
+      try {
+        writeReport(join(dir, name), r);
+        return { path: join(dir, name), error };
+      } catch {
+        // try the next place
+      }
+    }
+    throw err;
+  }
+}
+
+/** The problem, if any, with writing a report at `path`: its directory (or the nearest one that exists) must be a writable directory. */
+export function reportPathIssue(path: string): string | undefined {
+  let dir = resolve(dirname(path));
+  while (!existsSync(dir)) dir = dirname(dir);
+  try {
+    if (!statSync(dir).isDirectory()) return `${dir} is not a directory`;
+    accessSync(dir, constants.W_OK);
+  } catch {
+    return `${dir} is not a writable directory`;
+  }
+  return undefined;
 }

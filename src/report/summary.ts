@@ -37,6 +37,8 @@ export interface Report {
   machines?: MachineReport[];
   /** Control messages the controller dropped in a federated run, by reason: forged, replayed, malformed (0 in a healthy run). */
   dropped_messages?: Record<string, number>;
+  /** The run's verdict against its --threshold expressions, when it had any. */
+  thresholds?: { passed: boolean; held: string[]; broken: { expr: string; actual: number }[] };
   /** Renewals and revocations, when the run made any. */
   certificates?: CertificatesReport;
   /** The run over time, a point every 2 s. */

@@ -3,12 +3,15 @@
  * a RunConfig — one process, supervised workers, or machines over Redis — samples its
  * timeline, and turns its stats into the report.
  */
+import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { Controller } from "../cluster/controller.ts";
 import { idsDigest } from "../cluster/federation.ts";
 import { Seal } from "../cluster/seal.ts";
-import { listIdentities, type Range } from "../cluster/identities.ts";
+import { listIdentities, openIdentityBase, type Range } from "../cluster/identities.ts";
+import { checkIdentities, sampleIndices } from "../pki/check.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
 import { redact } from "../cluster/redis.ts";
 import { planWorkers, Supervisor, type Fleet, type FleetSnapshot } from "../cluster/supervisor.ts";
@@ -18,6 +21,7 @@ import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
 import { buildReport, type Report } from "../report/summary.ts";
+import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
 import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts";
 
@@ -82,6 +86,7 @@ export class RunSession {
       await store.close();
       if (!cfg.swarm.caPem && !cfg.swarm.insecure) throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --ca-cert FILE, or --insecure`]);
     }
+    if (cfg.swarm.tls && !synthetic) await preflight(cfg, fromStore, say);
     const space: Range = [cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)];
 
     if (cfg.federation) {
@@ -185,6 +190,11 @@ export class RunSession {
     return this.final ?? this.build(this.fleet.snapshot(), false);
   }
 
+  /** Cuts a stop in progress short (a second Ctrl-C): the report is still written, without waiting for acks. */
+  hurry(): void {
+    this.fleet.hurry?.();
+  }
+
   /** Stops every device (once; later calls wait for the same stop) and returns the final report. */
   stop(interrupted = false): Promise<Report> {
     this.stopping ??= (async () => {
@@ -193,7 +203,14 @@ export class RunSession {
       this.stopResetWatch();
       const after = await this.fleet.stop();
       this.timeline.sample(after.stats, after.target, after.connected);
-      this.final = this.build(after, interrupted);
+      const report = this.build(after, interrupted);
+      // The verdict travels with the report, for runs started from the CLI and the API alike.
+      if (this.cfg.thresholds.length) {
+        const broken = checkThresholds(report, this.cfg.thresholds);
+        const held = this.cfg.thresholds.map((t) => t.expr).filter((e) => !broken.some((b) => b.expr === e));
+        report.thresholds = { passed: broken.length === 0, held, broken };
+      }
+      this.final = report;
       return this.final;
     })();
     return this.stopping;
@@ -228,4 +245,26 @@ export class RunSession {
     });
     return { ...report, timeline: this.timeline.points };
   }
+}
+
+/**
+ * Before any connection: the identities the run will use (a sample of a large set) have keys
+ * that match their certificates, certificates that chain to the devices' CA (unless
+ * --insecure) and a CN. Every problem is listed (ConfigError, exit 2).
+ */
+async function preflight(cfg: RunConfig, fromStore: boolean, say: (line: string) => void): Promise<void> {
+  const base = await openIdentityBase(cfg.certDir, false, cfg.storeCa);
+  const count = Math.min(cfg.swarm.users, base.count - cfg.firstDevice);
+  const { indices, sampled } = sampleIndices(cfg.firstDevice, count);
+  await base.prefetch?.(indices);
+  // The devices' CA: the directory's ca.crt (the broker's may be another, given with --ca-cert), or the store's.
+  const dirCa = fromStore ? null : join(cfg.certDir, "ca.crt");
+  const deviceCa = dirCa && existsSync(dirCa) ? readFileSync(dirCa, "utf8") : (cfg.swarm.caPem ?? null);
+  const { problems, notes } = checkIdentities(base, indices, cfg.swarm.insecure ? null : deviceCa, cfg.swarm.tenant);
+  for (const n of notes) say(`note: ${n}`);
+  if (!problems.length) return;
+  const shown = problems.slice(0, 20);
+  if (problems.length > shown.length) shown.push(`… and ${problems.length - shown.length} more`);
+  if (sampled) shown.push(`(checked ${indices.length} of ${count} identities: the first, the last and ${indices.length - 2} at random)`);
+  throw new ConfigError(shown);
 }

@@ -86,9 +86,17 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode: n
     fchmodSync(fd, mode);
     writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
     if (opts.sync) fsyncSync(fd);
-  } finally {
+  } catch (err) {
+    // A full disk or a vanished directory: leave no half-written temporary file behind.
     closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+    throw err;
   }
+  closeSync(fd);
   if (!opts.exclusive) {
     renameSync(tmp, path);
     return true;

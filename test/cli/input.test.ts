@@ -1,7 +1,9 @@
 /** Bad input is exit 2 with a clear message; secrets stay out of messages; directories get their modes whatever the umask. */
 import { describe, expect, test } from "bun:test";
-import { statSync } from "node:fs";
+import { copyFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { listDeviceIds } from "../../src/store/dir.ts";
+import { makeCerts } from "../helpers/swarm.ts";
 import { cicada, sh, tempDir } from "../helpers/tmp.ts";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -68,4 +70,43 @@ test("one certificate is one certificate", async () => {
   const r = await cicada(["certs", "create", "--devices", "1", "--dir", join(tmp.path, "cert")]);
   expect(r.code).toBe(0);
   expect(r.stdout).toStartWith("created 1 EC P-256 device certificate in ");
+});
+
+describe("a run that cannot start wrong", () => {
+  test("identities are checked before any connection: a key that is not its certificate's, a certificate of another CA", async () => {
+    using tmp = tempDir();
+    const dir = join(tmp.path, "cert");
+    const other = join(tmp.path, "other");
+    await makeCerts(dir, 6);
+    await makeCerts(other, 1);
+    const ids = listDeviceIds(dir);
+    copyFileSync(join(dir, `${ids[1]}.key`), join(dir, `${ids[0]}.key`));
+    const foreign = listDeviceIds(other)[0]!;
+    copyFileSync(join(other, `${foreign}.crt`), join(dir, `${ids[2]}.crt`));
+    copyFileSync(join(other, `${foreign}.key`), join(dir, `${ids[2]}.key`));
+    // Port 1: were a connection ever tried, it would fail differently.
+    const r = await cicada(["run", "--certs", dir, "--port", "1", "--users", "6", "--duration", "1s"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${ids[0]}: its key does not match its certificate`);
+    expect(r.stderr).toContain(`${ids[2]}: its certificate was not issued by the broker CA`);
+    expect(r.stderr).not.toContain(ids[3]!);
+    // --insecure skips the chain, not the key check.
+    const insecure = await cicada(["run", "--certs", dir, "--port", "1", "--users", "6", "--duration", "1s", "--insecure"]);
+    expect(insecure.code).toBe(2);
+    expect(insecure.stderr).toContain(`${ids[0]}: its key does not match its certificate`);
+    expect(insecure.stderr).not.toContain("not issued by the broker CA");
+  });
+
+  test("a large set is sampled, and the sampling is said", async () => {
+    using tmp = tempDir();
+    const dir = join(tmp.path, "cert");
+    await makeCerts(dir, 110);
+    const ids = listDeviceIds(dir);
+    // The last identity is always checked.
+    writeFileSync(join(dir, `${ids[109]}.key`), "not a key\n");
+    const r = await cicada(["run", "--certs", dir, "--port", "1", "--users", "110", "--duration", "1s"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${ids[109]}: its key is not a PEM private key`);
+    expect(r.stderr).toContain("(checked 102 of 110 identities: the first, the last and 100 at random)");
+  });
 });

@@ -40,8 +40,8 @@ export interface Background {
 }
 
 /** Starts `cicada <args>` in the background with its stderr collected into `out.err` (for workers and controllers). */
-export function spawnCicada(args: string[], env: Record<string, string> = {}): Background {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+export function spawnCicada(args: string[], env: Record<string, string> = {}, cwd?: string): Background {
+  const proc = Bun.spawn([process.execPath, MAIN, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   const out = { err: "" };
   void (async () => {
     for await (const chunk of proc.stderr) out.err += new TextDecoder().decode(chunk);
