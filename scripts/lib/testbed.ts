@@ -99,6 +99,8 @@ export interface BrokerOptions {
   detached?: boolean;
   /** The broker's own certificate and key files (default: issued by certDir's CA, see brokerCerts). */
   serverCert?: { cert: string; key: string };
+  /** What each device may publish to, as an ACL pattern (default `%u/attrs`; a platform that drops telemetry: another topic). */
+  devicePublishPattern?: string;
 }
 
 /** Starts one mosquitto with mutual TLS like dojot's VerneMQ setup. */
@@ -112,7 +114,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   mkdirSync(wd, { recursive: true });
   const acl = join(wd, "acl");
   // %u is the certificate CN (use_identity_as_username), i.e. tenant:deviceid.
-  writeFileSync(acl, `pattern write %u/attrs\npattern read %u/config\n\nuser ${PROBE_CN}\ntopic readwrite #\ntopic read $SYS/#\n`);
+  writeFileSync(acl, `pattern write ${opts.devicePublishPattern ?? "%u/attrs"}\npattern read %u/config\n\nuser ${PROBE_CN}\ntopic readwrite #\ntopic read $SYS/#\n`);
   const log = join(wd, "mosquitto.log");
   const conf = join(wd, "mosquitto.conf");
   writeFileSync(

@@ -57,6 +57,12 @@ export const RUN_SPEC: CommandSpec = {
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
     grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines drop their devices after this long without the controller (their lease)" },
     "cluster-key": { type: "string", arg: "FILE", help: "With --redis: shared secret that signs every control message (or CICADA_CLUSTER_KEY); required unless Redis is on loopback" },
+    verify: { type: "boolean", help: "Consume every device's telemetry and account for each message end to end: delivered, lost, duplicated, out of order (report: integrity)" },
+    "verify-cert": { type: "string", arg: "FILE", help: "With --verify: the consumer's certificate (its CN is its username: the broker's ACL must let it read +/attrs)" },
+    "verify-key": { type: "string", arg: "FILE", help: "With --verify: the consumer's private key" },
+    "verify-connections": { type: "string", arg: "N", default: "1", help: "With --verify: subscriber connections (more than one share a $share subscription)" },
+    "verify-wait": { type: "string", arg: "TIME", default: "5s", help: "With --verify: after the devices stop, wait up to this long for messages still on their way" },
+    actuate: { type: "string", arg: "N", help: "With --verify: commands per second published to devices' tenant:id/config topics (cloud → device), counted end to end" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
     ...LIFECYCLE_OPTIONS,
   },
@@ -97,6 +103,8 @@ export interface RunConfig {
   lifecycle?: LifecycleConfig;
   /** Set with --ui: serve the dashboard and API there. */
   ui?: { host: string; port: number; token?: string; allowHosts: string[]; historyDir: string; autostart: boolean };
+  /** Set with --verify: the verifying consumer. */
+  verify?: { connections: number; cert?: string; key?: string; waitMs: number; actuateRate: number };
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number; clusterKey: string | null };
   /** The settings as given, for the report. */
@@ -196,7 +204,21 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     if (noKey && !bad) o.issues.push(noKey);
     federation = { redis: { url, ca }, expect, graceMs, clusterKey };
   }
+  let verify: RunConfig["verify"];
+  if (o.bool("verify")) {
+    const cert = o.fileText("verify-cert");
+    const key = o.fileText("verify-key");
+    if (tls && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--verify over TLS needs the consumer's own --verify-cert and --verify-key (e.g. cicada certs create --ids verify --dir verify-cert)");
+    if (o.has("redis")) o.issues.push("--verify runs with the devices of one machine; it does not go with --redis yet");
+    const connections = o.int("verify-connections", 1, 1, 64);
+    if (connections > 1 && mqtt !== "5") o.issues.push("--verify-connections above 1 shares a $share subscription: use --mqtt 5");
+    const rate = o.has("actuate") ? o.num("actuate", 0, 0) : 0;
+    const waitMs = parseDuration(o.str("verify-wait") ?? "5s");
+    if (waitMs === undefined) o.fail("verify-wait", "must be a duration such as 5s", o.str("verify-wait"));
+    verify = { connections, ...(cert ? { cert } : {}), ...(key ? { key } : {}), waitMs: waitMs ?? 5000, actuateRate: rate };
+  } else if (o.has("actuate")) o.issues.push("--actuate needs --verify: the verifying consumer is the backend side that sends the commands");
   return {
+    ...(verify ? { verify } : {}),
     swarm: {
       targets,
       sources,
@@ -252,6 +274,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       reconnect_s: [reconnectMin, reconnectMax],
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
+      ...(verify ? { verify: true, verify_connections: verify.connections, actuate_per_s: verify.actuateRate } : {}),
       ...(federation ? { redis: redact(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000, signed: !!federation.clusterKey } : {}),
       ...(lifecycle
         ? { renew: lifecycle.renew ?? null, revoke: lifecycle.revoke ?? null, signer: lifecycle.signer, ca_dir: lifecycle.caDir, crl_hook: lifecycle.crlHook ?? null, crl_wait_ms: lifecycle.crlWaitMs }

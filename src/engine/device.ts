@@ -106,6 +106,8 @@ export class Device {
   /** Consecutive failed attempts, for the reconnect backoff. */
   attempts = 0;
   nextPacketId = 1;
+  /** Number of the device's next telemetry message (its payload's seq), from 1, across reconnects. */
+  nextSeq = 1;
   /** Scheduled time (ms, monotonic) of the next publish. */
   nextPublishAt = 0;
   readonly inflight: InflightWindow;

@@ -515,7 +515,7 @@ export class Swarm implements SessionHost, LinkEvents {
       if (dev.inflight.count === 1) this.wheel.set(dev.index, Timer.ACK, now + this.ackTimeoutMs);
     }
     const bytes = new Uint8Array(dev.publish.length);
-    dev.publish.fill(bytes, 0, id, Math.round(this.wallClock(scheduled)));
+    dev.publish.fill(bytes, 0, id, Math.round(this.wallClock(scheduled)), dev.nextSeq++);
     this.outbox.send(conn, bytes);
     this.stats.sent++;
     if (qos === 0) this.stats.rows.publish.ok();

@@ -103,27 +103,35 @@ export function encodeAck(cmd: 4 | 5 | 6 | 7, messageId: number): Uint8Array {
 
 const TIMESTAMP_DIGITS = 13;
 const PAYLOAD_HEAD = '{"timestamp":';
+const SEQ_HEAD = ',"seq":';
+/** The seq field's width: its digits, then spaces (JSON allows whitespace after a number; leading zeros it does not). */
+const SEQ_WIDTH = 10;
 
 /**
- * A device's telemetry PUBLISH, encoded once: `{"timestamp":<ms>}` padded to `payloadSize`.
- * `fill()` writes the packet id and timestamp into a fresh copy; nothing else is encoded per message.
+ * A device's telemetry PUBLISH, encoded once: `{"timestamp":<ms>,"seq":<n>}` padded to
+ * `payloadSize`. `seq` numbers the device's messages from 1, so a consumer can count loss,
+ * duplicates and order (dojot ignores attributes it does not know). `fill()` writes the packet
+ * id, timestamp and seq into a fresh copy; nothing else is encoded per message.
  */
 export class PublishTemplate {
   private readonly bytes: Uint8Array;
   private readonly idAt: number;
   private readonly tsAt: number;
+  private readonly seqAt: number;
 
   constructor(topic: string, qos: QoS, version: ProtocolVersion, payloadSize: number) {
-    const padding = Math.max(0, payloadSize - (PAYLOAD_HEAD.length + TIMESTAMP_DIGITS + 1));
+    const head = `${PAYLOAD_HEAD}${"0".repeat(TIMESTAMP_DIGITS)}${SEQ_HEAD}${"0".padEnd(SEQ_WIDTH)}`;
+    const padding = Math.max(0, payloadSize - (head.length + 1));
     // The padding is a JSON string field so the payload stays valid JSON.
     const tail = padding > 0 ? `,"pad":"${"x".repeat(Math.max(0, padding - 9))}"}` : "}";
-    const payload = Buffer.from(`${PAYLOAD_HEAD}${"0".repeat(TIMESTAMP_DIGITS)}${tail}`);
+    const payload = Buffer.from(`${head}${tail}`);
     const packet = mqtt.generate(
       { cmd: "publish", topic, payload, qos, retain: false, dup: false, messageId: qos ? 1 : undefined, ...(version === 5 ? { properties: {} } : {}) },
       { protocolVersion: version },
     );
     this.bytes = new Uint8Array(packet);
     this.tsAt = this.bytes.length - payload.length + PAYLOAD_HEAD.length;
+    this.seqAt = this.tsAt + TIMESTAMP_DIGITS + SEQ_HEAD.length;
     this.idAt = qos ? this.tsAt - PAYLOAD_HEAD.length - (version === 5 ? 1 : 0) - 2 : -1;
   }
 
@@ -131,8 +139,8 @@ export class PublishTemplate {
     return this.bytes.length;
   }
 
-  /** Copies the packet into `out` at `at` with this id and timestamp; returns bytes written. */
-  fill(out: Uint8Array, at: number, messageId: number, timestampMs: number): number {
+  /** Copies the packet into `out` at `at` with this id, timestamp and seq; returns bytes written. */
+  fill(out: Uint8Array, at: number, messageId: number, timestampMs: number, seq = 0): number {
     out.set(this.bytes, at);
     if (this.idAt >= 0) {
       out[at + this.idAt] = messageId >> 8;
@@ -143,8 +151,20 @@ export class PublishTemplate {
       out[at + this.tsAt + i] = 48 + (ts % 10);
       ts = Math.floor(ts / 10);
     }
+    // seq, left-aligned: its digits, then the template's spaces.
+    let digits = 1;
+    for (let n = seq; n >= 10; n = Math.floor(n / 10)) digits++;
+    for (let i = digits - 1, n = seq; i >= 0; i--, n = Math.floor(n / 10)) out[at + this.seqAt + i] = 48 + (n % 10);
+    for (let i = digits; i < SEQ_WIDTH; i++) out[at + this.seqAt + i] = 32;
     return this.bytes.length;
   }
+}
+
+/** The `"seq": <n>` of a JSON payload, found without JSON.parse; NaN when absent. */
+export function payloadSeq(payload: Uint8Array): number {
+  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("latin1");
+  const m = /"seq"\s*:\s*(\d{1,15})/.exec(text);
+  return m ? Number(m[1]) : NaN;
 }
 
 /** The `"timestamp": <ms>` of a JSON payload, found without JSON.parse; NaN when absent. */

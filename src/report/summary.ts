@@ -37,12 +37,35 @@ export interface Report {
   machines?: MachineReport[];
   /** Control messages the controller dropped in a federated run, by reason: forged, replayed, malformed (0 in a healthy run). */
   dropped_messages?: Record<string, number>;
+  /** Every message accounted for end to end (--verify): what the devices published and the consumer received. */
+  integrity?: Integrity;
   /** The run's verdict against its --threshold expressions, when it had any. */
   thresholds?: { passed: boolean; held: string[]; broken: { expr: string; actual: number }[] };
   /** Renewals and revocations, when the run made any. */
   certificates?: CertificatesReport;
   /** The run over time, a point every 2 s. */
   timeline?: TimelinePoint[];
+}
+
+/**
+ * End to end, from the verifying consumer: `published` = sent by the devices, `acked` by the
+ * broker, `delivered` = distinct messages the consumer received; `lost` = published − delivered
+ * (an ACL that acks and drops shows here, not as success); `duplicated` and `reordered` by each
+ * device's seq. Commands: sent by the backend side, received by devices.
+ */
+export interface Integrity {
+  published: number;
+  acked: number;
+  delivered: number;
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  commands_sent: number;
+  commands_received: number;
+  commands_lost: number;
+  delivery_p50_ms: number;
+  delivery_p99_ms: number;
+  delivery_max_ms: number;
 }
 
 export interface CertificatesReport {
@@ -186,6 +209,14 @@ export function renderTable(rep: Report): string {
   if (failures.length) out += `\nFailures:\n${failures.join("\n")}\n`;
   const p = rep.publishes;
   out += `\nPublishes: ${p.sent} sent = ${p.acked} acked + ${p.failed} failed + ${p.in_flight} in flight${p.skipped ? ` (${p.skipped} more skipped, never sent)` : ""}.`;
+  const i = rep.integrity;
+  if (i) {
+    out +=
+      `\nIntegrity: ${i.delivered} of ${i.published} published delivered, ${i.lost} LOST, ${i.duplicated} duplicated, ${i.reordered} out of order` +
+      ` (delivery p99 ${f(i.delivery_p99_ms)} ms)` +
+      (i.commands_sent ? `; commands ${i.commands_received} of ${i.commands_sent} received, ${i.commands_lost} lost` : "") +
+      ".";
+  }
   const h = rep.health;
   out +=
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +

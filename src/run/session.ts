@@ -18,9 +18,10 @@ import { planWorkers, Supervisor, type Fleet, type FleetSnapshot } from "../clus
 import { identitiesFor } from "../cluster/worker.ts";
 import type { RunConfig } from "../config/run.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
-import { buildReport, type Report } from "../report/summary.ts";
+import { buildReport, type Integrity, type Report } from "../report/summary.ts";
+import { Verifier } from "../engine/verifier.ts";
 import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
 import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts";
@@ -41,6 +42,8 @@ export class RunSession {
   private resetWatch: ReturnType<typeof setInterval> | null = null;
   private final: Report | null = null;
   private stopping: Promise<Report> | null = null;
+  /** The verifying consumer (--verify). */
+  private readonly verifier: Verifier | null;
 
   private constructor(
     readonly cfg: RunConfig,
@@ -51,6 +54,20 @@ export class RunSession {
     readonly capacity: number,
   ) {
     this.timeline = new Timeline();
+    const v = cfg.verify;
+    this.verifier = v
+      ? new Verifier({
+          targets: cfg.swarm.targets,
+          tls: cfg.swarm.tls,
+          insecure: cfg.swarm.insecure,
+          ...(cfg.swarm.caPem ? { caPem: cfg.swarm.caPem } : {}),
+          ...(v.cert ? { cert: v.cert } : {}),
+          ...(v.key ? { key: v.key } : {}),
+          version: cfg.swarm.version,
+          connections: v.connections,
+          actuateRate: v.actuateRate,
+        })
+      : null;
   }
 
   get federated(): boolean {
@@ -139,6 +156,15 @@ export class RunSession {
    * (so the report covers what follows the ramp), and `onAutoReset` is told.
    */
   async start(onAutoReset: (devices: number) => void = () => {}): Promise<void> {
+    // The consumer first, so it hears the devices' first messages.
+    if (this.verifier) {
+      try {
+        await this.verifier.start();
+      } catch (err) {
+        this.verifier.close();
+        throw new LoadError(`--verify: the verifying consumer could not subscribe: ${messageOf(err)} (its certificate, and the broker's ACL for +/attrs)`, EXIT.BAD_INPUT);
+      }
+    }
     await this.fleet.start();
     this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
     if (this.cfg.resetStats) {
@@ -177,6 +203,7 @@ export class RunSession {
     this.statsFrom = new Date();
     this.cpuFrom = this.cpu(s);
     this.timeline.reset();
+    this.verifier?.tracker.resetCounts();
   }
 
   /** CPU of this process and its workers, so the report's CPU covers the same window as its stats. */
@@ -201,7 +228,9 @@ export class RunSession {
       if (this.sampler) clearInterval(this.sampler);
       this.sampler = null;
       this.stopResetWatch();
+      if (this.verifier?.commandsSent) await this.settleCommands();
       const after = await this.fleet.stop();
+      if (this.verifier) await this.settleDeliveries(after.stats.sent, after.stats.rows.recv_message);
       this.timeline.sample(after.stats, after.target, after.connected);
       const report = this.build(after, interrupted);
       // The verdict travels with the report, for runs started from the CLI and the API alike.
@@ -214,6 +243,56 @@ export class RunSession {
       return this.final;
     })();
     return this.stopping;
+  }
+
+  /** Stops commanding while the devices still listen, and gives what was sent up to 3 s to be counted (workers report every second). */
+  private async settleCommands(): Promise<void> {
+    const v = this.verifier!;
+    v.stopActuating();
+    const end = performance.now() + 3000;
+    while (performance.now() < end && this.fleet.snapshot().stats.rows.recv_message.count < v.commandsSent) await Bun.sleep(50);
+  }
+
+  /** Gives messages still on their way up to --verify-wait to arrive: until all have, or none came for a second. */
+  private async settleDeliveries(sent: number, commands: { count: number }): Promise<void> {
+    const v = this.verifier!;
+    v.stopActuating();
+    const end = performance.now() + this.cfg.verify!.waitMs;
+    let last = -1;
+    let quietSince = performance.now();
+    while (performance.now() < end) {
+      const now = v.tracker.delivered + v.tracker.duplicated + commands.count;
+      if (v.tracker.delivered >= sent && commands.count >= v.commandsSent) break;
+      if (now !== last) {
+        last = now;
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince > 1000) break;
+      await Bun.sleep(50);
+    }
+    v.close();
+  }
+
+  /** The integrity block: what the devices published against what the consumer received, commands both ways. */
+  private integrity(s: FleetSnapshot): Integrity | undefined {
+    const v = this.verifier;
+    if (!v) return undefined;
+    const t = v.tracker;
+    const lat = v.latency.summary();
+    const received = s.stats.rows.recv_message.count;
+    return {
+      published: s.stats.sent,
+      acked: s.stats.rows.publish.count,
+      delivered: t.delivered,
+      lost: Math.max(0, s.stats.sent - t.delivered),
+      duplicated: t.duplicated,
+      reordered: t.reordered,
+      commands_sent: v.commandsSent,
+      commands_received: received,
+      commands_lost: Math.max(0, v.commandsSent - received),
+      delivery_p50_ms: lat.p50_ms,
+      delivery_p99_ms: lat.p99_ms,
+      delivery_max_ms: lat.max_ms,
+    };
   }
 
   private build(s: FleetSnapshot, interrupted: boolean): Report {
@@ -243,7 +322,8 @@ export class RunSession {
           }
         : undefined,
     });
-    return { ...report, timeline: this.timeline.points };
+    const integrity = this.integrity(s);
+    return { ...report, ...(integrity ? { integrity } : {}), timeline: this.timeline.points };
   }
 }
 

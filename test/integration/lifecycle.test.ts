@@ -168,7 +168,8 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("renew and revoke across machine
     const proof = join(tmp.path, "controller-hook-ran");
     const report = join(tmp.path, "r.json");
     // Who claims from the cap: MONITOR shows each EVAL with the address it came from; CLIENT LIST names the addresses.
-    const monitor = await new Redis(redis.url).monitor();
+    const monitorClient = new Redis(redis.url);
+    const monitor = await monitorClient.monitor();
     const claimsFrom = new Set<string>();
     monitor.on("monitor", (_t: string, args: string[], source: string) => {
       if (String(args[0]).toLowerCase() === "eval" && String(args[3]).endsWith(":revoke")) claimsFrom.add(source);
@@ -198,6 +199,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("renew and revoke across machine
       await listed;
       lister.disconnect();
       monitor.disconnect();
+      monitorClient.disconnect();
     }
     // Both machines asked for the cap.
     expect(new Set([...claimsFrom].map((a) => names.get(a)))).toEqual(new Set(["cicada-machine-m1", "cicada-machine-m2"]));

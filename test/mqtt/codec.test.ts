@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import * as mqtt from "mqtt-packet";
-import { PublishTemplate, decode, encodeAck, frameLength, payloadTimestamp } from "../../src/mqtt/codec.ts";
+import { PublishTemplate, decode, encodeAck, frameLength, payloadSeq, payloadTimestamp } from "../../src/mqtt/codec.ts";
 import { onData } from "../../src/mqtt/session.ts";
 import { Conn, Device, State } from "../../src/engine/device.ts";
 import { Stats } from "../../src/metrics/stats.ts";
@@ -13,9 +13,9 @@ describe("PublishTemplate", () => {
       test(`matches mqtt-packet's PUBLISH byte for byte (v${version}, QoS ${qos})`, () => {
         const t = new PublishTemplate("admin:abc/attrs", qos, version, 0);
         const out = new Uint8Array(t.length);
-        t.fill(out, 0, 0x1234, 1_732_480_000_123);
+        t.fill(out, 0, 0x1234, 1_732_480_000_123, 4567);
         const expected = mqtt.generate(
-          { cmd: "publish", topic: "admin:abc/attrs", payload: Buffer.from('{"timestamp":1732480000123}'), qos, retain: false, dup: false, messageId: qos ? 0x1234 : undefined, ...(version === 5 ? { properties: {} } : {}) },
+          { cmd: "publish", topic: "admin:abc/attrs", payload: Buffer.from('{"timestamp":1732480000123,"seq":4567      }'), qos, retain: false, dup: false, messageId: qos ? 0x1234 : undefined, ...(version === 5 ? { properties: {} } : {}) },
           { protocolVersion: version },
         );
         expect(hex(out)).toBe(hex(expected));
@@ -26,10 +26,12 @@ describe("PublishTemplate", () => {
   test("--payload-size pads the JSON to the exact size and keeps it valid", () => {
     const t = new PublishTemplate("t/attrs", 1, 4, 256);
     const out = new Uint8Array(t.length);
-    t.fill(out, 0, 7, 1_700_000_000_000);
+    t.fill(out, 0, 7, 1_700_000_000_000, 9_876_543_210);
     const p = decode(out, 4) as mqtt.IPublishPacket;
     expect(p.payload.length).toBe(256);
     expect(JSON.parse(p.payload.toString()).timestamp).toBe(1_700_000_000_000);
+    expect(JSON.parse(p.payload.toString()).seq).toBe(9_876_543_210);
+    expect(payloadSeq(p.payload as Uint8Array)).toBe(9_876_543_210);
     expect(p.messageId).toBe(7);
   });
 });

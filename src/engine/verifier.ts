@@ -1,0 +1,234 @@
+/**
+ * The verifying consumer (`cicada run --verify`): one or more subscriber connections of the
+ * platform's own kind (mTLS with their own certificate) on every device's telemetry topic. It
+ * counts, per device, what the broker delivered — by the `seq` each device numbers its
+ * messages with — so a run can show loss, duplicates and order end to end, and it measures
+ * publish → delivery latency on the same clock as the devices (same machine). With `--actuate`
+ * it is also the backend: it publishes numbered commands to devices' `…/config` topics.
+ */
+import type { Socket, TLSOptions } from "bun";
+import * as mqtt from "mqtt-packet";
+import { payloadSeq, payloadTimestamp, type ProtocolVersion } from "../mqtt/codec.ts";
+import { Latency } from "../metrics/histogram.ts";
+import { commonNameOf } from "../pki/subject.ts";
+import type { Target } from "../transport/connect.ts";
+
+/** Messages within this many of a device's highest seq are told apart as late or duplicate; older ones count as late. */
+const WINDOW = 32;
+
+class Track {
+  /** Highest seq delivered, and which of the WINDOW before it were (bit k: max - k). */
+  max = 0;
+  seen = 0;
+  delivered = 0;
+}
+
+/** Per-device delivery accounting from the messages' seq. */
+export class DeliveryTracker {
+  private readonly devices = new Map<string, Track>();
+  delivered = 0;
+  duplicated = 0;
+  reordered = 0;
+
+  /** Counts one delivery of message `seq` (from 1) of `device`. */
+  record(device: string, seq: number): void {
+    let t = this.devices.get(device);
+    if (!t) this.devices.set(device, (t = new Track()));
+    if (seq > t.max) {
+      const shift = seq - t.max;
+      t.seen = shift >= WINDOW ? 1 : ((t.seen << shift) | 1) >>> 0;
+      t.max = seq;
+    } else {
+      const back = t.max - seq;
+      if (back < WINDOW) {
+        const bit = (1 << back) >>> 0;
+        if (t.seen & bit) {
+          this.duplicated++;
+          return;
+        }
+        t.seen = (t.seen | bit) >>> 0;
+      }
+      this.reordered++;
+    }
+    t.delivered++;
+    this.delivered++;
+  }
+
+  /** Counts afresh (a stats reset); what each device was last seen at is kept. */
+  resetCounts(): void {
+    this.delivered = this.duplicated = this.reordered = 0;
+    for (const t of this.devices.values()) t.delivered = 0;
+  }
+
+  /** Messages not (yet) delivered below each device's highest seq: gaps still open. */
+  gaps(): number {
+    let n = 0;
+    for (const t of this.devices.values()) n += t.max - t.delivered;
+    return n;
+  }
+
+  /** Devices heard from (for actuation). */
+  known(): string[] {
+    return [...this.devices.keys()];
+  }
+}
+
+export interface VerifierOptions {
+  targets: Target[];
+  tls: boolean;
+  insecure: boolean;
+  caPem?: string;
+  /** The consumer's own identity (PEM), for mTLS. */
+  cert?: string;
+  key?: string;
+  version: ProtocolVersion;
+  /** Subscriber connections; more than one shares the load through a shared subscription. */
+  connections: number;
+  /** Commands per second to devices' config topics (0: none). */
+  actuateRate: number;
+}
+
+interface Link {
+  socket: Socket<Link> | null;
+  parser: mqtt.Parser;
+  ready: PromiseWithResolvers<void>;
+  index: number;
+}
+
+export class Verifier {
+  readonly tracker = new DeliveryTracker();
+  readonly latency = new Latency();
+  commandsSent = 0;
+  /** Connection failures and drops of the consumer itself. */
+  errors = 0;
+  private readonly links: Link[] = [];
+  private actuator: ReturnType<typeof setInterval> | null = null;
+  private pinger: ReturnType<typeof setInterval> | null = null;
+  private nextCommand = 0;
+  private commandSeq = 0;
+  private closing = false;
+
+  constructor(private readonly o: VerifierOptions) {}
+
+  /** The topic filter: one wildcard, or a shared subscription spread over several connections (MQTT 5, and mosquitto). */
+  filter(): string {
+    return this.o.connections > 1 ? "$share/cicada-verify/+/attrs" : "+/attrs";
+  }
+
+  /** Connects and subscribes every link; rejects with the reason when one cannot. */
+  async start(timeoutMs = 10_000): Promise<void> {
+    const base = this.o.cert ? (commonNameOf(this.o.cert) ?? "cicada-verify") : "cicada-verify";
+    for (let i = 0; i < this.o.connections; i++) this.links.push(this.open(i, this.o.connections > 1 ? `${base}-${i}` : base));
+    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no SUBACK within ${timeoutMs / 1000} s`)), timeoutMs));
+    await Promise.race([Promise.all(this.links.map((l) => l.ready.promise)), timer]);
+    this.pinger = setInterval(() => {
+      for (const l of this.links) l.socket?.write(mqtt.generate({ cmd: "pingreq" }));
+    }, 20_000);
+    if (this.o.actuateRate > 0) this.startActuating();
+  }
+
+  private open(index: number, clientId: string): Link {
+    const self = this;
+    const parser = mqtt.parser({ protocolVersion: this.o.version });
+    const link: Link = { socket: null, parser, ready: Promise.withResolvers<void>(), index };
+    link.ready.promise.catch(() => {});
+    parser.on("packet", (p) => self.onPacket(link, p));
+    parser.on("error", () => {
+      self.errors++;
+      link.socket?.end();
+    });
+    const target = this.o.targets[index % this.o.targets.length]!;
+    const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure } : undefined;
+    const connect = mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: this.o.version, clientId, clean: true, keepalive: 60 }, { protocolVersion: this.o.version });
+    void Bun.connect<Link>({
+      hostname: target.host,
+      port: target.port,
+      ...(tls ? { tls } : {}),
+      data: link,
+      socket: {
+        open(s) {
+          link.socket = s;
+          s.write(connect);
+        },
+        data(_s, d) {
+          link.parser.parse(Buffer.from(d));
+        },
+        close() {
+          if (!self.closing) self.errors++;
+          link.socket = null;
+          link.ready.reject(new Error("the connection closed"));
+        },
+        error(_s, err) {
+          link.ready.reject(err);
+        },
+        connectError(_s, err) {
+          self.errors++;
+          link.ready.reject(err);
+        },
+      },
+    }).catch((err) => link.ready.reject(err));
+    return link;
+  }
+
+  private onPacket(link: Link, p: mqtt.Packet): void {
+    const send = (packet: mqtt.Packet): void => void link.socket?.write(mqtt.generate(packet, { protocolVersion: this.o.version }));
+    switch (p.cmd) {
+      case "connack": {
+        const code = p.reasonCode ?? p.returnCode ?? 0;
+        if (code !== 0) return link.ready.reject(new Error(`the broker refused the verifying consumer (code ${code})`));
+        return send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: this.filter(), qos: 1 }] });
+      }
+      case "suback": {
+        const granted = p.granted[0];
+        if (typeof granted !== "number" || granted >= 0x80) return link.ready.reject(new Error(`the broker refused the subscription to ${this.filter()}`));
+        return link.ready.resolve();
+      }
+      case "publish": {
+        if (p.qos === 1) send({ cmd: "puback", messageId: p.messageId! });
+        if (!p.topic.endsWith("/attrs")) return;
+        const payload = p.payload as Uint8Array;
+        const seq = payloadSeq(payload);
+        if (Number.isFinite(seq)) this.tracker.record(p.topic.slice(0, -"/attrs".length), seq);
+        const ts = payloadTimestamp(payload);
+        if (Number.isFinite(ts)) this.latency.recordMs(Math.max(0, Date.now() - ts));
+        return;
+      }
+    }
+  }
+
+  /** Commands round-robin over the devices heard from, at the set rate: `{"timestamp","seq"}` on `<device>/config`, QoS 1. */
+  private startActuating(): void {
+    let last = performance.now();
+    let tokens = 0;
+    this.actuator = setInterval(() => {
+      const now = performance.now();
+      tokens = Math.min(tokens + (this.o.actuateRate * (now - last)) / 1000, Math.max(1, this.o.actuateRate));
+      last = now;
+      const devices = this.tracker.known();
+      const link = this.links.find((l) => l.socket);
+      if (!devices.length || !link) return;
+      for (; tokens >= 1; tokens--) {
+        const device = devices[this.nextCommand++ % devices.length]!;
+        const payload = JSON.stringify({ timestamp: Date.now(), seq: ++this.commandSeq });
+        link.socket!.write(mqtt.generate({ cmd: "publish", topic: `${device}/config`, payload, qos: 1, retain: false, dup: false, messageId: (this.commandSeq % 65535) + 1 }, { protocolVersion: this.o.version }));
+        this.commandsSent++;
+      }
+    }, 50);
+  }
+
+  /** Stops commanding (so what was sent can still arrive) without closing the subscriptions. */
+  stopActuating(): void {
+    if (this.actuator) clearInterval(this.actuator);
+    this.actuator = null;
+  }
+
+  close(): void {
+    this.closing = true;
+    this.stopActuating();
+    if (this.pinger) clearInterval(this.pinger);
+    for (const l of this.links) {
+      l.socket?.write(mqtt.generate({ cmd: "disconnect" }, { protocolVersion: this.o.version }));
+      l.socket?.end();
+    }
+  }
+}
