@@ -4,8 +4,10 @@
  *   hold        — mTLS devices held by a supervisor and N workers across several mosquitto brokers
  *   coordination — the supervisor's own CPU with many workers (merging stats, IPC, progress)
  *   federation — the controller's own CPU with many machines joined over Redis
+ *   verify     — the verifying consumer (--verify): CPU per delivered message, and whether it
+ *                keeps up, at --verify-rate messages per second (devices publishing every 1 s)
  *   bun bench/fleet.bench.ts [--devices 38000] [--workers 2] [--brokers 4] [--rate 400] [--hold 30]
- *                            [--coord-workers 10] [--only hold,coordination,federation]
+ *                            [--coord-workers 10] [--verify-rate 3300] [--only hold,coordination,federation,verify]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,6 +26,7 @@ const { values } = parseArgs({
     rate: { type: "string", default: "400" },
     hold: { type: "string", default: "30" },
     "coord-workers": { type: "string", default: "10" },
+    "verify-rate": { type: "string", default: "3300" },
     only: { type: "string", default: "hold,coordination" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
   },
@@ -152,5 +155,49 @@ for (const signed of only.has("federation") ? [false, true] : []) {
     await Promise.all(agents.map((a) => a.exited));
     await redis.stop();
     rmSync(state, { recursive: true, force: true });
+  }
+}
+
+// The verifying consumer runs in the supervisor process (the workers run the devices): the
+// supervisor's CPU with and without --verify, over the same steady window, in one run each.
+if (only.has("verify")) {
+  const devices = Number(values["verify-rate"]);
+  const certDir = await certs(devices);
+  const consumer = join(tmpdir(), "cicada-bench-verify");
+  if (!existsSync(join(consumer, "verify.crt"))) {
+    const { issuedIdentity } = await import("../test/helpers/testbed.ts");
+    const id = issuedIdentity(certDir);
+    const { mkdirSync, writeFileSync } = await import("node:fs");
+    mkdirSync(consumer, { recursive: true });
+    writeFileSync(join(consumer, "verify.crt"), id.cert);
+    writeFileSync(join(consumer, "verify.key"), id.key, { mode: 0o600 });
+  }
+  const cpu: Record<string, number> = {};
+  for (const verify of [false, true]) {
+    log(`verify${verify ? "" : " (baseline)"}: ${devices} devices publishing every 1 s over 2 workers and 2 brokers; supervisor CPU over a 20 s steady window`);
+    const extra = verify ? ["--verify", "--verify-cert", join(consumer, "verify.crt"), "--verify-key", join(consumer, "verify.key")] : [];
+    const rep = await run(["--users", String(devices), "--workers", "2", "--rate", "1000", "--duration", "40s", "--interval", "1s", ...extra], 2, certDir, async (pid) => {
+      await Bun.sleep(15_000); // ramp
+      const a = cpuSeconds(pid);
+      await Bun.sleep(20_000);
+      cpu[String(verify)] = cpuSeconds(pid) - a;
+    });
+    if (!verify) continue;
+    const i = rep.integrity;
+    const rate = rep.stats.publish.rate_per_s;
+    emit({
+      figure: "verify",
+      devices,
+      published_per_s: rate,
+      published: i.published,
+      delivered: i.delivered,
+      lost: i.lost,
+      duplicated: i.duplicated,
+      delivery_p99_ms: i.delivery_p99_ms,
+      kept_up: i.lost === 0 && rep.health.kept_up,
+      supervisor_cpu_s_baseline: +cpu.false!.toFixed(2),
+      supervisor_cpu_s_verify: +cpu.true!.toFixed(2),
+      consumer_cpu_us_per_message: +(((cpu.true! - cpu.false!) * 1e6) / (rate * 20)).toFixed(1),
+    });
   }
 }

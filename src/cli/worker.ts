@@ -23,6 +23,8 @@ export const WORKER_SPEC: CommandSpec = {
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     name: { type: "string", arg: "NAME", help: "Machine name in the registry and the report (default host-pid)" },
     once: { type: "boolean", help: "Exit after one run instead of waiting for the next" },
+    "verify-cert": { type: "string", arg: "FILE", help: "This machine's verifying consumer certificate, for runs with --verify (it counts this machine's own devices)" },
+    "verify-key": { type: "string", arg: "FILE", help: "Its private key" },
     "cluster-key": { type: "string", arg: "FILE", help: "Shared secret that signs every control message, the controller's (or CICADA_CLUSTER_KEY); required unless Redis is on loopback" },
     ...LIFECYCLE_LOCAL_OPTIONS,
   },
@@ -66,6 +68,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
   if (noKey && !bad) o.issues.push(noKey);
   const lifecycle = readLifecycleLocal(o, certsArg, true);
   const sources = readSourceAddresses(o);
+  const verifyCert = o.fileText("verify-cert");
+  const verifyKey = o.fileText("verify-key");
+  if (o.has("verify-cert") !== o.has("verify-key")) o.issues.push("--verify-cert and --verify-key go together");
   o.check();
   const agent = new MachineAgent(
     {
@@ -79,6 +84,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       once: o.bool("once"),
       seal: new Seal(clusterKey),
       lifecycle,
+      ...(verifyCert && verifyKey ? { verifyIdentity: { cert: verifyCert, key: verifyKey } } : {}),
     },
     (line) => process.stderr.write(`cicada worker: ${line}\n`),
   );

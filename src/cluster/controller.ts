@@ -15,7 +15,8 @@
  */
 import { hostname } from "node:os";
 import type Redis from "ioredis";
-import type { SwarmConfig } from "../engine/swarm.ts";
+import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/swarm.ts";
+import { addVerified } from "../engine/verifier.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import { Inbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
@@ -41,6 +42,8 @@ export interface ControllerOptions {
   waitMs: number;
   /** Signs beats and checks machine states (a cluster key, or none on loopback). */
   seal: Seal;
+  /** --verify: machines verify their own devices. */
+  verify?: { connections: number; actuateRate: number; waitMs: number };
 }
 
 interface Machine {
@@ -159,11 +162,16 @@ export class Controller implements Fleet {
       });
     }
     const workers = [...this.machines.values()].flatMap((m) => m.state?.workers ?? []);
-    return { target, active, connected, inflight, stats: this.merged, workers, restarts, machines, dropped: { ...this.drops.byReason } };
+    // Each machine's consumer counts its own devices, as running totals: the last of each, added up.
+    const verifiedOf = [...this.machines.values()].flatMap((m) => (m.state?.verified ? [m.state.verified] : []));
+    const verified = this.o.verify ? verifiedOf.reduce(addVerified, { delivered: 0, duplicated: 0, reordered: 0, commands_sent: 0, latency: [] }) : undefined;
+    return { target, active, connected, inflight, stats: this.merged, workers, restarts, machines, dropped: { ...this.drops.byReason }, ...(verified ? { verified } : {}) };
   }
 
   /** Tells every machine to stop and waits for their final totals (machines lost meanwhile are not waited for). */
-  async stop(timeoutMs = 20_000): Promise<FleetSnapshot> {
+  async stop(graceMs = 20_000): Promise<FleetSnapshot> {
+    // Machines first wait up to the drain time for outstanding acks.
+    const timeoutMs = graceMs + (this.o.swarm.drainMs ?? DEFAULT_DRAIN_MS);
     const before = this.snapshot();
     this.stopping = true;
     this.tick();
@@ -322,6 +330,7 @@ export class Controller implements Fleet {
       stop: this.stopping,
       swarm: this.wireSwarm,
       synthetic: this.o.synthetic,
+      ...(this.o.verify ? { verify: this.o.verify } : {}),
       assign,
       acks,
     };

@@ -11,6 +11,7 @@ import type { SwarmConfig } from "../engine/swarm.ts";
 import type { PackedStats } from "../metrics/snapshot.ts";
 import type { Range } from "./identities.ts";
 import type { WorkerInfo } from "./supervisor.ts";
+import type { VerifiedTotals } from "../engine/verifier.ts";
 
 /** Key and channel names: `cicada:ctl` (beats), `cicada:up` (machine states), `cicada:machine:<id>` (registry). */
 export const PREFIX = "cicada";
@@ -55,6 +56,8 @@ export interface Beat {
   stop: boolean;
   swarm: SwarmConfig;
   synthetic: boolean;
+  /** --verify: each machine verifies its own devices with its own consumer identity. */
+  verify?: { connections: number; actuateRate: number; waitMs: number };
   assign: Record<string, Assignment>;
   /** Per machine, the last stats step added (for the run and epoch above). */
   acks: Record<string, number>;
@@ -97,6 +100,8 @@ export interface MachineState {
   dropped: number;
   /** The fence of the last assignment whose devices it dropped when its lease lapsed (0: none). */
   fenced: number;
+  /** Its verifying consumer's running totals for the run (--verify). */
+  verified?: VerifiedTotals;
   error?: string;
 }
 

@@ -28,6 +28,7 @@ import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, 
 import { openRedis, redact, type RedisSettings } from "./redis.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
+import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
 import { planWorkers, Supervisor, type WorkerInfo } from "./supervisor.ts";
 
 export interface MachineOptions {
@@ -46,6 +47,8 @@ export interface MachineOptions {
   seal: Seal;
   /** This machine's CA directory, CRL hook and signer credentials, for a run that renews or revokes. */
   lifecycle: LifecycleLocal;
+  /** This machine's verifying consumer identity (PEM), for runs with --verify over TLS. */
+  verifyIdentity?: { cert: string; key: string };
 }
 
 export class MachineAgent {
@@ -83,6 +86,12 @@ export class MachineAgent {
   private fence = 0;
   private fenced = 0;
   private readonly drops: Drops;
+  /** This machine's verifying consumer (--verify), and the devices it counts: the ids of its own ranges. */
+  private verifier: Verifier | null = null;
+  private ownIds = new Set<string>();
+  /** The consumer's totals once it closed (the run's last word). */
+  private verified: VerifiedTotals | undefined;
+  private verifyWaitMs = 5000;
 
   constructor(
     private readonly o: MachineOptions,
@@ -180,6 +189,7 @@ export class MachineAgent {
       this.epoch = b.epoch;
       this.fence = 0;
       this.fenced = 0;
+      this.verified = undefined;
       this.sup = null;
       this.stopped = false;
       this.totals = new Stats();
@@ -188,6 +198,7 @@ export class MachineAgent {
     }
     if (b.epoch !== this.epoch) {
       this.epoch = b.epoch;
+      this.verifier?.tracker.resetCounts();
       this.totals = new Stats();
       this.outbox.reset();
       if (this.sup) this.sup.stats = this.totals;
@@ -210,19 +221,55 @@ export class MachineAgent {
     }
     if (!this.sup) {
       // After a lapsed lease, only an assignment made since then (a newer fence) starts devices.
-      if (mine.users > 0 && mine.fence > this.fenced) this.startFleet(b, mine);
+      if (mine.users > 0 && mine.fence > this.fenced) await this.startFleet(b, mine);
     } else if (mine.v !== this.appliedV) {
       this.sup.assign(mine.ranges, mine.users, mine.rate);
       this.appliedV = mine.v;
+      this.ownIds = this.idsOf(mine.ranges);
     }
     this.sup?.lease(this.leaseEnd());
   }
 
-  private startFleet(b: Beat, a: Assignment): void {
+  /** The device ids of `ranges` (indices into the sorted ids). */
+  private idsOf(ranges: readonly [number, number][]): Set<string> {
+    const out = new Set<string>();
+    for (const [f, c] of ranges) for (let i = f; i < f + c && i < this.ids.length; i++) out.add(this.ids[i]!);
+    return out;
+  }
+
+  /** A consumer counting this machine's own devices (a topic's device id is what follows the last ':' of its CN, tenant:id). */
+  private async startVerifier(b: Beat, swarm: Beat["swarm"]): Promise<void> {
+    const v = b.verify!;
+    if (swarm.tls && !this.o.verifyIdentity) throw new Error("--verify: this machine has no consumer identity: start cicada worker with --verify-cert and --verify-key");
+    this.verified = undefined;
+    this.verifyWaitMs = v.waitMs;
+    this.verifier = new Verifier({
+      targets: swarm.targets,
+      tls: swarm.tls,
+      insecure: swarm.insecure,
+      ...(swarm.caPem ? { caPem: swarm.caPem } : {}),
+      ...(this.o.verifyIdentity ?? {}),
+      version: swarm.version,
+      connections: v.connections,
+      actuateRate: v.actuateRate,
+      own: (device) => this.ownIds.has(device.slice(device.lastIndexOf(":") + 1)),
+      clientIdSuffix: `-${this.id}`,
+    });
+    try {
+      await this.verifier.start();
+    } catch (err) {
+      this.verifier.close();
+      this.verifier = null;
+      throw new Error(`--verify: this machine's consumer could not subscribe: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private async startFleet(b: Beat, a: Assignment): Promise<void> {
     const need = Math.max(...a.ranges.map(([f, c]) => f + c));
     if (!b.synthetic && need > this.ids.length) {
       throw new Error(`assignment needs identity ${need} but ${this.o.certDir} holds ${this.ids.length}`);
     }
+    this.ownIds = this.idsOf(a.ranges);
     const workers = this.o.workers === "auto" ? Math.max(availableParallelism(), Math.ceil(a.users / this.perProcess)) : this.o.workers;
     const swarm = { ...b.swarm, users: a.users, rate: a.rate, sources: this.o.sources, caPem: this.o.caPem ?? b.swarm.caPem };
     const cap = checkCapacity({
@@ -234,6 +281,7 @@ export class MachineAgent {
       ports: ephemeralPorts(),
     });
     for (const line of [...cap.warnings, ...cap.errors]) this.say(`warning: ${line}`);
+    if (b.verify) await this.startVerifier(b, swarm);
     this.sup = new Supervisor(
       planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, storeCa: this.o.storeCa }),
       (line) => this.say(line),
@@ -268,7 +316,14 @@ export class MachineAgent {
     this.stopping = true;
     if (why) this.say(`stopping devices: ${why}`);
     try {
+      const v = this.verifier;
+      if (v?.commandsSent) await v.settleCommands(() => this.totals.rows.recv_message.count);
       const snap = await this.sup.stop();
+      if (v) {
+        await v.settle(this.totals.sent, this.verifyWaitMs);
+        this.verified = v.totals();
+        this.verifier = null;
+      }
       this.lastWorkers = snap.workers;
       this.stopped = true;
       this.sendState();
@@ -319,6 +374,7 @@ export class MachineAgent {
       pending: this.outbox.pending,
       dropped: this.drops.total,
       fenced: this.fenced,
+      ...(this.verifier || this.verified ? { verified: this.verifier?.totals() ?? this.verified! } : {}),
       ...(this.error ? { error: this.error } : {}),
     };
     const text = this.o.seal.wrap(UP, state);

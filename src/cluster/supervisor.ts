@@ -7,11 +7,12 @@
 import type { Subprocess } from "bun";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
-import type { SwarmConfig } from "../engine/swarm.ts";
+import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/swarm.ts";
 import type { Range } from "./identities.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 import type { DropReason } from "./seal.ts";
+import type { VerifiedTotals } from "../engine/verifier.ts";
 import { selfArgv } from "./self.ts";
 
 export const WATCHDOG_MS = 5000;
@@ -52,6 +53,8 @@ export interface FleetSnapshot {
   restarts: number;
   /** Machines of a federated run. */
   machines?: MachineInfo[];
+  /** What the machines' verifying consumers counted (federated --verify), summed. */
+  verified?: VerifiedTotals;
   /** Machine states the controller dropped, by reason (forged, replayed, malformed). */
   dropped?: Partial<Record<DropReason, number>>;
 }
@@ -173,7 +176,9 @@ export class Supervisor implements Fleet {
     this.stats = new Stats();
   }
 
-  async stop(timeoutMs = 15_000): Promise<FleetSnapshot> {
+  /** Stops every worker; one that has not exited after the drain time plus `graceMs` is killed. */
+  async stop(graceMs = 15_000): Promise<FleetSnapshot> {
+    const timeoutMs = graceMs + (this.workers[0]?.spec.swarm.drainMs ?? DEFAULT_DRAIN_MS);
     this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
     for (const w of this.workers) this.post(w, { t: "stop" });

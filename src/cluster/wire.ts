@@ -61,6 +61,7 @@ const BeatSchema: z.ZodType<Beat> = z
     stop: z.boolean(),
     swarm,
     synthetic: z.boolean(),
+    verify: z.object({ connections: z.number().int().min(1).max(64), actuateRate: amount, waitMs: ms }).strict().optional(),
     assign: z.record(name, assignment),
     acks: z.record(name, count),
   })
@@ -108,6 +109,7 @@ const StateSchema: z.ZodType<MachineState> = z
     pending: count,
     dropped: count,
     fenced: count,
+    verified: z.object({ delivered: count, duplicated: count, reordered: count, commands_sent: count, latency: z.array(count).max(200_000) }).strict().optional(),
     error: z.string().max(2000).optional(),
   })
   .strict();
@@ -132,5 +134,6 @@ export function parseState(value: unknown): { state: MachineState; stats: Encode
     return null;
   }
   const all = [...Object.values(stats.rows).map((row) => row.h), ...Object.values(stats.phases), stats.lag];
+  if (s.verified && !Latency.isSparse(s.verified.latency)) return null;
   return all.every(Latency.isSparse) ? { state: s, stats } : null;
 }

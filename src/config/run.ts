@@ -60,7 +60,7 @@ export const RUN_SPEC: CommandSpec = {
     verify: { type: "boolean", help: "Consume every device's telemetry and account for each message end to end: delivered, lost, duplicated, out of order (report: integrity)" },
     "verify-cert": { type: "string", arg: "FILE", help: "With --verify: the consumer's certificate (its CN is its username: the broker's ACL must let it read +/attrs)" },
     "verify-key": { type: "string", arg: "FILE", help: "With --verify: the consumer's private key" },
-    "verify-connections": { type: "string", arg: "N", default: "1", help: "With --verify: subscriber connections (more than one share a $share subscription)" },
+    "verify-connections": { type: "string", arg: "N", default: "1", help: "With --verify: subscriber connections per broker address (more than one link in all share a $share subscription)" },
     "verify-wait": { type: "string", arg: "TIME", default: "5s", help: "With --verify: after the devices stop, wait up to this long for messages still on their way" },
     actuate: { type: "string", arg: "N", help: "With --verify: commands per second published to devices' tenant:id/config topics (cloud → device), counted end to end" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
@@ -208,10 +208,9 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   if (o.bool("verify")) {
     const cert = o.fileText("verify-cert");
     const key = o.fileText("verify-key");
-    if (tls && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--verify over TLS needs the consumer's own --verify-cert and --verify-key (e.g. cicada certs create --ids verify --dir verify-cert)");
-    if (o.has("redis")) o.issues.push("--verify runs with the devices of one machine; it does not go with --redis yet");
+    // Federated, each machine verifies its own devices with the identity given to its `cicada worker`.
+    if (tls && !o.has("redis") && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--verify over TLS needs the consumer's own --verify-cert and --verify-key (e.g. cicada certs create --ids verify --dir verify-cert)");
     const connections = o.int("verify-connections", 1, 1, 64);
-    if (connections > 1 && mqtt !== "5") o.issues.push("--verify-connections above 1 shares a $share subscription: use --mqtt 5");
     const rate = o.has("actuate") ? o.num("actuate", 0, 0) : 0;
     const waitMs = parseDuration(o.str("verify-wait") ?? "5s");
     if (waitMs === undefined) o.fail("verify-wait", "must be a duration such as 5s", o.str("verify-wait"));

@@ -82,10 +82,32 @@ export interface VerifierOptions {
   cert?: string;
   key?: string;
   version: ProtocolVersion;
-  /** Subscriber connections; more than one shares the load through a shared subscription. */
+  /** Subscriber connections per broker address; with more than one link in all, they share one `$share` subscription. */
   connections: number;
   /** Commands per second to devices' config topics (0: none). */
   actuateRate: number;
+  /** Only these devices are counted (a federated machine verifies its own); all when absent. */
+  own?: (device: string) => boolean;
+  /** Said after the client id (its certificate's CN), so consumers sharing one identity on several machines do not take each other's session. */
+  clientIdSuffix?: string;
+}
+
+/** What a verifier counted, as running totals: shipped from machines to the controller, which adds them up. */
+export interface VerifiedTotals {
+  delivered: number;
+  duplicated: number;
+  reordered: number;
+  commands_sent: number;
+  /** Publish → delivery latency, sparse buckets (Latency.toSparse). */
+  latency: number[];
+}
+
+/** Adds `b` into `a` (the controller's sum over machines). */
+export function addVerified(a: VerifiedTotals, b: VerifiedTotals): VerifiedTotals {
+  const l = new Latency();
+  l.addSparse(a.latency);
+  l.addSparse(b.latency);
+  return { delivered: a.delivered + b.delivered, duplicated: a.duplicated + b.duplicated, reordered: a.reordered + b.reordered, commands_sent: a.commands_sent + b.commands_sent, latency: l.toSparse() };
 }
 
 interface Link {
@@ -110,15 +132,24 @@ export class Verifier {
 
   constructor(private readonly o: VerifierOptions) {}
 
-  /** The topic filter: one wildcard, or a shared subscription spread over several connections (MQTT 5, and mosquitto). */
+  /** Links: `connections` per broker address, so independent brokers are all heard. */
+  private get linkCount(): number {
+    return this.o.targets.length * this.o.connections;
+  }
+
+  /**
+   * The topic filter: one wildcard for a single link; a shared subscription over several, so
+   * each message is delivered once whether the addresses are independent brokers or nodes of
+   * one cluster (MQTT 5 §4.8.2; mosquitto and EMQX take it from 3.1.1 clients too).
+   */
   filter(): string {
-    return this.o.connections > 1 ? "$share/cicada-verify/+/attrs" : "+/attrs";
+    return this.linkCount > 1 ? "$share/cicada-verify/+/attrs" : "+/attrs";
   }
 
   /** Connects and subscribes every link; rejects with the reason when one cannot. */
   async start(timeoutMs = 10_000): Promise<void> {
-    const base = this.o.cert ? (commonNameOf(this.o.cert) ?? "cicada-verify") : "cicada-verify";
-    for (let i = 0; i < this.o.connections; i++) this.links.push(this.open(i, this.o.connections > 1 ? `${base}-${i}` : base));
+    const base = `${this.o.cert ? (commonNameOf(this.o.cert) ?? "cicada-verify") : "cicada-verify"}${this.o.clientIdSuffix ?? ""}`;
+    for (let i = 0; i < this.linkCount; i++) this.links.push(this.open(i, this.linkCount > 1 ? `${base}-${i}` : base));
     const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no SUBACK within ${timeoutMs / 1000} s`)), timeoutMs));
     await Promise.race([Promise.all(this.links.map((l) => l.ready.promise)), timer]);
     this.pinger = setInterval(() => {
@@ -186,9 +217,11 @@ export class Verifier {
       case "publish": {
         if (p.qos === 1) send({ cmd: "puback", messageId: p.messageId! });
         if (!p.topic.endsWith("/attrs")) return;
+        const device = p.topic.slice(0, -"/attrs".length);
+        if (this.o.own && !this.o.own(device)) return;
         const payload = p.payload as Uint8Array;
         const seq = payloadSeq(payload);
-        if (Number.isFinite(seq)) this.tracker.record(p.topic.slice(0, -"/attrs".length), seq);
+        if (Number.isFinite(seq)) this.tracker.record(device, seq);
         const ts = payloadTimestamp(payload);
         if (Number.isFinite(ts)) this.latency.recordMs(Math.max(0, Date.now() - ts));
         return;
@@ -220,6 +253,36 @@ export class Verifier {
   stopActuating(): void {
     if (this.actuator) clearInterval(this.actuator);
     this.actuator = null;
+  }
+
+  /** Running totals, for a report or a controller. */
+  totals(): VerifiedTotals {
+    const t = this.tracker;
+    return { delivered: t.delivered, duplicated: t.duplicated, reordered: t.reordered, commands_sent: this.commandsSent, latency: this.latency.toSparse() };
+  }
+
+  /** Stops commanding while the devices still listen, and gives what was sent up to 3 s to be counted by `received()` (workers report every second). */
+  async settleCommands(received: () => number): Promise<void> {
+    this.stopActuating();
+    const end = performance.now() + 3000;
+    while (performance.now() < end && received() < this.commandsSent) await Bun.sleep(50);
+  }
+
+  /** After the devices stopped: waits up to `waitMs` for messages on their way — until `sent` are delivered, or none came for a second — then closes. */
+  async settle(sent: number, waitMs: number): Promise<void> {
+    this.stopActuating();
+    const end = performance.now() + waitMs;
+    let last = -1;
+    let quietSince = performance.now();
+    while (performance.now() < end && this.tracker.delivered < sent) {
+      const now = this.tracker.delivered + this.tracker.duplicated;
+      if (now !== last) {
+        last = now;
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince > 1000) break;
+      await Bun.sleep(50);
+    }
+    this.close();
   }
 
   close(): void {

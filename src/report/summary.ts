@@ -1,4 +1,5 @@
 /** The end-of-run report: JSON (for --report and CI) and a Locust-like table for the terminal. */
+import { Latency } from "../metrics/histogram.ts";
 import { ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";
 import type { TimelinePoint } from "./timeline.ts";
 
@@ -66,6 +67,28 @@ export interface Integrity {
   delivery_p50_ms: number;
   delivery_p99_ms: number;
   delivery_max_ms: number;
+}
+
+/** The integrity block from what the devices counted (`stats`) and what the verifying consumer(s) counted. */
+export function integrityOf(stats: Stats, v: { delivered: number; duplicated: number; reordered: number; commands_sent: number; latency: number[] }): Integrity {
+  const lat = new Latency();
+  lat.addSparse(v.latency);
+  const l = lat.summary();
+  const received = stats.rows.recv_message.count;
+  return {
+    published: stats.sent,
+    acked: stats.rows.publish.count,
+    delivered: v.delivered,
+    lost: Math.max(0, stats.sent - v.delivered),
+    duplicated: v.duplicated,
+    reordered: v.reordered,
+    commands_sent: v.commands_sent,
+    commands_received: received,
+    commands_lost: Math.max(0, v.commands_sent - received),
+    delivery_p50_ms: l.p50_ms,
+    delivery_p99_ms: l.p99_ms,
+    delivery_max_ms: l.max_ms,
+  };
 }
 
 export interface CertificatesReport {

@@ -20,7 +20,7 @@ import type { RunConfig } from "../config/run.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
-import { buildReport, type Integrity, type Report } from "../report/summary.ts";
+import { buildReport, integrityOf, type Integrity, type Report } from "../report/summary.ts";
 import { Verifier } from "../engine/verifier.ts";
 import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
@@ -54,7 +54,8 @@ export class RunSession {
     readonly capacity: number,
   ) {
     this.timeline = new Timeline();
-    const v = cfg.verify;
+    // Federated, each machine verifies its own devices: the controller runs no consumer.
+    const v = cfg.federation ? undefined : cfg.verify;
     this.verifier = v
       ? new Verifier({
           targets: cfg.swarm.targets,
@@ -118,6 +119,7 @@ export class RunSession {
           expect: cfg.federation.expect,
           waitMs: Math.max(cfg.federation.graceMs, 10_000),
           seal: new Seal(cfg.federation.clusterKey),
+          ...(cfg.verify ? { verify: { connections: cfg.verify.connections, actuateRate: cfg.verify.actuateRate, waitMs: cfg.verify.waitMs } } : {}),
         },
         say,
       );
@@ -228,9 +230,9 @@ export class RunSession {
       if (this.sampler) clearInterval(this.sampler);
       this.sampler = null;
       this.stopResetWatch();
-      if (this.verifier?.commandsSent) await this.settleCommands();
+      if (this.verifier?.commandsSent) await this.verifier.settleCommands(() => this.fleet.snapshot().stats.rows.recv_message.count);
       const after = await this.fleet.stop();
-      if (this.verifier) await this.settleDeliveries(after.stats.sent, after.stats.rows.recv_message);
+      if (this.verifier) await this.verifier.settle(after.stats.sent, this.cfg.verify!.waitMs);
       this.timeline.sample(after.stats, after.target, after.connected);
       const report = this.build(after, interrupted);
       // The verdict travels with the report, for runs started from the CLI and the API alike.
@@ -245,54 +247,10 @@ export class RunSession {
     return this.stopping;
   }
 
-  /** Stops commanding while the devices still listen, and gives what was sent up to 3 s to be counted (workers report every second). */
-  private async settleCommands(): Promise<void> {
-    const v = this.verifier!;
-    v.stopActuating();
-    const end = performance.now() + 3000;
-    while (performance.now() < end && this.fleet.snapshot().stats.rows.recv_message.count < v.commandsSent) await Bun.sleep(50);
-  }
-
-  /** Gives messages still on their way up to --verify-wait to arrive: until all have, or none came for a second. */
-  private async settleDeliveries(sent: number, commands: { count: number }): Promise<void> {
-    const v = this.verifier!;
-    v.stopActuating();
-    const end = performance.now() + this.cfg.verify!.waitMs;
-    let last = -1;
-    let quietSince = performance.now();
-    while (performance.now() < end) {
-      const now = v.tracker.delivered + v.tracker.duplicated + commands.count;
-      if (v.tracker.delivered >= sent && commands.count >= v.commandsSent) break;
-      if (now !== last) {
-        last = now;
-        quietSince = performance.now();
-      } else if (performance.now() - quietSince > 1000) break;
-      await Bun.sleep(50);
-    }
-    v.close();
-  }
-
-  /** The integrity block: what the devices published against what the consumer received, commands both ways. */
+  /** The integrity block, from this process's verifier or, federated, the machines' (summed by the controller). */
   private integrity(s: FleetSnapshot): Integrity | undefined {
-    const v = this.verifier;
-    if (!v) return undefined;
-    const t = v.tracker;
-    const lat = v.latency.summary();
-    const received = s.stats.rows.recv_message.count;
-    return {
-      published: s.stats.sent,
-      acked: s.stats.rows.publish.count,
-      delivered: t.delivered,
-      lost: Math.max(0, s.stats.sent - t.delivered),
-      duplicated: t.duplicated,
-      reordered: t.reordered,
-      commands_sent: v.commandsSent,
-      commands_received: received,
-      commands_lost: Math.max(0, v.commandsSent - received),
-      delivery_p50_ms: lat.p50_ms,
-      delivery_p99_ms: lat.p99_ms,
-      delivery_max_ms: lat.max_ms,
-    };
+    const totals = this.verifier?.totals() ?? s.verified;
+    return totals ? integrityOf(s.stats, totals) : undefined;
   }
 
   private build(s: FleetSnapshot, interrupted: boolean): Report {

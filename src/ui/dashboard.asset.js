@@ -70,6 +70,13 @@
     if (!rep.workers && !rep.machines) procs.push(["this process", "", rep.users.connected, (rep.health.rss_bytes / 1048576).toFixed(0), 0]);
     fill($("#workers tbody"), procs, function (tr, p) { p.forEach(function (v) { cell(tr, v); }); });
     $("#summary").textContent = rep.users.connected + " / " + rep.users.target + " connected" + (rep.health.kept_up ? "" : " — generator NOT keeping up");
+    var p = rep.publishes;
+    $("#publishes").textContent = p ? "Publishes: " + p.sent + " sent = " + p.acked + " acked + " + p.failed + " failed + " + p.in_flight + " in flight" + (p.skipped ? " (" + p.skipped + " skipped)" : "") : "";
+    var i = rep.integrity;
+    $("#integrity").textContent = i
+      ? "Integrity: " + i.delivered + " of " + i.published + " published delivered, " + i.lost + " lost (so far, while running), " + i.duplicated + " duplicated, " + i.reordered + " out of order" +
+        (i.commands_sent ? "; commands " + i.commands_received + " of " + i.commands_sent + " received" : "")
+      : "";
   }
 
   function fillForm(defaults) {

@@ -134,7 +134,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis",
     expect(JSON.parse(readFileSync(report, "utf8")).stats.connect.count).toBe(4);
     // Without the CA the server's certificate is refused: a clear error, not a hang.
     const bad = cicada(["worker", "--redis", redis.url, "--certs", certDir]);
-    expect(await bad.proc.exited).toBe(1);
+    expect(await bad.proc.exited).toBe(4);
     expect(bad.out.err).toContain("cannot reach Redis");
   }, 60_000);
 

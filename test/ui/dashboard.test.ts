@@ -51,6 +51,8 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_CHROMIUM)("dashboard in Chromium", () =
       await page.waitForFunction(() => Number(document.querySelector("#charts")?.getAttribute("data-points")) >= 3, null, { timeout: 20_000 });
       expect(await page.locator("#charts .chart canvas").count()).toBe(4);
       expect(await page.textContent("#summary")).toContain("300 / 300 connected");
+      // Every publish accounted for, on the page as in the report.
+      expect(await page.textContent("#publishes")).toMatch(/^Publishes: \d+ sent = \d+ acked \+ \d+ failed \+ \d+ in flight/);
       expect(await page.locator("#workers tbody tr").count()).toBe(2);
       // The label is shown as text: no element made of it, no script run.
       expect(await page.textContent("#run-label")).toBe(HOSTILE);
