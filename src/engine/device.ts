@@ -108,6 +108,8 @@ export class Device {
   nextPacketId = 1;
   /** Number of the device's next telemetry message (its payload's seq), from 1, across reconnects. */
   nextSeq = 1;
+  /** Highest command number received on its config topic (commands carry a seq of their own). */
+  lastCommandSeq = 0;
   /** Scheduled time (ms, monotonic) of the next publish. */
   nextPublishAt = 0;
   readonly inflight: InflightWindow;

@@ -128,6 +128,8 @@ export class Verifier {
   private pinger: ReturnType<typeof setInterval> | null = null;
   private nextCommand = 0;
   private commandSeq = 0;
+  /** Each device's last command number: devices see their own commands numbered 1, 2, 3… and count gaps. */
+  private readonly commandSeqs = new Map<string, number>();
   private closing = false;
 
   constructor(private readonly o: VerifierOptions) {}
@@ -242,7 +244,10 @@ export class Verifier {
       if (!devices.length || !link) return;
       for (; tokens >= 1; tokens--) {
         const device = devices[this.nextCommand++ % devices.length]!;
-        const payload = JSON.stringify({ timestamp: Date.now(), seq: ++this.commandSeq });
+        const seq = (this.commandSeqs.get(device) ?? 0) + 1;
+        this.commandSeqs.set(device, seq);
+        const payload = JSON.stringify({ timestamp: Date.now(), seq });
+        ++this.commandSeq;
         link.socket!.write(mqtt.generate({ cmd: "publish", topic: `${device}/config`, payload, qos: 1, retain: false, dup: false, messageId: (this.commandSeq % 65535) + 1 }, { protocolVersion: this.o.version }));
         this.commandsSent++;
       }

@@ -5,7 +5,7 @@
 import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt-packet";
 import { Conn, State } from "../engine/device.ts";
 import type { Stats } from "../metrics/stats.ts";
-import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadTimestamp } from "./codec.ts";
+import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadSeq, payloadTimestamp } from "./codec.ts";
 import { connackReason, isFailure, reasonName } from "./reasons.ts";
 
 export interface SessionHost {
@@ -169,6 +169,13 @@ function onSuback(host: SessionHost, conn: Conn, p: ISubackPacket, now: number):
 
 function onPublish(host: SessionHost, conn: Conn, p: IPublishPacket, now: number): void {
   const ts = payloadTimestamp(p.payload as Uint8Array);
+  // Numbered commands (--actuate): a jump in a device's numbers is commands that never arrived.
+  const seq = payloadSeq(p.payload as Uint8Array);
+  const dev = conn.device;
+  if (Number.isFinite(seq)) {
+    if (seq > dev.lastCommandSeq + 1) host.stats.health.command_gaps += seq - dev.lastCommandSeq - 1;
+    if (seq > dev.lastCommandSeq) dev.lastCommandSeq = seq;
+  }
   const row = host.stats.rows.recv_message;
   if (Number.isFinite(ts)) {
     const ms = Math.max(0, host.wallClock(now) - ts);

@@ -7,6 +7,8 @@ export interface HealthReport {
   late_sends: number;
   backpressure_skips: number;
   protocol_errors: number;
+  /** Commands (--actuate) devices never received, from the jumps in each one's command numbers. */
+  command_gaps: number;
   loop_lag_p99_ms: number;
   loop_lag_max_ms: number;
   cpu_percent: number;

@@ -41,6 +41,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("--verify: every message accounted for end to e
     expect(i.commands_sent).toBeGreaterThan(30);
     expect(i.commands_received).toBe(i.commands_sent);
     expect(i.commands_lost).toBe(0);
+    expect(JSON.parse(readFileSync(report, "utf8")).health.command_gaps).toBe(0);
     expect(i.delivery_p99_ms).toBeGreaterThan(0);
     expect(r.stdout).toContain(`Integrity: ${i.delivered} of ${i.published} published delivered, 0 LOST`);
     expect(r.stdout).toContain("Thresholds: all 2 held.");

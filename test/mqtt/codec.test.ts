@@ -139,3 +139,14 @@ function session() {
   conn.device.state = State.CONNECTED;
   return { host, conn };
 }
+
+test("numbered commands: a device counts the numbers it never saw as gaps", () => {
+  const { host, conn } = session();
+  for (const seq of [1, 2, 5, 6, 6, 9]) {
+    const p = mqtt.generate({ cmd: "publish", topic: "admin:x/config", payload: JSON.stringify({ timestamp: Date.now(), seq }), qos: 0, retain: false, dup: false });
+    onData(host, conn, p, 0);
+  }
+  // 3, 4, 7 and 8 never came.
+  expect(host.stats.health.command_gaps).toBe(4);
+  expect(host.stats.rows.recv_message.count).toBe(6);
+});
