@@ -7,7 +7,7 @@
  *   verify     — the verifying consumer (--verify): CPU per delivered message, and whether it
  *                keeps up, at --verify-rate messages per second (devices publishing every 1 s)
  *   bun bench/fleet.bench.ts [--devices 38000] [--workers 2] [--brokers 4] [--rate 400] [--hold 30]
- *                            [--coord-workers 10] [--verify-rate 3300] [--only hold,coordination,federation,verify]
+ *                            [--coord-workers 10] [--verify-rate 3300] [--verify-connections auto] [--only hold,coordination,federation,verify]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,6 +27,7 @@ const { values } = parseArgs({
     hold: { type: "string", default: "30" },
     "coord-workers": { type: "string", default: "10" },
     "verify-rate": { type: "string", default: "3300" },
+    "verify-connections": { type: "string", default: "auto" },
     only: { type: "string", default: "hold,coordination" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
   },
@@ -175,7 +176,7 @@ if (only.has("verify")) {
   const cpu: Record<string, number> = {};
   for (const verify of [false, true]) {
     log(`verify${verify ? "" : " (baseline)"}: ${devices} devices publishing every 1 s over 2 workers and 2 brokers; supervisor CPU over a 20 s steady window`);
-    const extra = verify ? ["--verify", "--verify-cert", join(consumer, "verify.crt"), "--verify-key", join(consumer, "verify.key")] : [];
+    const extra = verify ? ["--verify", "--verify-cert", join(consumer, "verify.crt"), "--verify-key", join(consumer, "verify.key"), "--verify-connections", values["verify-connections"]!] : [];
     const rep = await run(["--users", String(devices), "--workers", "2", "--rate", "1000", "--duration", "40s", "--interval", "1s", ...extra], 2, certDir, async (pid) => {
       await Bun.sleep(15_000); // ramp
       const a = cpuSeconds(pid);
@@ -188,6 +189,7 @@ if (only.has("verify")) {
     emit({
       figure: "verify",
       devices,
+      consumer_links: 2 * rep.config.verify_connections,
       published_per_s: rate,
       published: i.published,
       delivered: i.delivered,

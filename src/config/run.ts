@@ -60,7 +60,7 @@ export const RUN_SPEC: CommandSpec = {
     verify: { type: "boolean", help: "Consume every device's telemetry and account for each message end to end: delivered, lost, duplicated, out of order (report: integrity)" },
     "verify-cert": { type: "string", arg: "FILE", help: "With --verify: the consumer's certificate (its CN is its username: the broker's ACL must let it read +/attrs)" },
     "verify-key": { type: "string", arg: "FILE", help: "With --verify: the consumer's private key" },
-    "verify-connections": { type: "string", arg: "N", default: "1", help: "With --verify: subscriber connections per broker address (more than one link in all share a $share subscription)" },
+    "verify-connections": { type: "string", arg: "auto|N", default: "auto", help: "With --verify: subscriber connections per broker address (auto: one per 500 msg/s it receives; more than one link in all share a $share subscription)" },
     "verify-wait": { type: "string", arg: "TIME", default: "5s", help: "With --verify: after the devices stop, wait up to this long for messages still on their way" },
     actuate: { type: "string", arg: "N", help: "With --verify: commands per second published to devices' tenant:id/config topics (cloud → device), counted end to end" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
@@ -210,7 +210,10 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     const key = o.fileText("verify-key");
     // Federated, each machine verifies its own devices with the identity given to its `cicada worker`.
     if (tls && !o.has("redis") && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--verify over TLS needs the consumer's own --verify-cert and --verify-key (e.g. cicada certs create --ids verify --dir verify-cert)");
-    const connections = o.int("verify-connections", 1, 1, 64);
+    // A QoS 1 subscriber takes ~500-700 msg/s here before mosquitto's 20-message window per client
+    // holds it back and the broker's queue overflows (bench/fleet.bench.ts --only verify).
+    const perTarget = (users * 1000) / ((intervalMs[0] + intervalMs[1]) / 2) / Math.max(1, targets.length);
+    const connections = o.str("verify-connections") === "auto" ? Math.min(64, Math.max(1, Math.ceil(perTarget / VERIFY_MSGS_PER_LINK))) : o.int("verify-connections", 1, 1, 64);
     const rate = o.has("actuate") ? o.num("actuate", 0, 0) : 0;
     const waitMs = parseDuration(o.str("verify-wait") ?? "5s");
     if (waitMs === undefined) o.fail("verify-wait", "must be a duration such as 5s", o.str("verify-wait"));
@@ -299,6 +302,8 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
 }
 
 const MIN_TOKEN_CHARS = 16;
+/** Messages per second one verifying link is planned for (auto --verify-connections). */
+const VERIFY_MSGS_PER_LINK = 500;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
 
 /** --ui HOST:PORT; anything beyond loopback needs --token. */

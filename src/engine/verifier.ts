@@ -8,7 +8,7 @@
  */
 import type { Socket, TLSOptions } from "bun";
 import * as mqtt from "mqtt-packet";
-import { payloadSeq, payloadTimestamp, type ProtocolVersion } from "../mqtt/codec.ts";
+import { CMD, encodeAck, payloadStamp, type ProtocolVersion } from "../mqtt/codec.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { commonNameOf } from "../pki/subject.ts";
 import type { Target } from "../transport/connect.ts";
@@ -113,6 +113,8 @@ export function addVerified(a: VerifiedTotals, b: VerifiedTotals): VerifiedTotal
 interface Link {
   socket: Socket<Link> | null;
   parser: mqtt.Parser;
+  /** PUBACKs for the packets of the read being handled: written together, once per read. */
+  acks: Uint8Array[];
   ready: PromiseWithResolvers<void>;
   index: number;
 }
@@ -163,7 +165,7 @@ export class Verifier {
   private open(index: number, clientId: string): Link {
     const self = this;
     const parser = mqtt.parser({ protocolVersion: this.o.version });
-    const link: Link = { socket: null, parser, ready: Promise.withResolvers<void>(), index };
+    const link: Link = { socket: null, parser, acks: [], ready: Promise.withResolvers<void>(), index };
     link.ready.promise.catch(() => {});
     parser.on("packet", (p) => self.onPacket(link, p));
     parser.on("error", () => {
@@ -183,8 +185,12 @@ export class Verifier {
           link.socket = s;
           s.write(connect);
         },
-        data(_s, d) {
+        data(s, d) {
           link.parser.parse(Buffer.from(d));
+          if (link.acks.length) {
+            s.write(link.acks.length === 1 ? link.acks[0]! : Buffer.concat(link.acks));
+            link.acks = [];
+          }
         },
         close() {
           if (!self.closing) self.errors++;
@@ -217,15 +223,13 @@ export class Verifier {
         return link.ready.resolve();
       }
       case "publish": {
-        if (p.qos === 1) send({ cmd: "puback", messageId: p.messageId! });
+        if (p.qos === 1) link.acks.push(encodeAck(CMD.PUBACK, p.messageId!));
         if (!p.topic.endsWith("/attrs")) return;
         const device = p.topic.slice(0, -"/attrs".length);
         if (this.o.own && !this.o.own(device)) return;
-        const payload = p.payload as Uint8Array;
-        const seq = payloadSeq(payload);
+        const { timestamp, seq } = payloadStamp(p.payload as Uint8Array);
         if (Number.isFinite(seq)) this.tracker.record(device, seq);
-        const ts = payloadTimestamp(payload);
-        if (Number.isFinite(ts)) this.latency.recordMs(Math.max(0, Date.now() - ts));
+        if (Number.isFinite(timestamp)) this.latency.recordMs(Math.max(0, Date.now() - timestamp));
         return;
       }
     }
