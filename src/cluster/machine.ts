@@ -295,9 +295,9 @@ export class MachineAgent {
     this.say(`run ${b.run}: ${a.users} devices over ${workers} processes`);
   }
 
-  /** When the lease ends (ms since the epoch): the grace period after the last beat. */
+  /** When the lease ends (leaseClock): the grace period after the last beat. */
   private leaseEnd(): number {
-    return Date.now() - (performance.now() - this.lastBeat) + this.graceMs;
+    return performance.timeOrigin + this.lastBeat + this.graceMs;
   }
 
   /**

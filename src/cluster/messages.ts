@@ -23,7 +23,7 @@ export interface WorkerSpec {
 }
 
 export type ToWorker =
-  /** `lease`: ms since the epoch after which the worker drops its devices and dials nothing (absent: no lease). */
+  /** `lease`: when (engine/scheduler.ts leaseClock) the worker drops its devices and dials nothing (absent: no lease). */
   | { t: "start"; spec: WorkerSpec; v: number; lease?: number }
   /** The lease extended: the machine's controller is still heard from. */
   | { t: "lease"; until: number }

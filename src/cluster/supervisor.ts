@@ -8,6 +8,7 @@ import type { Subprocess } from "bun";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/swarm.ts";
+import { leaseClock } from "../engine/scheduler.ts";
 import type { Range } from "./identities.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
@@ -192,19 +193,19 @@ export class Supervisor implements Fleet {
   }
 
   /**
-   * Sets the lease: past `until` (ms since the epoch, this machine's clock) every worker drops
+   * Sets the lease: past `until` (leaseClock, the same on every process of this machine) every worker drops
    * its devices and dials nothing more, and a worker that dies is not replaced — even if this
    * process was frozen and wakes with the message still queued.
    */
   lease(until: number): void {
-    if (Date.now() > this.leaseUntil) return; // lapsed: only a new fleet runs devices again
+    if (leaseClock() > this.leaseUntil) return; // lapsed: only a new fleet runs devices again
     this.leaseUntil = until;
     for (const w of this.workers) this.post(w, { t: "lease", until });
   }
 
   /** True once the lease has lapsed. */
   lapsed(): boolean {
-    return Date.now() > this.leaseUntil;
+    return leaseClock() > this.leaseUntil;
   }
 
   hurry(): void {

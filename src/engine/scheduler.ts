@@ -106,3 +106,13 @@ export function intendedTime(deadline: number, prevTick: number, now: number): n
   const nominal = prevTick + Math.ceil((grid - prevTick) / TICK_MS) * TICK_MS;
   return nominal < now ? nominal : now;
 }
+
+/**
+ * Ms since the epoch on a clock the processes of one machine share for leases: the wall clock
+ * when this process started, advanced by the monotonic clock since. A wall-clock step (NTP)
+ * during a run cannot lapse or stretch a lease; a process stopped with SIGSTOP still sees the
+ * time it was stopped.
+ */
+export function leaseClock(): number {
+  return performance.timeOrigin + performance.now();
+}

@@ -15,7 +15,7 @@ import { Outbox } from "../transport/outbox.ts";
 import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind, LifecyclePlan } from "../lifecycle/types.ts";
 import { Conn, DEFAULT_INFLIGHT, Device, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
-import { TICK_MS, Wheel, intendedTime } from "./scheduler.ts";
+import { TICK_MS, Wheel, intendedTime, leaseClock } from "./scheduler.ts";
 
 export interface SwarmConfig {
   targets: Target[];
@@ -105,8 +105,8 @@ export class Swarm implements SessionHost, LinkEvents {
   /** A stop in a hurry (a second Ctrl-C): no waiting for acks or for sockets to close. */
   private hurried = false;
   /**
-   * Ms since the epoch (wall clock, shared with the machine agent) after which this swarm may
-   * not dial: a federated machine's lease. Once it lapses the swarm is fenced for good.
+   * When (leaseClock, shared with the machine agent) this swarm may no longer dial: a federated
+   * machine's lease. Once it lapses the swarm is fenced for good.
    */
   private leaseUntil = Infinity;
   private fenced = false;
@@ -168,7 +168,7 @@ export class Swarm implements SessionHost, LinkEvents {
    */
   private leaseLapsed(): boolean {
     if (this.fenced) return true;
-    if (Date.now() <= this.leaseUntil) return false;
+    if (leaseClock() <= this.leaseUntil) return false;
     this.fenced = true;
     this.setUsers(0);
     return true;

@@ -2,6 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { FakeBroker, waitFor } from "../helpers/broker.ts";
 import { plainIds, startSwarm, swarmConfig } from "../helpers/swarm.ts";
+import { leaseClock } from "../../src/engine/scheduler.ts";
 
 const at = (b: FakeBroker) => [{ host: "127.0.0.1", port: b.port }];
 
@@ -213,4 +214,21 @@ describe("every publish ends in exactly one outcome", () => {
     expect(swarm.stats.rows.publish.count).toBe(0);
     expect([...swarm.stats.rows.publish.reasons.keys()]).toEqual(["quota_exceeded"]);
   });
+});
+
+test("a lapsed lease drops every device (DISCONNECT) and dials nothing more, whatever comes after", async () => {
+  using broker = new FakeBroker();
+  await using swarm = startSwarm(swarmConfig(at(broker), { users: 4, intervalMs: [50, 50], reconnectMs: [20, 40] }), plainIds(4));
+  swarm.setLease(leaseClock() + 60_000);
+  await waitFor(() => swarm.snapshot().connected === 4, "4 connected");
+  swarm.setLease(leaseClock() + 100);
+  await waitFor(() => swarm.snapshot().connected === 0, "the lease to lapse");
+  expect(broker.count("disconnect")).toBe(4);
+  const connects = broker.connections;
+  // Renewing a lapsed lease, or asking for more devices, brings nothing back.
+  swarm.setLease(leaseClock() + 60_000);
+  swarm.setUsers(4);
+  await Bun.sleep(300);
+  expect(broker.connections).toBe(connects);
+  expect(swarm.snapshot().active).toBe(0);
 });
