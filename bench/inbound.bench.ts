@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { parseBytes } from "../src/config/units.ts";
-import { Conn, Device } from "../src/engine/device.ts";
+import { Conn, Device } from "../src/mqtt/device.ts";
 import { PublishTemplate } from "../src/mqtt/codec.ts";
 import { onData, type SessionHost } from "../src/mqtt/session.ts";
 import { Stats } from "../src/metrics/stats.ts";

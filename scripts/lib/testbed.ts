@@ -7,7 +7,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { issueServer } from "../../src/pki/issue.ts";
 import { openLocalCa } from "../../src/pki/signers/local.ts";
-import { ensureCertDir, writeFileAtomic, type CertDir } from "../../src/store/dir.ts";
+import { ensureCertDir, type CertDir } from "../../src/store/dir.ts";
+import { writeFileAtomic } from "../../src/sys/fs.ts";
 
 /** The admin identity allowed to read and write every topic (probes, actuation in tests). */
 export const PROBE_CN = "cicada-probe";

@@ -6,13 +6,13 @@
  */
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseCommand } from "../cli/options.ts";
+import { parseCommand } from "../config/options.ts";
 import { readRunConfig, RUN_SPEC } from "../config/run.ts";
 import { ConfigError, LoadError } from "../errors.ts";
 import { writeReportSafely } from "../report/formats.ts";
 import type { Report } from "../report/summary.ts";
 import { RunSession } from "../run/session.ts";
-import { writeFileAtomic } from "../store/dir.ts";
+import { writeFileAtomic } from "../sys/fs.ts";
 
 export type RunState = "running" | "stopping" | "finished";
 

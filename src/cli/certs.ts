@@ -9,14 +9,15 @@ import type { KeyKind } from "../pki/build.ts";
 import { writeCrl } from "../pki/crl.ts";
 import { issueServer } from "../pki/issue.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
-import { type CertDir, DEVICE_ID, ensureCertDir, exists, listDeviceIds, makeDir, PRIVATE_DIR_MODE, writeDevice, writeFileAtomic } from "../store/dir.ts";
-import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
+import { type CertDir, DEVICE_ID, ensureCertDir, listDeviceIds, writeDevice } from "../store/dir.ts";
+import { exists, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
+import { checkRedisUrl, redact, redisUrl } from "../store/connection.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { issueViaDojot } from "../dojot/issue.ts";
-import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
+import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { describeName } from "../pki/subject.ts";
 import { checkStoreEnv, RedisStore, type StoreSettings, storeSettings } from "../store/redis.ts";
-import { parseCommand, runSubcommand, type CommandSpec, type OptionSpecs } from "./options.ts";
+import { parseCommand, runSubcommand, type CommandSpec, type OptionSpecs } from "../config/options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
 const DIR_OPTIONS: OptionSpecs = {

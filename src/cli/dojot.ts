@@ -1,9 +1,9 @@
 /** `cicada dojot`: devices and templates in dojot (dojot's generate_certs dojot create/clear). */
 import { DojotClient } from "../dojot/client.ts";
-import { redactUrl } from "../redact.ts";
-import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
+import { redactUrl } from "../sys/redact.ts";
+import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { EXIT } from "../errors.ts";
-import { parseCommand, runSubcommand, type CommandSpec } from "./options.ts";
+import { parseCommand, runSubcommand, type CommandSpec } from "../config/options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
 const CREATE: CommandSpec = {

@@ -5,7 +5,7 @@ import { EXIT } from "../errors.ts";
 import { writeReportSafely } from "../report/formats.ts";
 import { renderTable, type Report } from "../report/summary.ts";
 import { RunSession } from "../run/session.ts";
-import { parseCommand } from "./options.ts";
+import { parseCommand } from "../config/options.ts";
 import { Progress, fmtInt } from "./progress.ts";
 
 export async function runCommand(argv: string[]): Promise<number> {

@@ -1,11 +1,12 @@
 /** `cicada store`: the Redis certificate store in dojot's layout — export to a directory, map, restore, clear. */
-import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
+import { checkRedisUrl, redact, redisUrl } from "../store/connection.ts";
 import { DojotClient } from "../dojot/client.ts";
-import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
+import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { EXIT, LoadError } from "../errors.ts";
-import { ensureCertDir, writeDevice, writeFileAtomic } from "../store/dir.ts";
+import { ensureCertDir, writeDevice } from "../store/dir.ts";
+import { writeFileAtomic } from "../sys/fs.ts";
 import { CA_KEY, checkStoreEnv, COUNTERS, RedisStore, storeSettings, type StoreSettings } from "../store/redis.ts";
-import { parseCommand, runSubcommand, type CommandSpec, type Options, type OptionSpecs } from "./options.ts";
+import { parseCommand, runSubcommand, type CommandSpec, type Options, type OptionSpecs } from "../config/options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
 const REDIS_OPTIONS: OptionSpecs = {

@@ -2,13 +2,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MachineAgent } from "../cluster/machine.ts";
-import { checkRedisUrl, redact, redisUrl } from "../cluster/redis.ts";
+import { checkRedisUrl, redact, redisUrl } from "../store/connection.ts";
 import { EXIT } from "../errors.ts";
 import { isStoreUrl, storeSettings } from "../store/redis.ts";
 import { keyIssue, readClusterKey, Seal } from "../cluster/seal.ts";
-import { LIFECYCLE_LOCAL_OPTIONS, readLifecycleLocal } from "../lifecycle/settings.ts";
+import { LIFECYCLE_LOCAL_OPTIONS, readLifecycleLocal } from "../config/lifecycle.ts";
 import { readSourceAddresses } from "../config/run.ts";
-import { parseCommand, type CommandSpec } from "./options.ts";
+import { parseCommand, type CommandSpec } from "../config/options.ts";
 
 export const WORKER_SPEC: CommandSpec = {
   name: "worker",

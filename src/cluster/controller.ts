@@ -23,7 +23,7 @@ import { Stats } from "../metrics/stats.ts";
 import { LoadError } from "../errors.ts";
 import { type Range, total } from "./identities.ts";
 import { append, type Assignment, BEAT_MS, type Beat, CTL, cut, LOST_MS, type MachineState, release, take, UP } from "./federation.ts";
-import { openRedis, type RedisSettings } from "./redis.ts";
+import { openRedis, type RedisSettings } from "../store/connection.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseState } from "./wire.ts";
 import { split, type Fleet, type FleetSnapshot, type MachineInfo } from "./supervisor.ts";

@@ -25,7 +25,7 @@ import { listIdentities } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
 import type { LifecycleLocal } from "../lifecycle/types.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
-import { openRedis, redact, type RedisSettings } from "./redis.ts";
+import { openRedis, redact, type RedisSettings } from "../store/connection.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
 import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";

@@ -8,7 +8,7 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { isLoopbackUrl, redact } from "./redis.ts";
+import { isLoopbackUrl, redact } from "../store/connection.ts";
 
 /** Signed messages whose sender's clock differs from ours by more than this are dropped: clocks must agree within it (NTP). */
 export const MAX_SKEW_MS = 60_000;

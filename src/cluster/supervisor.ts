@@ -14,7 +14,7 @@ import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
 import type { DropReason } from "./seal.ts";
 import type { VerifiedTotals } from "../engine/verifier.ts";
-import { selfArgv } from "./self.ts";
+import { selfArgv } from "../sys/self.ts";
 
 export const WATCHDOG_MS = 5000;
 /** A new worker may take this long to send its first message: start-up on a loaded machine is slow (many processes loading at once). */

@@ -2,13 +2,13 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { isAbsolute, join } from "node:path";
-import type { CommandSpec, Options } from "../cli/options.ts";
-import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../cluster/redis.ts";
+import type { CommandSpec, Options } from "./options.ts";
+import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../store/connection.ts";
 import { keyIssue, readClusterKey } from "../cluster/seal.ts";
 import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/swarm.ts";
 import type { QoS } from "../mqtt/codec.ts";
-import { LIFECYCLE_OPTIONS, readLifecycle } from "../lifecycle/settings.ts";
+import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
 import { parseBytes, parseDuration, parseRange } from "./units.ts";
 import { formatOf, reportPathIssue } from "../report/formats.ts";

@@ -8,7 +8,7 @@
  * make it good (count before creating again, revoke orphans).
  */
 import { EXIT, LoadError, messageOf } from "../errors.ts";
-import { redactText, redactUrl } from "../redact.ts";
+import { redactText, redactUrl } from "../sys/redact.ts";
 
 export interface DojotSettings {
   url: string;

@@ -5,6 +5,10 @@
  * whose deadline moved is dropped when its slot comes up (or re-filed if the deadline is later).
  */
 
+/** Timer kinds in the scheduler wheel. */
+export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3, ACK: 4 } as const;
+export const TIMER_KINDS = 5;
+
 export const TICK_MS = 10;
 const SLOTS = 4096; // ~41 s per turn at 10 ms: one turn covers the default 30 s publish interval.
 

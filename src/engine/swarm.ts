@@ -14,8 +14,8 @@ import { Transport, type LinkEvents, type Target } from "../transport/connect.ts
 import { Outbox } from "../transport/outbox.ts";
 import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind, LifecyclePlan } from "../lifecycle/types.ts";
-import { Conn, DEFAULT_INFLIGHT, Device, Lifecycle, State, TIMER_KINDS, Timer } from "./device.ts";
-import { TICK_MS, Wheel, intendedTime, leaseClock } from "./scheduler.ts";
+import { Conn, DEFAULT_INFLIGHT, Device, Lifecycle, State } from "../mqtt/device.ts";
+import { TICK_MS, TIMER_KINDS, Timer, Wheel, intendedTime, leaseClock } from "./scheduler.ts";
 
 export interface SwarmConfig {
   targets: Target[];

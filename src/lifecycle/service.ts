@@ -18,7 +18,8 @@ import { issueDevice, requestDevice, thingId } from "../pki/issue.ts";
 import { fromPem } from "../pki/pem.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
 import { parseCertificate, serialHex } from "../pki/x509.ts";
-import { certDir, DIR_MODE, exists, makeDir, writeDevice, writeFileAtomic, type CertDir } from "../store/dir.ts";
+import { certDir, writeDevice, type CertDir } from "../store/dir.ts";
+import { DIR_MODE, exists, makeDir, writeFileAtomic } from "../sys/fs.ts";
 import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "./types.ts";
 
 /** Counts grants against the caps. */

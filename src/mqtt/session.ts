@@ -3,7 +3,7 @@
  * The engine owns sockets and timers; this file sees a connection only through SessionHost.
  */
 import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt-packet";
-import { Conn, State } from "../engine/device.ts";
+import { Conn, State } from "./device.ts";
 import type { Stats } from "../metrics/stats.ts";
 import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadSeq, payloadTimestamp } from "./codec.ts";
 import { connackReason, isFailure, reasonName } from "./reasons.ts";

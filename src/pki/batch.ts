@@ -1,7 +1,7 @@
 /** Issues certificates for a list of device ids into a directory, in this process or spread over worker processes. */
 import { availableParallelism } from "node:os";
 import { EXIT, LoadError } from "../errors.ts";
-import { selfArgv } from "../cluster/self.ts";
+import { selfArgv } from "../sys/self.ts";
 import { writeDevice } from "../store/dir.ts";
 import { type DeviceRecord, RedisStore, type StoreSettings } from "../store/redis.ts";
 import type { KeyKind } from "./build.ts";

@@ -1,7 +1,8 @@
 /** The CRL of the local CA: every certificate filed under `revoke/` is listed. */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { exists, writeFileAtomic, type CertDir } from "../store/dir.ts";
+import { type CertDir } from "../store/dir.ts";
+import { exists, writeFileAtomic } from "../sys/fs.ts";
 import { buildCrl, type Issuer, type RevokedEntry } from "./build.ts";
 import { fromPem, toPem } from "./pem.ts";
 import { parseCertificate } from "./x509.ts";

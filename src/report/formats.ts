@@ -8,7 +8,7 @@ import { dirname, extname, join, resolve } from "node:path";
 import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
 import chartsJs from "../ui/charts.asset.js" with { type: "text" };
-import { writeFileAtomic } from "../store/dir.ts";
+import { writeFileAtomic } from "../sys/fs.ts";
 import type { Report } from "./summary.ts";
 
 export const REPORT_FORMATS = ["json", "csv", "html"] as const;

@@ -13,7 +13,7 @@ import { Seal } from "../cluster/seal.ts";
 import { listIdentities, openIdentityBase, type Range } from "../cluster/identities.ts";
 import { checkIdentities, sampleIndices } from "../pki/check.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
-import { redact } from "../cluster/redis.ts";
+import { redact } from "../store/connection.ts";
 import { planWorkers, Supervisor, type Fleet, type FleetSnapshot } from "../cluster/supervisor.ts";
 import { identitiesFor } from "../cluster/worker.ts";
 import type { RunConfig } from "../config/run.ts";

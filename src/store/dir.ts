@@ -3,9 +3,10 @@
  * `<id>.key`, `<id>.crt`, `ca.crt`, `renew/`, `revoke/` — so `ls cert | wc -l` = 2N+3.
  * cicada's own CA key and CRL live in the hidden `.ca/` folder, which `ls` does not count.
  */
-import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
+import { DIR_MODE, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
 
 export interface CertDir {
   root: string;
@@ -39,21 +40,6 @@ export function certDir(root: string): CertDir {
 /** A device id must be usable as a file name and an MQTT topic level. */
 export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
-/**
- * Creates `path` (and its parents) when missing, with exactly `mode` whatever the umask: a
- * broker must be able to read `ca.crt` and the CRL under a strict umask, and the CA key's
- * directory must stay private under a loose one. An existing directory keeps its mode.
- */
-export function makeDir(path: string, mode: number): void {
-  if (existsSync(path)) return;
-  mkdirSync(path, { recursive: true, mode });
-  chmodSync(path, mode);
-}
-
-/** Modes of the layout's directories: keys inside are 0600 files; the CA's own directory is private. */
-export const DIR_MODE = 0o755;
-export const PRIVATE_DIR_MODE = 0o700;
-
 /** Creates the layout (idempotent). Fails with a bad-input error naming the directory when it cannot. */
 export function ensureCertDir(root: string): CertDir {
   const d = certDir(root);
@@ -69,47 +55,6 @@ export function ensureCertDir(root: string): CertDir {
     throw new LoadError(`certificate directory ${root} is not usable: ${messageOf(err)}`, EXIT.BAD_INPUT, { cause: err });
   }
   return d;
-}
-
-let tmpCounter = 0;
-
-/**
- * Writes a file atomically: a temporary file in the same folder, fsync'd, then moved into place.
- * With `exclusive`, an existing file is never replaced: returns false instead (hard-link, then
- * unlink the temporary), so two writers racing for one name cannot clobber each other.
- */
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode: number, opts: { exclusive?: boolean; sync?: boolean } = {}): boolean {
-  const tmp = `${path}.tmp-${process.pid}-${++tmpCounter}`;
-  const fd = openSync(tmp, "wx", mode);
-  try {
-    // Exactly `mode`, whatever the umask: a broker must be able to read ca.crt and the CRL.
-    fchmodSync(fd, mode);
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    if (opts.sync) fsyncSync(fd);
-  } catch (err) {
-    // A full disk or a vanished directory: leave no half-written temporary file behind.
-    closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // already gone
-    }
-    throw err;
-  }
-  closeSync(fd);
-  if (!opts.exclusive) {
-    renameSync(tmp, path);
-    return true;
-  }
-  try {
-    linkSync(tmp, path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw err;
-  } finally {
-    unlinkSync(tmp);
-  }
 }
 
 /** Ids of the devices with both `<id>.crt` and `<id>.key` in `root`, sorted. */
@@ -140,19 +85,6 @@ export function writeDevice(dir: string, id: string, keyPem: string, certPem: st
   return true;
 }
 
-export function exists(path: string): boolean {
-  try {
-    statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Device identities read from a certificate directory: ids sorted, files read at connect time.
- * A device renewed by an earlier run (`renew/<id>.crt` and `.key`) uses its renewed identity.
- */
 export class DirIdentities {
   readonly ids: string[];
   private readonly renewed: Set<string>;

@@ -8,7 +8,7 @@
  *     so `store export` can write ca.crt without asking anyone).
  */
 import type Redis from "ioredis";
-import { openRedis, redisUrl, type RedisSettings } from "../cluster/redis.ts";
+import { openRedis, redisUrl, type RedisSettings } from "./connection.ts";
 import { DEVICE_ID } from "./dir.ts";
 
 export interface StoreSettings {

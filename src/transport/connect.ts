@@ -4,7 +4,7 @@
  * wrapped, and a failure costs that one connection (wrk's count-then-reconnect).
  */
 import type { Socket, SocketHandler, TCPSocketConnectOptions, TLSOptions } from "bun";
-import type { Conn } from "../engine/device.ts";
+import type { Link } from "./link.ts";
 
 export interface Target {
   host: string;
@@ -14,20 +14,20 @@ export interface Target {
 /** What the engine does with socket events. */
 export interface LinkEvents {
   /** TCP is up (for TLS: before the handshake). */
-  opened(conn: Conn): void;
+  opened(conn: Link): void;
   /** Ready for MQTT: TCP without TLS, or TLS after a successful handshake. */
-  ready(conn: Conn): void;
-  data(conn: Conn, bytes: Uint8Array): void;
-  drained(conn: Conn): void;
+  ready(conn: Link): void;
+  data(conn: Link, bytes: Uint8Array): void;
+  drained(conn: Link): void;
   /** The connection ended or could not be made; `reason` names why, when known. */
-  closed(conn: Conn, reason: string | null): void;
+  closed(conn: Link, reason: string | null): void;
   /**
    * The broker presented a certificate that is not pinned for its target (see pins.ts): the
    * engine drops this attempt uncounted and dials again with full verification.
    */
-  unpinned(conn: Conn): void;
+  unpinned(conn: Link): void;
   /** A callback threw: counted, and that connection is closed. */
-  crashed(conn: Conn, err: unknown): void;
+  crashed(conn: Link, err: unknown): void;
 }
 
 /** Failure reason from a socket or TLS error: its code in snake case, e.g. "econnrefused", "cert_has_expired". */
@@ -40,13 +40,13 @@ export function errorReason(err: unknown): string {
 }
 
 /** Ends a connection whose TLS handshake failed or whose broker certificate did not verify. */
-function fail(s: Socket<Conn>, conn: Conn, err: Error | null): void {
+function fail(s: Socket<Link>, conn: Link, err: Error | null): void {
   conn.failReason = errorReason(err ?? new Error("tls_handshake_failed"));
   s.end();
 }
 
 /** Counts a throw from engine code as that connection's failure; nothing escapes a callback. */
-function crash(ev: LinkEvents, conn: Conn, err: unknown): void {
+function crash(ev: LinkEvents, conn: Link, err: unknown): void {
   try {
     ev.crashed(conn, err);
   } catch {
@@ -58,8 +58,8 @@ function crash(ev: LinkEvents, conn: Conn, err: unknown): void {
  * One handler object for all sockets of an engine. Each callback has its own try/catch rather
  * than a shared wrapper taking a closure, so no function is allocated per packet.
  */
-export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): SocketHandler<Conn> {
-  const handlers: SocketHandler<Conn> = {
+export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): SocketHandler<Link> {
+  const handlers: SocketHandler<Link> = {
     binaryType: "uint8array",
     open(s) {
       const conn = s.data;
@@ -152,7 +152,7 @@ export interface DialOptions {
 
 /** Dials connections for one engine, all sharing one handler object. */
 export class Transport {
-  readonly handlers: SocketHandler<Conn>;
+  readonly handlers: SocketHandler<Link>;
 
   constructor(
     private readonly ev: LinkEvents,
@@ -163,7 +163,7 @@ export class Transport {
   }
 
   /** Opens a connection for `conn`; every outcome arrives through the LinkEvents. */
-  dial(conn: Conn, opts: DialOptions): void {
+  dial(conn: Link, opts: DialOptions): void {
     // `localAddress` is accepted by Bun.connect though missing from its types (bun 1.4).
     const options = {
       hostname: opts.target.host,
@@ -174,14 +174,14 @@ export class Transport {
       ...(opts.source ? { localAddress: opts.source } : {}),
     };
     try {
-      Bun.connect<Conn>(options as TCPSocketConnectOptions<Conn>).catch((err: unknown) => this.failed(conn, err));
+      Bun.connect<Link>(options as TCPSocketConnectOptions<Link>).catch((err: unknown) => this.failed(conn, err));
     } catch (err) {
       // Bad options (e.g. an unreadable key) throw synchronously.
       this.failed(conn, err);
     }
   }
 
-  private failed(conn: Conn, err: unknown): void {
+  private failed(conn: Link, err: unknown): void {
     // connectError usually reported it already.
     if (conn.closed) return;
     conn.closed = true;

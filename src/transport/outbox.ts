@@ -3,7 +3,7 @@
  * during one tick or one inbound read go out in a single write per socket at flush(); bytes the
  * kernel does not take wait for the socket's drain event, and nothing more is written before them.
  */
-import type { Conn } from "../engine/device.ts";
+import type { Link } from "./link.ts";
 
 function concat(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0]!;
@@ -19,11 +19,11 @@ function concat(parts: Uint8Array[]): Uint8Array {
 }
 
 export class Outbox {
-  private dirty: Conn[] = [];
+  private dirty: Link[] = [];
   bytesWritten = 0;
 
   /** Queues `bytes` on `conn` for the next flush. */
-  send(conn: Conn, bytes: Uint8Array): void {
+  send(conn: Link, bytes: Uint8Array): void {
     if (conn.closed) return;
     conn.queue.push(bytes);
     if (!conn.dirty) {
@@ -57,14 +57,14 @@ export class Outbox {
   }
 
   /** The socket can take more: retry what it left. */
-  drain(conn: Conn, now: number): void {
+  drain(conn: Link, now: number): void {
     const p = conn.pending;
     if (!p || !conn.socket) return;
     conn.pending = null;
     this.write(conn, p, now);
   }
 
-  private write(conn: Conn, bytes: Uint8Array, now: number): void {
+  private write(conn: Link, bytes: Uint8Array, now: number): void {
     const n = conn.socket!.write(bytes);
     conn.lastTx = now;
     if (n < 0) return; // socket already closed; its close event follows

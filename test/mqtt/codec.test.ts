@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import * as mqtt from "mqtt-packet";
 import { PublishTemplate, decode, encodeAck, frameLength, payloadSeq, payloadTimestamp } from "../../src/mqtt/codec.ts";
 import { onData } from "../../src/mqtt/session.ts";
-import { Conn, Device, State } from "../../src/engine/device.ts";
+import { Conn, Device, State } from "../../src/mqtt/device.ts";
 import { Stats } from "../../src/metrics/stats.ts";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");

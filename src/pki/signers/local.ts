@@ -1,7 +1,8 @@
 /** Opens (or creates) the local CA that signs a certificate directory's devices. */
 import { readFileSync } from "node:fs";
 import { EXIT, LoadError, messageOf } from "../../errors.ts";
-import { exists, writeFileAtomic, type CertDir } from "../../store/dir.ts";
+import { type CertDir } from "../../store/dir.ts";
+import { exists, writeFileAtomic } from "../../sys/fs.ts";
 import type { KeyKind } from "../build.ts";
 import { createCa, loadCa, type CertificateAuthority } from "../ca.ts";
 import { writeCrl } from "../crl.ts";

@@ -1,7 +1,7 @@
 /** dojot connection settings: flags and the environment variables dojot's tool read. */
-import type { OptionSpecs, Options } from "../cli/options.ts";
-import { redactUrl } from "../redact.ts";
-import { DOJOT_DEFAULTS, type DojotSettings } from "./client.ts";
+import type { OptionSpecs, Options } from "./options.ts";
+import { redactUrl } from "../sys/redact.ts";
+import { DOJOT_DEFAULTS, type DojotSettings } from "../dojot/client.ts";
 
 export const DOJOT_OPTIONS: OptionSpecs = {
   "dojot-url": { type: "string", arg: "URL", env: "DOJOT_URL", default: DOJOT_DEFAULTS.url, help: "dojot's API gateway" },

@@ -1,11 +1,12 @@
 /**
- * Connections to the Redis that federates machines: `redis://` or `rediss://` (TLS) URLs,
- * REDIS_HOST / REDIS_PORT / REDIS_PASSWD as dojot's tools read them, reconnection forever
- * with a capped backoff, and one line on stderr when the link goes down and when it is back.
+ * Connections to Redis, for the certificate store and for federated machines alike:
+ * `redis://` or `rediss://` (TLS) URLs, REDIS_HOST / REDIS_PORT / REDIS_PASSWD as dojot's tools
+ * read them, reconnection forever with a capped backoff, and one line on stderr when the link
+ * goes down and when it is back.
  */
 import Redis from "ioredis";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
-import { redactUrl } from "../redact.ts";
+import { redactUrl } from "../sys/redact.ts";
 
 export interface RedisSettings {
   url: string;

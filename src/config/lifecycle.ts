@@ -1,10 +1,11 @@
-/** Renew/revoke settings of `cicada run`: flags, and the environment variables of dojot's tool. */
+/** Renew/revoke settings: the flags and the environment variables of dojot's tool (RENEW_DEVICES, …), for cicada run and, for what acts on a machine, cicada worker. */
 import { join } from "node:path";
-import type { OptionSpecs, Options } from "../cli/options.ts";
-import { DOJOT_OPTIONS, readDojotSettings } from "../dojot/settings.ts";
-import { certDir as certDirOf, exists } from "../store/dir.ts";
+import type { OptionSpecs, Options } from "./options.ts";
+import { DOJOT_OPTIONS, readDojotSettings } from "./dojot.ts";
+import { certDir as certDirOf } from "../store/dir.ts";
+import { exists } from "../sys/fs.ts";
 import { isStoreUrl } from "../store/redis.ts";
-import type { LifecycleConfig, LifecycleKind, LifecycleLocal, LifecyclePolicy } from "./types.ts";
+import type { LifecycleConfig, LifecycleKind, LifecycleLocal, LifecyclePolicy } from "../lifecycle/types.ts";
 
 const ENV = {
   renew: { on: "RENEW_DEVICES", max: "DEVICES_TO_RENEW", after: "TIME_TO_RENEW", p: "PROBABILITY_TO_RENEW", dir: "RENEW_CERT_DIR" },

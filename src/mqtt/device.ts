@@ -1,6 +1,6 @@
 /** Per-device and per-connection state: small fixed-shape objects, no closures or emitters. */
 import type { Socket } from "bun";
-import type { ProtocolVersion, PublishTemplate, QoS } from "../mqtt/codec.ts";
+import type { ProtocolVersion, PublishTemplate, QoS } from "./codec.ts";
 import type { PinSet } from "../transport/pins.ts";
 
 export const State = {
@@ -12,10 +12,6 @@ export const State = {
   STOPPING: 5,
 } as const;
 export type StateValue = (typeof State)[keyof typeof State];
-
-/** Timer kinds in the scheduler wheel. */
-export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3, ACK: 4 } as const;
-export const TIMER_KINDS = 5;
 
 /** Where a device is in a renew or revoke (at most one per device per run). */
 export const Lifecycle = {

@@ -1,0 +1,24 @@
+/**
+ * What transport needs of a connection's state, whoever owns it (the swarm's devices, see
+ * mqtt/device.ts): the socket, the write queue and the broker-certificate pins. Transport
+ * knows nothing of devices or MQTT.
+ */
+import type { Socket } from "bun";
+import type { PinSet } from "./pins.ts";
+
+export interface Link {
+  socket: Socket<Link> | null;
+  /** Queued outbound packets, written in one call per flush. */
+  queue: Uint8Array[];
+  /** Bytes the socket did not take yet (waiting for drain). */
+  pending: Uint8Array | null;
+  dirty: boolean;
+  lastTx: number;
+  /** Why we are closing it ourselves (timeout, protocol error, CONNACK refusal). */
+  failReason: string | null;
+  closed: boolean;
+  /** Broker certificates verified for this target (null: no verification). */
+  pins: PinSet | null;
+  /** Dialled without a CA store: the broker must present a pinned certificate. */
+  pinned: boolean;
+}

@@ -1,0 +1,69 @@
+/**
+ * The layering rule, checked on every test run: a folder of src/ may import (types included)
+ * only from folders below it in LAYERS, so no import points up and no cycle can close.
+ * ARCHITECTURE.md explains the layers; this list is the rule.
+ */
+import { expect, test } from "bun:test";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+
+/** Top to bottom. `(root)` is src/*.ts (errors.ts); `native` is ../native (bun:ffi); `(package)` is ../package.json. */
+export const LAYERS = ["cli", "api", "run", "config", "cluster", "engine", "mqtt", "transport", "lifecycle", "dojot", "report", "pki", "store", "metrics", "ui", "sys", "(root)", "native", "(package)"] as const;
+
+const SRC = resolve(import.meta.dir, "../src");
+
+/** Every relative import of every file under src/: [from file, to file], paths relative to src/. */
+export function importsOf(root = SRC): [string, string][] {
+  const out: [string, string][] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (/\.(ts|js)$/.test(name)) {
+        const text = readFileSync(path, "utf8");
+        // import / export … from "./x", import("./x"), import type …: all count.
+        for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)"(\.{1,2}\/[^"]+)"/g)) out.push([relative(root, path), relative(root, resolve(dirname(path), m[1]!))]);
+      }
+    }
+  };
+  walk(root);
+  return out;
+}
+
+function folderOf(path: string): string {
+  if (path.startsWith("../native/")) return "native";
+  if (path === "../package.json") return "(package)";
+  return path.includes("/") ? path.split("/")[0]! : "(root)";
+}
+
+/** Imports that point up, or at a folder LAYERS does not name. */
+export function violations(imports: [string, string][], layers: readonly string[] = LAYERS): string[] {
+  const rank = new Map(layers.map((l, i) => [l, i]));
+  const out: string[] = [];
+  for (const [from, to] of imports) {
+    const a = folderOf(from);
+    const b = folderOf(to);
+    if (a === b) continue;
+    const ra = rank.get(a);
+    const rb = rank.get(b);
+    if (ra === undefined || rb === undefined) out.push(`${from} -> ${to}: ${ra === undefined ? a : b}/ is not in LAYERS`);
+    else if (rb < ra) out.push(`${from} -> ${to}: ${a}/ may not import ${b}/, which is above it`);
+  }
+  return out;
+}
+
+test("every import in src/ points down the layers (so no folder cycle can close)", () => {
+  const imports = importsOf();
+  expect(imports.length).toBeGreaterThan(200);
+  expect(violations(imports)).toEqual([]);
+});
+
+test("the check catches an upward import and an unknown folder", () => {
+  const upward: [string, string][] = [["mqtt/session.ts", "engine/swarm.ts"]];
+  expect(violations(upward)).toEqual(["mqtt/session.ts -> engine/swarm.ts: mqtt/ may not import engine/, which is above it"]);
+  expect(violations([["store/dir.ts", "cli/options.ts"]])).toEqual(["store/dir.ts -> cli/options.ts: store/ may not import cli/, which is above it"]);
+  expect(violations([["newthing/x.ts", "metrics/stats.ts"]])).toEqual(["newthing/x.ts -> metrics/stats.ts: newthing/ is not in LAYERS"]);
+  // A type-only import counts as much as any other.
+  const typeOnly = importsOf().filter(([f]) => f === "engine/swarm.ts").map(([, t]) => t);
+  expect(typeOnly).toContain("lifecycle/types.ts");
+});
