@@ -17,6 +17,7 @@ import { issueViaDojot } from "../dojot/issue.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { describeName } from "../pki/subject.ts";
 import { checkStoreEnv, RedisStore, type StoreSettings, storeSettings } from "../store/redis.ts";
+import { readTenant } from "../config/run.ts";
 import { parseCommand, runSubcommand, type CommandSpec, type OptionSpecs } from "../config/options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
@@ -134,8 +135,7 @@ async function create(argv: string[]): Promise<number> {
   if (ids && ids.length === 0) o.fail("ids", "lists no device id", o.str("ids"));
   const badIds = (ids ?? []).filter((id) => !DEVICE_ID.test(id));
   if (badIds.length) o.issues.push(`--ids: ${badIds.slice(0, 3).map((s) => JSON.stringify(s)).join(", ")} not valid (letters, digits, _ and -, up to 64)`);
-  const tenant = o.str("tenant")!;
-  if (!/^[^\s/+#:]+$/.test(tenant)) o.fail("tenant", "must be a non-empty name without spaces, /, +, # or :", tenant);
+  const tenant = readTenant(o);
   const kind = o.choice<KeyKind>("key", ["ec", "rsa"], "ec");
   const days = o.int("days", 365, 1, 36500);
   const signer = fromDojot ? "dojot" : o.choice("signer", ["local", "dojot"], "local");

@@ -18,7 +18,7 @@ import type Redis from "ioredis";
 import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/swarm.ts";
 import { addVerified } from "../engine/verifier.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
-import { Inbox } from "./ledger.ts";
+import { StatsInbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { LoadError } from "../errors.ts";
 import { type Range, total } from "./identities.ts";
@@ -57,7 +57,7 @@ interface Machine {
   /** Tail ranges given up, free once the machine reports version `v` applied. */
   pending: { ranges: Range[]; v: number }[];
   state: MachineState | null;
-  inbox: Inbox;
+  inbox: StatsInbox;
   since: number;
   seq: number;
 }
@@ -206,7 +206,7 @@ export class Controller implements Fleet {
     let m = this.machines.get(s.machine);
     if (!m) {
       if (s.running || this.stopping) return; // still busy with an earlier run, or too late
-      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, fence: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, inbox: new Inbox(), since: s.since, seq: -1 };
+      m = { id: s.machine, order: this.order++, lastSeen: 0, lost: false, a: { v: 1, fence: 1, ranges: [], users: 0, rate: 0 }, pending: [], state: null, inbox: new StatsInbox(), since: s.since, seq: -1 };
       if (!this.o.synthetic && s.digest !== this.o.digest) {
         m.rejected = `its certificate directory differs from the controller's (${s.ids} ids, digest ${s.digest} vs ${this.o.digest}): give every machine the same directory`;
         this.say(`machine ${s.machine} (${s.host}) not used: ${m.rejected}`);

@@ -16,7 +16,7 @@ export interface Span {
 }
 
 /** Machine side: what was counted and not yet acknowledged. */
-export class Outbox {
+export class StatsOutbox {
   private entries: Span[] = [];
   private counter = 0;
   private prev: EncodedStats | null = null;
@@ -65,7 +65,7 @@ export class Outbox {
 }
 
 /** Controller side, one per machine: accepts each step exactly once. */
-export class Inbox {
+export class StatsInbox {
   /** Last step added; 0: none yet. */
   applied = 0;
   private last: Span | null = null;

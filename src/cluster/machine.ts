@@ -19,7 +19,7 @@ import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { encodeStats, packStats } from "../metrics/snapshot.ts";
-import { Outbox } from "./ledger.ts";
+import { StatsOutbox } from "./ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { listIdentities } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
@@ -63,7 +63,7 @@ export class MachineAgent {
   private stopped = false;
   private stopping = false;
   private totals = new Stats();
-  private readonly outbox = new Outbox();
+  private readonly outbox = new StatsOutbox();
   private lastWorkers: WorkerInfo[] = [];
   /** Assignment version handed to the supervisor, and the last one all its workers applied. */
   private appliedV = 0;

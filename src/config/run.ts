@@ -227,7 +227,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       tls,
       insecure: o.bool("insecure"),
       caPem,
-      tenant: o.str("tenant")!,
+      tenant: readTenant(o),
       qos,
       version: mqtt === "5" ? 5 : 4,
       keepaliveS,
@@ -283,6 +283,13 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
         : {}),
     },
   };
+}
+
+/** --tenant (TENANT): a name that can stand before `:id` in a client id and an MQTT topic level. Problems go to `o.issues`. */
+export function readTenant(o: Options): string {
+  const tenant = o.str("tenant")!;
+  if (!/^[^\s/+#:]+$/.test(tenant)) o.fail("tenant", "must be a non-empty name without spaces, /, +, # or :", tenant);
+  return tenant;
 }
 
 /** --source-address: local IP addresses only (a name or a typo would otherwise be ignored, and the kernel would choose). */

@@ -129,7 +129,7 @@ export class Swarm implements SessionHost, LinkEvents {
     this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     this.rate = cfg.rate;
     this.epochOffset = Date.now() - clock();
-    this.wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fire(d, k, at), clock());
+    this.wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fireGuarded(d, k, at), clock());
     this.transport = new Transport(this, cfg.tls, !cfg.insecure);
   }
 
@@ -247,6 +247,21 @@ export class Swarm implements SessionHost, LinkEvents {
       }
     } else this.tokens = 0;
     this.outbox.flush(now);
+  }
+
+  /**
+   * A timer is guarded like a socket callback: a throw costs that device a counted error
+   * (health.timer_errors) and its connection, which reconnects with backoff; the other timers
+   * of the tick still fire and the process goes on.
+   */
+  private fireGuarded(index: number, kind: number, at: number): void {
+    try {
+      this.fire(index, kind, at);
+    } catch (err) {
+      this.stats.health.timer_errors++;
+      const conn = this.devices[index]?.conn;
+      if (conn) this.drop(conn, `internal:${err instanceof Error ? err.name : "error"}`);
+    }
   }
 
   private fire(index: number, kind: number, at: number): void {

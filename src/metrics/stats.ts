@@ -47,6 +47,8 @@ export interface Health {
   protocol_errors: number;
   /** Numbered commands (--actuate) a device never received: jumps in the numbers it saw. */
   command_gaps: number;
+  /** Timer callbacks that threw: each cost its device its connection, not the process. */
+  timer_errors: number;
 }
 
 export class Stats {
@@ -54,7 +56,7 @@ export class Stats {
   readonly phases: Record<PhaseName, Latency>;
   /** Event-loop lag: how late the scheduler's tick ran. */
   readonly loopLag = new Latency();
-  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0, command_gaps: 0 };
+  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0, command_gaps: 0, timer_errors: 0 };
   /** Publishes handed to a socket, whatever became of them: sent = acked + failed after sending + in flight. */
   sent = 0;
 

@@ -9,6 +9,8 @@ export interface HealthReport {
   protocol_errors: number;
   /** Commands (--actuate) devices never received, from the jumps in each one's command numbers. */
   command_gaps: number;
+  /** Timer callbacks that threw (each cost one connection). */
+  timer_errors: number;
   loop_lag_p99_ms: number;
   loop_lag_max_ms: number;
   cpu_percent: number;

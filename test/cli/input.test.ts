@@ -110,3 +110,11 @@ describe("a run that cannot start wrong", () => {
     expect(r.stderr).toContain("(checked 102 of 110 identities: the first, the last and 100 at random)");
   });
 });
+
+test("--tenant is checked the same way by every command that takes it", async () => {
+  for (const args of [["certs", "create", "--devices", "1", "--dir", "/nonexistent-never-written"], ["run", "--no-tls"]]) {
+    const r = await cicada([...args, "--tenant", "a/b"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--tenant must be a non-empty name without spaces, /, +, # or : (got "a/b")');
+  }
+});

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { Inbox, Outbox } from "../../src/cluster/ledger.ts";
+import { StatsInbox, StatsOutbox } from "../../src/cluster/ledger.ts";
 import { addEncoded, encodeStats, packStats, unpackStats } from "../../src/metrics/snapshot.ts";
 import { Stats } from "../../src/metrics/stats.ts";
 
@@ -7,8 +7,8 @@ import { Stats } from "../../src/metrics/stats.ts";
 function simulate(steps: number, lose: (step: number, what: "msg" | "ack") => boolean, random: () => number) {
   const source = new Stats();
   const merged = new Stats();
-  const outbox = new Outbox();
-  const inbox = new Inbox();
+  const outbox = new StatsOutbox();
+  const inbox = new StatsInbox();
   for (let step = 0; step < steps; step++) {
     for (let i = 0, n = Math.floor(random() * 50); i < n; i++) source.rows.publish.ok(random() * 200);
     if (random() < 0.3) source.rows.connect.fail("timeout");
@@ -58,8 +58,8 @@ test("acknowledgements arriving one message late still let every message count",
   const random = lcg(9);
   const source = new Stats();
   const merged = new Stats();
-  const outbox = new Outbox();
-  const inbox = new Inbox();
+  const outbox = new StatsOutbox();
+  const inbox = new StatsInbox();
   let applied = 0;
   for (let step = 0; step < 100; step++) {
     for (let i = 0; i < 10; i++) source.rows.publish.ok(random() * 10);

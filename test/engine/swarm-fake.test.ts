@@ -232,3 +232,14 @@ test("a lapsed lease drops every device (DISCONNECT) and dials nothing more, wha
   expect(broker.connections).toBe(connects);
   expect(swarm.snapshot().active).toBe(0);
 });
+
+test("a timer that throws costs its device a counted error and its connection, never the process", async () => {
+  using broker = new FakeBroker();
+  // A revoke plan with no lifecycle service behind it: every publish timer throws.
+  const lifecycle = { revoke: { max: 10, afterMs: 0, probability: 100 }, signer: "local" as const, crlWaitMs: 0 };
+  await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, intervalMs: [30, 30], reconnectMs: [20, 40], lifecycle }), plainIds(3));
+  await waitFor(() => swarm.stats.health.timer_errors >= 6, "6 timer errors");
+  // Each cost a connection, and the devices came back: the swarm is still running.
+  expect(swarm.stats.rows.disconnect.reasons.get("internal:Error")).toBeGreaterThanOrEqual(3);
+  await waitFor(() => swarm.stats.rows.connect.count >= 6, "the devices to reconnect");
+});
