@@ -16,6 +16,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { HTTPException } from "hono/http-exception";
 import { guard, type GuardOptions } from "./guard.ts";
 import { ApiError, type RunManager } from "./manager.ts";
+import { Start } from "./start.ts";
 import { renderMetrics } from "./metrics.ts";
 
 const Errors = z.object({ errors: z.array(z.string()).openapi({ example: ["--users must be a whole number from 1 to 10000000 (got \"0\")"] }) }).openapi("Errors");
@@ -31,25 +32,6 @@ const Run = z
   })
   .openapi("Run");
 const RunSummary = z.object({ id: z.string(), label: z.string(), state: z.string(), started: z.string(), ended: z.string().nullable(), users: z.number(), publish: z.number(), failures: z.number() }).openapi("RunSummary");
-const Start = z
-  .object({
-    users: z.number().int().min(1).optional().openapi({ example: 500, description: "Devices to simulate" }),
-    rate: z.number().positive().optional().openapi({ example: 100, description: "New devices per second while ramping" }),
-    host: z.string().min(1).optional().openapi({ example: "127.0.0.1", description: "Broker host(s), comma-separated" }),
-    port: z.union([z.string(), z.number().int()]).optional().openapi({ example: 8883, description: "Broker port(s), comma-separated" }),
-    duration: z.string().optional().openapi({ example: "5m" }),
-    qos: z.number().int().min(0).max(2).optional(),
-    interval: z.string().optional().openapi({ example: "29.5s..30s" }),
-    mqtt: z.enum(["3.1.1", "5"]).optional(),
-    payload_size: z.number().int().min(0).optional(),
-    tenant: z.string().optional(),
-    tls: z.boolean().optional(),
-    insecure: z.boolean().optional(),
-    reset_stats: z.boolean().optional(),
-    label: z.string().max(200).optional().openapi({ description: "A name for the run in the history" }),
-  })
-  .strict()
-  .openapi("StartRun", { description: "Settings for the run; absent ones are the server's own (its cicada run flags)" });
 const Change = z
   .object({ users: z.number().int().min(0).optional(), rate: z.number().positive().optional() })
   .strict()

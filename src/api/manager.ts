@@ -13,6 +13,7 @@ import { writeReportSafely } from "../report/formats.ts";
 import type { Report } from "../report/summary.ts";
 import { RunSession } from "../run/session.ts";
 import { writeFileAtomic } from "../sys/fs.ts";
+import { startArgv, type StartRequest } from "./start.ts";
 
 export type RunState = "running" | "stopping" | "finished";
 
@@ -23,24 +24,6 @@ export interface RunView {
   started: string;
   ended: string | null;
   report: Report;
-}
-
-/** What a request may set for a run; each maps onto the `cicada run` flag of the same name. */
-export interface StartRequest {
-  users?: number;
-  rate?: number;
-  host?: string;
-  port?: string | number;
-  duration?: string;
-  qos?: number;
-  interval?: string;
-  mqtt?: string;
-  payload_size?: number;
-  tenant?: string;
-  tls?: boolean;
-  insecure?: boolean;
-  reset_stats?: boolean;
-  label?: string;
 }
 
 /** A kept run in the history list. */
@@ -101,25 +84,7 @@ export class RunManager {
 
   async start(req: StartRequest): Promise<RunView> {
     if (this.session) throw new ApiError(409, [`run ${this.current!.id} is still going: stop it first`]);
-    const argv = [...this.baseArgv];
-    const flag = (name: string, v: unknown) => {
-      if (v === undefined) return;
-      if (typeof v === "boolean") argv.push(v ? `--${name}` : name === "tls" ? "--no-tls" : `--${name}=false`);
-      else argv.push(`--${name}`, String(v));
-    };
-    flag("users", req.users);
-    flag("rate", req.rate);
-    flag("host", req.host);
-    flag("port", req.port);
-    flag("duration", req.duration);
-    flag("qos", req.qos);
-    flag("interval", req.interval);
-    flag("mqtt", req.mqtt);
-    flag("payload-size", req.payload_size);
-    flag("tenant", req.tenant);
-    if (req.tls !== undefined) flag("tls", req.tls);
-    if (req.insecure) flag("insecure", true);
-    if (req.reset_stats) flag("reset-stats", true);
+    const argv = [...this.baseArgv, ...startArgv(req)];
     let session: RunSession;
     try {
       const o = parseCommand(RUN_SPEC, argv)!;

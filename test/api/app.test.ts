@@ -9,6 +9,8 @@ import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { createApp } from "../../src/api/app.ts";
 import { RunManager } from "../../src/api/manager.ts";
+import { startArgv } from "../../src/api/start.ts";
+import { RUN_SPEC } from "../../src/config/run.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { HAVE_MOSQUITTO, startBroker } from "../helpers/testbed.ts";
 import { tempDir } from "../helpers/tmp.ts";
@@ -176,4 +178,17 @@ describe.skipIf(!HAVE_MOSQUITTO)("control API over a real socket", () => {
     expect(html.headers.get("content-type")).toContain("text/html");
     expect(await html.text()).toContain("<h2>Statistics (ms)</h2>");
   }, 60_000);
+});
+
+test("every field of a start request sets its cicada run flag; the label sets none", () => {
+  expect(
+    startArgv({ users: 5, rate: 2.5, host: "h", port: 1883, duration: "1m", qos: 0, interval: "1s", mqtt: "5", payload_size: 64, tenant: "t", tls: false, insecure: true, reset_stats: false, label: "x" }),
+  ).toEqual([
+    "--users", "5", "--rate", "2.5", "--host", "h", "--port", "1883", "--duration", "1m", "--qos", "0", "--interval", "1s", "--mqtt", "5", "--payload-size", "64", "--tenant", "t",
+    "--no-tls", "--insecure", "--reset-stats=false",
+  ]);
+  // Each flag the table names is one `cicada run` knows.
+  for (const a of startArgv({ users: 1, rate: 1, host: "h", port: 1, duration: "1s", qos: 1, interval: "1s", mqtt: "3.1.1", payload_size: 0, tenant: "t", tls: true, insecure: true, reset_stats: true })) {
+    if (a.startsWith("--")) expect(Object.keys(RUN_SPEC.options)).toContain(a.replace(/^--(no-)?/, "").split("=")[0]!);
+  }
 });

@@ -1,0 +1,57 @@
+/**
+ * What a run started over HTTP may set: one schema (validation and the OpenAPI document) and,
+ * checked against it by the type system, the `cicada run` flag each field sets.
+ */
+import { z } from "@hono/zod-openapi";
+
+export const Start = z
+  .object({
+    users: z.number().int().min(1).optional().openapi({ example: 500, description: "Devices to simulate" }),
+    rate: z.number().positive().optional().openapi({ example: 100, description: "New devices per second while ramping" }),
+    host: z.string().min(1).optional().openapi({ example: "127.0.0.1", description: "Broker host(s), comma-separated" }),
+    port: z.union([z.string(), z.number().int()]).optional().openapi({ example: 8883, description: "Broker port(s), comma-separated" }),
+    duration: z.string().optional().openapi({ example: "5m" }),
+    qos: z.number().int().min(0).max(2).optional(),
+    interval: z.string().optional().openapi({ example: "29.5s..30s" }),
+    mqtt: z.enum(["3.1.1", "5"]).optional(),
+    payload_size: z.number().int().min(0).optional(),
+    tenant: z.string().optional(),
+    tls: z.boolean().optional(),
+    insecure: z.boolean().optional(),
+    reset_stats: z.boolean().optional(),
+    label: z.string().max(200).optional().openapi({ description: "A name for the run in the history" }),
+  })
+  .strict()
+  .openapi("StartRun", { description: "Settings for the run; absent ones are the server's own (its cicada run flags)" });
+
+export type StartRequest = z.infer<typeof Start>;
+
+/** The flag each field sets (null: not a run setting). Every field of Start must be here, and nothing else. */
+const FLAGS = {
+  users: "users",
+  rate: "rate",
+  host: "host",
+  port: "port",
+  duration: "duration",
+  qos: "qos",
+  interval: "interval",
+  mqtt: "mqtt",
+  payload_size: "payload-size",
+  tenant: "tenant",
+  tls: "tls",
+  insecure: "insecure",
+  reset_stats: "reset-stats",
+  label: null,
+} as const satisfies Record<keyof StartRequest, string | null>;
+
+/** The request as `cicada run` flags, to follow the server's own (later flags win). */
+export function startArgv(req: StartRequest): string[] {
+  const argv: string[] = [];
+  for (const [field, flag] of Object.entries(FLAGS) as [keyof StartRequest, string | null][]) {
+    const v = req[field];
+    if (flag === null || v === undefined) continue;
+    if (typeof v === "boolean") argv.push(v ? `--${flag}` : flag === "tls" ? "--no-tls" : `--${flag}=false`);
+    else argv.push(`--${flag}`, String(v));
+  }
+  return argv;
+}
