@@ -6,7 +6,7 @@
  * A lost message is covered by the next, and the usual message carries one or two seconds
  * of buckets rather than the run's whole histograms.
  */
-import { type EncodedRow, type EncodedStats, diffEncoded } from "../metrics/snapshot.ts";
+import { type EncodedStats, diffEncoded, isEmptyEncoded, sumEncoded } from "../metrics/snapshot.ts";
 
 /** Stats of the counting steps `from`..`to` (numbered from 1 since the run or the stats epoch began). */
 export interface Span {
@@ -35,7 +35,7 @@ export class StatsOutbox {
   next(totals: EncodedStats): Span | null {
     const delta = diffEncoded(totals, this.prev);
     this.prev = totals;
-    if (!isEmpty(delta)) {
+    if (!isEmptyEncoded(delta)) {
       const last = this.entries[this.entries.length - 1];
       const n = ++this.counter;
       if (last && this.undelivered) {
@@ -87,44 +87,4 @@ export class StatsInbox {
     this.applied = span.to;
     return add;
   }
-}
-
-function isEmpty(e: EncodedStats): boolean {
-  for (const r of Object.values(e.rows)) if (r.count || r.failures || r.h.length) return false;
-  for (const h of Object.values(e.phases)) if (h.length) return false;
-  if (e.lag.length) return false;
-  return !e.sent && Object.values(e.health).every((v) => v === 0);
-}
-
-function sumSparse(a: number[], b: number[]): number[] {
-  if (!a.length) return b;
-  if (!b.length) return a;
-  const out: number[] = [];
-  let i = 0, j = 0;
-  while (i < a.length || j < b.length) {
-    if (j >= b.length || (i < a.length && a[i]! < b[j]!)) out.push(a[i]!, a[i + 1]!), (i += 2);
-    else if (i >= a.length || b[j]! < a[i]!) out.push(b[j]!, b[j + 1]!), (j += 2);
-    else out.push(a[i]!, a[i + 1]! + b[j + 1]!), (i += 2), (j += 2);
-  }
-  return out;
-}
-
-/** a + b, bucket by bucket. */
-export function sumEncoded(a: EncodedStats, b: EncodedStats): EncodedStats {
-  const rows: Record<string, EncodedRow> = {};
-  for (const name of new Set([...Object.keys(a.rows), ...Object.keys(b.rows)])) {
-    const x = a.rows[name], y = b.rows[name];
-    if (!x || !y) {
-      rows[name] = (x ?? y)!;
-      continue;
-    }
-    const reasons = { ...x.reasons };
-    for (const [k, n] of Object.entries(y.reasons)) reasons[k] = (reasons[k] ?? 0) + n;
-    rows[name] = { count: x.count + y.count, failures: x.failures + y.failures, reasons, h: sumSparse(x.h, y.h) };
-  }
-  const phases: Record<string, number[]> = {};
-  for (const p of new Set([...Object.keys(a.phases), ...Object.keys(b.phases)])) phases[p] = sumSparse(a.phases[p] ?? [], b.phases[p] ?? []);
-  const health = { ...a.health };
-  for (const k of Object.keys(health) as (keyof typeof health)[]) health[k] += b.health[k] ?? 0;
-  return { rows, phases, lag: sumSparse(a.lag, b.lag), health, sent: (a.sent ?? 0) + (b.sent ?? 0) };
 }

@@ -87,6 +87,47 @@ export function diffEncoded(newer: EncodedStats, older: EncodedStats | null): En
   return { rows, phases, lag: diffSparse(newer.lag, older.lag), health, sent: newer.sent - (older.sent ?? 0) };
 }
 
+/** Nothing counted in it. */
+export function isEmptyEncoded(e: EncodedStats): boolean {
+  for (const r of Object.values(e.rows)) if (r.count || r.failures || r.h.length) return false;
+  for (const h of Object.values(e.phases)) if (h.length) return false;
+  if (e.lag.length) return false;
+  return !e.sent && Object.values(e.health).every((v) => v === 0);
+}
+
+function sumSparse(a: number[], b: number[]): number[] {
+  if (!a.length) return b;
+  if (!b.length) return a;
+  const out: number[] = [];
+  let i = 0, j = 0;
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && a[i]! < b[j]!)) out.push(a[i]!, a[i + 1]!), (i += 2);
+    else if (i >= a.length || b[j]! < a[i]!) out.push(b[j]!, b[j + 1]!), (j += 2);
+    else out.push(a[i]!, a[i + 1]! + b[j + 1]!), (i += 2), (j += 2);
+  }
+  return out;
+}
+
+/** a + b, bucket by bucket. */
+export function sumEncoded(a: EncodedStats, b: EncodedStats): EncodedStats {
+  const rows: Record<string, EncodedRow> = {};
+  for (const name of new Set([...Object.keys(a.rows), ...Object.keys(b.rows)])) {
+    const x = a.rows[name], y = b.rows[name];
+    if (!x || !y) {
+      rows[name] = (x ?? y)!;
+      continue;
+    }
+    const reasons = { ...x.reasons };
+    for (const [k, n] of Object.entries(y.reasons)) reasons[k] = (reasons[k] ?? 0) + n;
+    rows[name] = { count: x.count + y.count, failures: x.failures + y.failures, reasons, h: sumSparse(x.h, y.h) };
+  }
+  const phases: Record<string, number[]> = {};
+  for (const p of new Set([...Object.keys(a.phases), ...Object.keys(b.phases)])) phases[p] = sumSparse(a.phases[p] ?? [], b.phases[p] ?? []);
+  const health = { ...a.health };
+  for (const k of Object.keys(health) as (keyof typeof health)[]) health[k] += b.health[k] ?? 0;
+  return { rows, phases, lag: sumSparse(a.lag, b.lag), health, sent: (a.sent ?? 0) + (b.sent ?? 0) };
+}
+
 // ---- compact form for running totals between machines ---------------------------------------
 
 /** EncodedStats with every histogram packed into a string (packSparse): ~5× smaller, and parsed as one string. */
