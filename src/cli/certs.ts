@@ -11,7 +11,8 @@ import { issueServer } from "../pki/issue.ts";
 import { openLocalCa } from "../pki/signers/local.ts";
 import { type CertDir, DEVICE_ID, ensureCertDir, listDeviceIds, writeDevice } from "../store/dir.ts";
 import { exists, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
-import { checkRedisUrl, redact, redisUrl } from "../store/connection.ts";
+import { checkRedisUrl, redisUrl } from "../store/connection.ts";
+import { redactUrl } from "../sys/redact.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { issueViaDojot } from "../dojot/issue.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
@@ -148,14 +149,14 @@ async function create(argv: string[]): Promise<number> {
   let store: StoreSettings | null = null;
   if (o.has("redis")) {
     const bad = checkRedisUrl(redisUrl(o.str("redis")));
-    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redact(o.str("redis")!));
+    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redactUrl(o.str("redis")!));
     o.issues.push(...checkStoreEnv());
     store = storeSettings(o.str("redis")!, process.env, o.fileText("redis-ca"));
   }
   o.check();
 
   const dir = ensureCertDir(o.str("dir")!);
-  const target = store ? `Redis ${redact(store.redis.url)}` : dir.root;
+  const target = store ? `Redis ${redactUrl(store.redis.url)}` : dir.root;
   const redis = store ? await RedisStore.open(store) : null;
   // Ended before any error is printed, so no progress line runs into it.
   const progress = new Progress();
@@ -212,7 +213,7 @@ async function create(argv: string[]): Promise<number> {
       if (redis) {
         // Checked before the local CA is made or used: a store holding dojot's CA keeps it.
         const held = await redis.caPem();
-        if (held && !exists(dir.caKey) && !replaceCa) throw caMismatch(`the store ${redact(store!.redis.url)}`, held, "a new local CA", null);
+        if (held && !exists(dir.caKey) && !replaceCa) throw caMismatch(`the store ${redactUrl(store!.redis.url)}`, held, "a new local CA", null);
       }
       const { ca, created } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
       if (created) process.stderr.write(`created local CA ${dir.caCert} (key in ${dir.caKey})\n`);

@@ -1,5 +1,6 @@
 /** `cicada store`: the Redis certificate store in dojot's layout — export to a directory, map, restore, clear. */
-import { checkRedisUrl, redact, redisUrl } from "../store/connection.ts";
+import { checkRedisUrl, redisUrl } from "../store/connection.ts";
+import { redactUrl } from "../sys/redact.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { EXIT, LoadError } from "../errors.ts";
@@ -138,7 +139,7 @@ async function exportDir(argv: string[]): Promise<number> {
     progress.done();
     const secs = (performance.now() - started) / 1000;
     process.stdout.write(
-      `exported ${fmtInt(written)} devices from ${redact(settings.redis.url)} to ${dir.root} in ${fmtDuration(secs)} (${fmtInt(ids.length / Math.max(secs, 1e-3))}/s)` +
+      `exported ${fmtInt(written)} devices from ${redactUrl(settings.redis.url)} to ${dir.root} in ${fmtDuration(secs)} (${fmtInt(ids.length / Math.max(secs, 1e-3))}/s)` +
         `${present ? `; ${fmtInt(present)} already there, left unchanged` : ""}${missing ? `; ${fmtInt(missing)} hashes without private_key/thing_certificate skipped` : ""}\n`,
     );
   } finally {

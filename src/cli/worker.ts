@@ -2,7 +2,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MachineAgent } from "../cluster/machine.ts";
-import { checkRedisUrl, redact, redisUrl } from "../store/connection.ts";
+import { checkRedisUrl, redisUrl } from "../store/connection.ts";
+import { redactUrl } from "../sys/redact.ts";
 import { EXIT } from "../errors.ts";
 import { isStoreUrl, storeSettings } from "../store/redis.ts";
 import { keyIssue, readClusterKey, Seal } from "../cluster/seal.ts";
@@ -88,6 +89,6 @@ export async function workerCommand(argv: string[]): Promise<number> {
     },
     (line) => process.stderr.write(`cicada worker: ${line}\n`),
   );
-  process.stderr.write(`cicada worker: joining ${redact(url)}\n`);
+  process.stderr.write(`cicada worker: joining ${redactUrl(url)}\n`);
   return agent.serve();
 }

@@ -25,7 +25,8 @@ import { listIdentities } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
 import type { LifecycleLocal } from "../lifecycle/types.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
-import { openRedis, redact, type RedisSettings } from "../store/connection.ts";
+import { openRedis, type RedisSettings } from "../store/connection.ts";
+import { redactUrl } from "../sys/redact.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
 import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
@@ -112,7 +113,7 @@ export class MachineAgent {
     this.sub = await openRedis(this.o.redis, `cicada-machine-${this.id}-sub`, this.say);
     this.sub.on("message", (_c: string, text: string) => this.onBeat(text));
     await this.sub.subscribe(CTL);
-    this.say(`machine ${this.id} ready (${this.ids.length} identities in ${redact(this.o.certDir)}); waiting for a controller`);
+    this.say(`machine ${this.id} ready (${this.ids.length} identities in ${redactUrl(this.o.certDir)}); waiting for a controller`);
     this.timer = setInterval(() => this.everySecond(), BEAT_MS);
     this.everySecond();
     const onSignal = () => void this.quit(130);

@@ -8,7 +8,8 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { isLoopbackUrl, redact } from "../store/connection.ts";
+import { isLoopbackUrl } from "../store/connection.ts";
+import { redactUrl } from "../sys/redact.ts";
 
 /** Signed messages whose sender's clock differs from ours by more than this are dropped: clocks must agree within it (NTP). */
 export const MAX_SKEW_MS = 60_000;
@@ -26,10 +27,6 @@ export class Seal {
 
   constructor(key: string | null) {
     this.key = key ? Buffer.from(key, "utf8") : null;
-  }
-
-  get signed(): boolean {
-    return this.key !== null;
   }
 
   /** The text to publish on `channel`. */
@@ -102,7 +99,7 @@ export function readClusterKey(file: string | undefined, env: Record<string, str
 /** The problem, if any, with federating over `url` with or without a key: beyond loopback one is required. */
 export function keyIssue(url: string, key: string | null, redisFlag: string): string | undefined {
   if (key || isLoopbackUrl(url)) return undefined;
-  return `${redisFlag} ${redact(url)} is reachable beyond this machine: give every machine the same --cluster-key FILE (or CICADA_CLUSTER_KEY), e.g. openssl rand -hex 32 > cluster.key, so that no one else on that Redis can steer them`;
+  return `${redisFlag} ${redactUrl(url)} is reachable beyond this machine: give every machine the same --cluster-key FILE (or CICADA_CLUSTER_KEY), e.g. openssl rand -hex 32 > cluster.key, so that no one else on that Redis can steer them`;
 }
 
 /** Counts dropped messages by reason and says so: the first of each reason at once, then a summary at most every 30 s. */

@@ -1,9 +1,11 @@
 /** Settings of `cicada run`: flags, config file and dojot's environment variables, validated together. */
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { isLoopbackHost } from "../sys/net.ts";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "./options.ts";
-import { checkRedisUrl, redact, redisUrl, type RedisSettings } from "../store/connection.ts";
+import { checkRedisUrl, redisUrl, type RedisSettings } from "../store/connection.ts";
+import { redactUrl } from "../sys/redact.ts";
 import { keyIssue, readClusterKey } from "../cluster/seal.ts";
 import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/swarm.ts";
@@ -160,7 +162,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   const fromStore = isStoreUrl(certsArg);
   if (fromStore) {
     const bad = checkRedisUrl(certsArg);
-    if (bad) o.fail("certs", bad.replace(/ \(got .*\)$/, ""), redact(certsArg));
+    if (bad) o.fail("certs", bad.replace(/ \(got .*\)$/, ""), redactUrl(certsArg));
     o.issues.push(...checkStoreEnv(env));
   }
   const certDir = fromStore ? storeSettings(certsArg, env).redis.url : certsArg;
@@ -197,7 +199,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   if (o.has("redis")) {
     const url = redisUrl(o.str("redis"), env);
     const bad = checkRedisUrl(url);
-    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redact(o.str("redis")!));
+    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redactUrl(o.str("redis")!));
     const ca = redisCa;
     const clusterKey = readClusterKey(o.str("cluster-key"), env, o.issues, (line) => process.stderr.write(`cicada: warning: ${line}\n`));
     const noKey = keyIssue(url, clusterKey, "--redis");
@@ -259,7 +261,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       users,
       rate,
       duration_s: durationMs / 1000,
-      certs: redact(certDir),
+      certs: redactUrl(certDir),
       tenant: o.str("tenant"),
       qos,
       mqtt,
@@ -277,7 +279,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
       ...(verify ? { verify: true, verify_connections: verify.connections, actuate_per_s: verify.actuateRate } : {}),
-      ...(federation ? { redis: redact(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000, signed: !!federation.clusterKey } : {}),
+      ...(federation ? { redis: redactUrl(federation.redis.url), expect_machines: expect, grace_s: graceMs / 1000, signed: !!federation.clusterKey } : {}),
       ...(lifecycle
         ? { renew: lifecycle.renew ?? null, revoke: lifecycle.revoke ?? null, signer: lifecycle.signer, ca_dir: lifecycle.caDir, crl_hook: lifecycle.crlHook ?? null, crl_wait_ms: lifecycle.crlWaitMs }
         : {}),
@@ -311,7 +313,6 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
 const MIN_TOKEN_CHARS = 16;
 /** Messages per second one verifying link is planned for (auto --verify-connections). */
 const VERIFY_MSGS_PER_LINK = 500;
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
 
 /** --ui HOST:PORT; anything beyond loopback needs --token. */
 function readUi(o: Options): RunConfig["ui"] {
@@ -321,7 +322,7 @@ function readUi(o: Options): RunConfig["ui"] {
   const port = m ? Number(m[2]) : NaN;
   if (!m || !host || !(port >= 0 && port <= 65535)) o.fail("ui", "must be HOST:PORT, e.g. 127.0.0.1:8089", spec);
   const token = o.str("token");
-  if (host && !LOOPBACK.test(host) && !token) o.issues.push(`--ui ${spec} is reachable beyond this machine: give --token (or CICADA_TOKEN) so the API needs it, or bind 127.0.0.1`);
+  if (host && !isLoopbackHost(host) && !token) o.issues.push(`--ui ${spec} is reachable beyond this machine: give --token (or CICADA_TOKEN) so the API needs it, or bind 127.0.0.1`);
   // Said without the token itself: it is a secret.
   if (token !== undefined && token.length < MIN_TOKEN_CHARS) o.issues.push(`${o.source("token")} must be at least ${MIN_TOKEN_CHARS} characters (got ${token.length}); make one with: openssl rand -hex 16`);
   const allowHosts = o.list("ui-allow-host") ?? [];

@@ -60,13 +60,6 @@ export class DeliveryTracker {
     for (const t of this.devices.values()) t.delivered = 0;
   }
 
-  /** Messages not (yet) delivered below each device's highest seq: gaps still open. */
-  gaps(): number {
-    let n = 0;
-    for (const t of this.devices.values()) n += t.max - t.delivered;
-    return n;
-  }
-
   /** Devices heard from (for actuation). */
   known(): string[] {
     return [...this.devices.keys()];
@@ -123,8 +116,6 @@ export class Verifier {
   readonly tracker = new DeliveryTracker();
   readonly latency = new Latency();
   commandsSent = 0;
-  /** Connection failures and drops of the consumer itself. */
-  errors = 0;
   private readonly links: Link[] = [];
   private actuator: ReturnType<typeof setInterval> | null = null;
   private pinger: ReturnType<typeof setInterval> | null = null;
@@ -132,7 +123,6 @@ export class Verifier {
   private commandSeq = 0;
   /** Each device's last command number: devices see their own commands numbered 1, 2, 3… and count gaps. */
   private readonly commandSeqs = new Map<string, number>();
-  private closing = false;
 
   constructor(private readonly o: VerifierOptions) {}
 
@@ -168,10 +158,7 @@ export class Verifier {
     const link: Link = { socket: null, parser, acks: [], ready: Promise.withResolvers<void>(), index };
     link.ready.promise.catch(() => {});
     parser.on("packet", (p) => self.onPacket(link, p));
-    parser.on("error", () => {
-      self.errors++;
-      link.socket?.end();
-    });
+    parser.on("error", () => link.socket?.end());
     const target = this.o.targets[index % this.o.targets.length]!;
     const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure } : undefined;
     const connect = mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: this.o.version, clientId, clean: true, keepalive: 60 }, { protocolVersion: this.o.version });
@@ -193,7 +180,6 @@ export class Verifier {
           }
         },
         close() {
-          if (!self.closing) self.errors++;
           link.socket = null;
           link.ready.reject(new Error("the connection closed"));
         },
@@ -201,7 +187,6 @@ export class Verifier {
           link.ready.reject(err);
         },
         connectError(_s, err) {
-          self.errors++;
           link.ready.reject(err);
         },
       },
@@ -295,7 +280,6 @@ export class Verifier {
   }
 
   close(): void {
-    this.closing = true;
     this.stopActuating();
     if (this.pinger) clearInterval(this.pinger);
     for (const l of this.links) {

@@ -160,24 +160,10 @@ export class PublishTemplate {
   }
 }
 
-/** The `"timestamp"` and `"seq"` of a JSON payload in one pass over its text (NaN where absent): the verifying consumer's per-message work. */
+/** The `"timestamp": <ms>` and `"seq": <n>` of a JSON payload, found without JSON.parse in one pass over its text (NaN where absent). */
 export function payloadStamp(payload: Uint8Array): { timestamp: number; seq: number } {
   const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("latin1");
   const ts = /"timestamp"\s*:\s*(\d{1,16})/.exec(text);
   const seq = /"seq"\s*:\s*(\d{1,15})/.exec(text);
   return { timestamp: ts ? Number(ts[1]) : NaN, seq: seq ? Number(seq[1]) : NaN };
-}
-
-/** The `"seq": <n>` of a JSON payload, found without JSON.parse; NaN when absent. */
-export function payloadSeq(payload: Uint8Array): number {
-  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("latin1");
-  const m = /"seq"\s*:\s*(\d{1,15})/.exec(text);
-  return m ? Number(m[1]) : NaN;
-}
-
-/** The `"timestamp": <ms>` of a JSON payload, found without JSON.parse; NaN when absent. */
-export function payloadTimestamp(payload: Uint8Array): number {
-  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("latin1");
-  const m = /"timestamp"\s*:\s*(\d{1,16})/.exec(text);
-  return m ? Number(m[1]) : NaN;
 }

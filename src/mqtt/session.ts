@@ -5,7 +5,7 @@
 import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt-packet";
 import { Conn, State } from "./device.ts";
 import type { Stats } from "../metrics/stats.ts";
-import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadSeq, payloadTimestamp } from "./codec.ts";
+import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadStamp } from "./codec.ts";
 import { connackReason, isFailure, reasonName } from "./reasons.ts";
 
 export interface SessionHost {
@@ -168,9 +168,8 @@ function onSuback(host: SessionHost, conn: Conn, p: ISubackPacket, now: number):
 }
 
 function onPublish(host: SessionHost, conn: Conn, p: IPublishPacket, now: number): void {
-  const ts = payloadTimestamp(p.payload as Uint8Array);
+  const { timestamp: ts, seq } = payloadStamp(p.payload as Uint8Array);
   // Numbered commands (--actuate): a jump in a device's numbers is commands that never arrived.
-  const seq = payloadSeq(p.payload as Uint8Array);
   const dev = conn.device;
   if (Number.isFinite(seq)) {
     if (seq > dev.lastCommandSeq + 1) host.stats.health.command_gaps += seq - dev.lastCommandSeq - 1;

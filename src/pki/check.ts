@@ -4,6 +4,7 @@
  * it names a CN, which is the identity the device connects as. Large sets are sampled.
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import { commonNameOf } from "./subject.ts";
 
 export interface IdentityLoader {
   id(index: number): string;
@@ -16,12 +17,6 @@ export function sampleIndices(first: number, count: number, size = 100, random: 
   const picked = new Set<number>([first, first + count - 1]);
   while (picked.size < size + 2) picked.add(first + Math.floor(random() * count));
   return { indices: [...picked].sort((a, b) => a - b), sampled: true };
-}
-
-/** The CN of an RFC 2253-ish subject as node prints it ("CN=admin:x" lines). */
-function cnOf(subject: string): string | null {
-  for (const line of subject.split("\n")) if (line.startsWith("CN=")) return line.slice(3);
-  return null;
 }
 
 /**
@@ -63,7 +58,7 @@ export function checkIdentities(ids: IdentityLoader, indices: number[], caPem: s
       problems.push(`${id}: its key is not a PEM private key`);
     }
     if (ca && !(cert.checkIssued(ca) && cert.verify(ca.publicKey))) problems.push(`${id}: its certificate was not issued by the broker CA (${ca.subject.replace(/\n/g, ", ")})`);
-    const cn = cnOf(cert.subject);
+    const cn = commonNameOf(pem.cert);
     if (!cn) problems.push(`${id}: its certificate has no CN (the identity a device connects as)`);
     else if (!cn.startsWith(`${tenant}:`)) otherTenant++;
   }

@@ -13,7 +13,8 @@ import { Seal } from "../cluster/seal.ts";
 import { listIdentities, openIdentityBase, type Range } from "../cluster/identities.ts";
 import { checkIdentities, sampleIndices } from "../pki/check.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
-import { redact } from "../store/connection.ts";
+
+import { redactUrl } from "../sys/redact.ts";
 import { planWorkers, Supervisor, type Fleet, type FleetSnapshot } from "../cluster/supervisor.ts";
 import { identitiesFor } from "../cluster/worker.ts";
 import type { RunConfig } from "../config/run.ts";
@@ -87,14 +88,14 @@ export class RunSession {
   /** Checks identities and capacity, then builds the fleet (not started yet). Bad settings throw a ConfigError. */
   static async open(cfg: RunConfig, say: (line: string) => void): Promise<RunSession> {
     const fromStore = isStoreUrl(cfg.certDir);
-    const where = fromStore ? `the store ${redact(cfg.certDir)}` : cfg.certDir;
+    const where = fromStore ? `the store ${redactUrl(cfg.certDir)}` : cfg.certDir;
     const ids = await listIdentities(cfg.certDir, cfg.storeCa);
     const available = Math.max(0, ids.length - cfg.firstDevice);
     const synthetic = !cfg.swarm.tls && available < cfg.swarm.users;
     if (available < cfg.swarm.users && !synthetic) {
       throw new ConfigError([
         `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${where}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${available}: ` +
-          `run cicada certs create --devices ${cfg.swarm.users - available} ${fromStore ? `--redis ${redact(cfg.certDir)}` : `--dir ${cfg.certDir}`}`,
+          `run cicada certs create --devices ${cfg.swarm.users - available} ${fromStore ? `--redis ${redactUrl(cfg.certDir)}` : `--dir ${cfg.certDir}`}`,
       ]);
     }
     if (fromStore && cfg.swarm.tls && !cfg.swarm.caPem) {

@@ -6,6 +6,7 @@
  */
 import Redis from "ioredis";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
+import { isLoopbackHost } from "../sys/net.ts";
 import { redactUrl } from "../sys/redact.ts";
 
 export interface RedisSettings {
@@ -32,10 +33,10 @@ export function redisUrl(flag: string | undefined, env: Record<string, string | 
 export function checkRedisUrl(url: string): string | undefined {
   try {
     const u = new URL(url);
-    if (u.protocol !== "redis:" && u.protocol !== "rediss:") return `must be a redis:// or rediss:// URL (got "${redact(url)}")`;
-    if (!u.hostname) return `names no host (got "${redact(url)}")`;
+    if (u.protocol !== "redis:" && u.protocol !== "rediss:") return `must be a redis:// or rediss:// URL (got "${redactUrl(url)}")`;
+    if (!u.hostname) return `names no host (got "${redactUrl(url)}")`;
   } catch {
-    return `is not a URL (got "${redact(url)}")`;
+    return `is not a URL (got "${redactUrl(url)}")`;
   }
   return undefined;
 }
@@ -43,15 +44,13 @@ export function checkRedisUrl(url: string): string | undefined {
 /** True when the URL's host is this machine (127.0.0.0/8, ::1, localhost): no one else can publish on it. */
 export function isLoopbackUrl(url: string): boolean {
   try {
-    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
-    return /^127\.\d+\.\d+\.\d+$/.test(host) || host === "::1" || host === "localhost";
+    return isLoopbackHost(new URL(url).hostname);
   } catch {
     return false;
   }
 }
 
-/** The URL without its password, for messages. */
-export const redact = redactUrl;
+
 
 /**
  * Opens a connection and waits until it is ready. Commands fail at once while the link is
@@ -74,14 +73,14 @@ export async function openRedis(s: RedisSettings, name: string, say: (line: stri
   let lastError: unknown;
   redis.on("error", (err) => {
     lastError = err;
-    if (!down && redis.status !== "connecting") say(`Redis ${redact(s.url)} unreachable (${messageOf(err)}); retrying`);
+    if (!down && redis.status !== "connecting") say(`Redis ${redactUrl(s.url)} unreachable (${messageOf(err)}); retrying`);
     down = true;
   });
   redis.on("close", () => {
     down = true;
   });
   redis.on("ready", () => {
-    if (down) say(`Redis ${redact(s.url)} is back`);
+    if (down) say(`Redis ${redactUrl(s.url)} is back`);
     down = false;
   });
   const timer = setTimeout(() => redis.disconnect(), timeoutMs);
@@ -90,7 +89,7 @@ export async function openRedis(s: RedisSettings, name: string, say: (line: stri
   } catch (err) {
     redis.disconnect();
     // connect() only says "Connection is closed"; the error event said why.
-    throw new LoadError(`cannot reach Redis at ${redact(s.url)}: ${messageOf(lastError ?? err)}`, EXIT.REMOTE);
+    throw new LoadError(`cannot reach Redis at ${redactUrl(s.url)}: ${messageOf(lastError ?? err)}`, EXIT.REMOTE);
   } finally {
     clearTimeout(timer);
   }

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import * as mqtt from "mqtt-packet";
-import { PublishTemplate, decode, encodeAck, frameLength, payloadSeq, payloadTimestamp } from "../../src/mqtt/codec.ts";
+import { PublishTemplate, decode, encodeAck, frameLength, payloadStamp } from "../../src/mqtt/codec.ts";
 import { onData } from "../../src/mqtt/session.ts";
 import { Conn, Device, State } from "../../src/mqtt/device.ts";
 import { Stats } from "../../src/metrics/stats.ts";
@@ -31,7 +31,7 @@ describe("PublishTemplate", () => {
     expect(p.payload.length).toBe(256);
     expect(JSON.parse(p.payload.toString()).timestamp).toBe(1_700_000_000_000);
     expect(JSON.parse(p.payload.toString()).seq).toBe(9_876_543_210);
-    expect(payloadSeq(p.payload as Uint8Array)).toBe(9_876_543_210);
+    expect(payloadStamp(p.payload as Uint8Array).seq).toBe(9_876_543_210);
     expect(p.messageId).toBe(7);
   });
 });
@@ -50,9 +50,9 @@ describe("frames and decoding", () => {
     expect(hex(encodeAck(6, 9))).toBe("62020009"); // PUBREL has flags 0010 [MQTT-3.6.1-1]
   });
 
-  test("payloadTimestamp reads the field without JSON.parse", () => {
-    expect(payloadTimestamp(Buffer.from('{"timestamp": 1732480000123, "x": 1}'))).toBe(1732480000123);
-    expect(payloadTimestamp(Buffer.from('{"ts":1}'))).toBeNaN();
+  test("payloadStamp reads the fields without JSON.parse", () => {
+    expect(payloadStamp(Buffer.from('{"timestamp": 1732480000123, "x": 1}')).timestamp).toBe(1732480000123);
+    expect(payloadStamp(Buffer.from('{"ts":1}')).timestamp).toBeNaN();
   });
 
   test("fuzz: random frames never escape the codec, and the shared parser recovers", () => {
