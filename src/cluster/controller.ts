@@ -78,6 +78,8 @@ export class Controller implements Fleet {
   private rate: number;
   private epoch = 0;
   private stopping = false;
+  /** Until --expect-machines have joined, no devices are handed out: the ramp starts over all of them, not on the first to join. */
+  private waiting = true;
   private order = 0;
   private timer: ReturnType<typeof setInterval> | null = null;
   /** When the controller's own link last came up: no machine is judged lost sooner than LOST_MS after. */
@@ -115,6 +117,8 @@ export class Controller implements Fleet {
       if (said !== this.live().length) this.say(`waiting for machines: ${(said = this.live().length)}/${this.o.expect} joined`);
       await Bun.sleep(200);
     }
+    this.waiting = false;
+    this.tick();
   }
 
   setUsers(n: number): void {
@@ -272,7 +276,7 @@ export class Controller implements Fleet {
       for (const p of done) this.free = release(this.free, p.ranges);
       m.pending = m.pending.filter((p) => !done.includes(p));
     }
-    if (!this.stopping) this.allocate();
+    if (!this.stopping && !this.waiting) this.allocate();
     this.publish();
   }
 
