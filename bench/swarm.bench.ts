@@ -16,7 +16,7 @@ import { issueParallel, workersFor } from "../src/pki/batch.ts";
 import type { KeyKind } from "../src/pki/build.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
-import type { SwarmConfig } from "../src/engine/swarm.ts";
+import type { SwarmConfig } from "../src/engine/config.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
 
 const { values } = parseArgs({

@@ -15,18 +15,19 @@
  */
 import { hostname } from "node:os";
 import type Redis from "ioredis";
-import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/swarm.ts";
+import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/config.ts";
 import { addVerified } from "../engine/verifier.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
-import { StatsInbox } from "./ledger.ts";
+import { StatsInbox } from "./stats-ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { LoadError } from "../errors.ts";
-import { type Range, total } from "./identities.ts";
-import { append, type Assignment, BEAT_MS, type Beat, CTL, cut, LOST_MS, type MachineState, release, take, UP } from "./federation.ts";
+import { type Range, total } from "./ranges.ts";
+import { type Assignment, BEAT_MS, type Beat, CTL, LOST_MS, type MachineState, UP } from "./redis-protocol.ts";
+import { append, cut, release, take } from "./ranges.ts";
 import { openRedis, type RedisSettings } from "../store/connection.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseState } from "./wire.ts";
-import { split, type Fleet, type FleetSnapshot, type MachineInfo } from "./supervisor.ts";
+import { split, type Fleet, type FleetSnapshot, type MachineInfo } from "./fleet.ts";
 
 export interface ControllerOptions {
   redis: RedisSettings;

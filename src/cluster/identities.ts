@@ -7,14 +7,11 @@
  * told to run fewer devices frees the tail of its ranges, and one told to run more appends
  * a range — no running device ever changes identity.
  */
-import type { IdentitySource } from "../engine/swarm.ts";
+import type { IdentitySource } from "../engine/config.ts";
+import { total, type Range } from "./ranges.ts";
 import { DirIdentities, listDeviceIds } from "../store/dir.ts";
 import { isStoreUrl, RedisStore, storeSettings, type StoreSettings } from "../store/redis.ts";
 
-/** [first index, count] into the directory's sorted ids. */
-export type Range = [first: number, count: number];
-
-export const total = (ranges: readonly Range[]): number => ranges.reduce((a, r) => a + r[1], 0);
 
 /** Every identity of a directory or a Redis store, or made-up ids for plain-TCP runs without certificates. */
 export interface IdentityBase {

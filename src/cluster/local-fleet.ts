@@ -1,7 +1,8 @@
 /** The fleet as one in-process swarm: `--workers 1`, and the engine inside every worker process. */
-import { Swarm, type IdentitySource, type SwarmConfig } from "../engine/swarm.ts";
+import type { IdentitySource, SwarmConfig } from "../engine/config.ts";
+import { Swarm } from "../engine/swarm.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
-import type { Fleet, FleetSnapshot } from "./supervisor.ts";
+import type { Fleet, FleetSnapshot } from "./fleet.ts";
 import { status } from "./worker.ts";
 
 export class InProcessFleet implements Fleet {

@@ -19,18 +19,19 @@ import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { encodeStats, packStats } from "../metrics/snapshot.ts";
-import { StatsOutbox } from "./ledger.ts";
+import { StatsOutbox } from "./stats-ledger.ts";
 import { Stats } from "../metrics/stats.ts";
 import { listIdentities } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
 import type { LifecycleLocal } from "../lifecycle/types.ts";
-import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./federation.ts";
+import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./redis-protocol.ts";
 import { openRedis, type RedisSettings } from "../store/connection.ts";
 import { redactUrl } from "../sys/redact.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
 import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
-import { planWorkers, Supervisor, type WorkerInfo } from "./supervisor.ts";
+import { planWorkers, Supervisor } from "./supervisor.ts";
+import { type WorkerInfo } from "./fleet.ts";
 
 export interface MachineOptions {
   redis: RedisSettings;

@@ -6,12 +6,12 @@
  * forged message cannot ask for absurd work.
  */
 import { z } from "zod";
-import type { SwarmConfig } from "../engine/swarm.ts";
+import type { SwarmConfig } from "../engine/config.ts";
 import type { LifecyclePlan } from "../lifecycle/types.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { type EncodedStats, type PackedStats, unpackStats } from "../metrics/snapshot.ts";
-import type { Assignment, Beat, MachineState } from "./federation.ts";
-import type { WorkerInfo } from "./supervisor.ts";
+import type { Assignment, Beat, MachineState } from "./redis-protocol.ts";
+import type { WorkerInfo } from "./fleet.ts";
 
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const amount = z.number().finite().min(0);

@@ -8,7 +8,7 @@ import { Swarm } from "../engine/swarm.ts";
 import { encodeStats } from "../metrics/snapshot.ts";
 import { openIdentityBase, StridedIdentities } from "./identities.ts";
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
-import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./messages.ts";
+import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 
 export const STATS_INTERVAL_MS = 1000;
 

@@ -8,7 +8,7 @@ import { checkRedisUrl, redisUrl, type RedisSettings } from "../store/connection
 import { redactUrl } from "../sys/redact.ts";
 import { keyIssue, readClusterKey } from "../cluster/seal.ts";
 import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
-import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/swarm.ts";
+import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";

@@ -13,6 +13,10 @@
  * vouches for it. A pin lapses when its certificate expires.
  */
 
+import type { TLSOptions } from "bun";
+import type { Target } from "./connect.ts";
+import type { Link } from "./link.ts";
+
 /** Distinct certificates remembered per target (several brokers behind one address). */
 const MAX_PINS = 16;
 
@@ -64,6 +68,18 @@ export class ServerPins {
     let set = this.sets.get(key);
     if (!set) this.sets.set(key, (set = new PinSet()));
     return set;
+  }
+
+  /**
+   * TLS options for one mutual-TLS dial of `link` to `target`: with the broker's CA until a
+   * certificate is pinned for the target, then without a CA store (the broker must show a
+   * pinned certificate). `fullVerify` forces the CA store; `insecure` verifies nothing.
+   */
+  tlsFor(link: Link, target: Target, ident: { cert: string; key: string }, caPem: string | undefined, insecure: boolean, fullVerify: boolean): TLSOptions {
+    if (insecure) return { cert: ident.cert, key: ident.key, rejectUnauthorized: false };
+    const pins = (link.pins = this.for(target.host, target.port));
+    link.pinned = pins.usable && !fullVerify;
+    return link.pinned ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false } : { cert: ident.cert, key: ident.key, ca: caPem, rejectUnauthorized: true };
   }
 
   /** Totals over all targets (for tests and benchmarks). */

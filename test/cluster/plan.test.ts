@@ -1,6 +1,8 @@
 import { expect, test } from "bun:test";
-import { SYNTHETIC, StridedIdentities, stridedShare, type Range } from "../../src/cluster/identities.ts";
-import { planWorkers, split } from "../../src/cluster/supervisor.ts";
+import { SYNTHETIC, StridedIdentities, stridedShare } from "../../src/cluster/identities.ts";
+import { type Range } from "../../src/cluster/ranges.ts";
+import { planWorkers } from "../../src/cluster/supervisor.ts";
+import { split } from "../../src/cluster/fleet.ts";
 import { identitiesFor } from "../../src/cluster/worker.ts";
 import { addEncoded, diffEncoded, encodeStats, packStats, unpackStats } from "../../src/metrics/snapshot.ts";
 import { Stats } from "../../src/metrics/stats.ts";

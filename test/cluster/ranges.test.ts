@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
-import { append, cut, release, take } from "../../src/cluster/federation.ts";
-import { total, type Range } from "../../src/cluster/identities.ts";
+import { append, cut, release, take } from "../../src/cluster/ranges.ts";
+import { total, type Range } from "../../src/cluster/ranges.ts";
 
 test("take hands out the lowest free identities, across gaps", () => {
   expect(take([[0, 5], [10, 5]], 7)).toEqual({ taken: [[0, 5], [10, 2]], left: [[12, 3]] });

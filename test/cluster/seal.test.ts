@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CTL, UP, type Beat, type MachineState } from "../../src/cluster/federation.ts";
+import { CTL, UP, type Beat, type MachineState } from "../../src/cluster/redis-protocol.ts";
 import { keyIssue, MAX_SKEW_MS, readClusterKey, Seal } from "../../src/cluster/seal.ts";
 import { parseBeat, parseState } from "../../src/cluster/wire.ts";
 import { encodeStats, packStats } from "../../src/metrics/snapshot.ts";

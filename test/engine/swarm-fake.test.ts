@@ -235,11 +235,26 @@ test("a lapsed lease drops every device (DISCONNECT) and dials nothing more, wha
 
 test("a timer that throws costs its device a counted error and its connection, never the process", async () => {
   using broker = new FakeBroker();
-  // A revoke plan with no lifecycle service behind it: every publish timer throws.
+  // A revoke at every publish, asked of a service that throws: every publish timer throws.
   const lifecycle = { revoke: { max: 10, afterMs: 0, probability: 100 }, signer: "local" as const, crlWaitMs: 0 };
-  await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, intervalMs: [30, 30], reconnectMs: [20, 40], lifecycle }), plainIds(3));
+  const throwing = {
+    request(): never {
+      throw new Error("lifecycle service broke");
+    },
+  };
+  await using swarm = startSwarm(swarmConfig(at(broker), { users: 3, intervalMs: [30, 30], reconnectMs: [20, 40], lifecycle }), plainIds(3), throwing);
   await waitFor(() => swarm.stats.health.timer_errors >= 6, "6 timer errors");
   // Each cost a connection, and the devices came back: the swarm is still running.
   expect(swarm.stats.rows.disconnect.reasons.get("internal:Error")).toBeGreaterThanOrEqual(3);
   await waitFor(() => swarm.stats.rows.connect.count >= 6, "the devices to reconnect");
+});
+
+test("a device whose identity cannot be read costs a counted error, and the others still start", async () => {
+  using broker = new FakeBroker();
+  const ids = plainIds(4);
+  const broken = { ...ids, id: (i: number) => (i === 1 ? (() => { throw new RangeError("no such identity"); })() : ids.id(i)) };
+  await using swarm = startSwarm(swarmConfig(at(broker), { users: 4, intervalMs: [60_000, 60_000] }), broken);
+  await waitFor(() => swarm.snapshot().connected === 3, "3 devices connected");
+  expect(swarm.stats.health.timer_errors).toBe(1);
+  expect(broker.received.filter((r) => r.cmd === "connect").map((r) => r.clientId).sort()).toEqual(["admin:p0", "admin:p2", "admin:p3"]);
 });

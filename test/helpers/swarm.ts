@@ -2,7 +2,9 @@
 import { issueAll } from "../../src/pki/batch.ts";
 import { openLocalCa } from "../../src/pki/signers/local.ts";
 import { DirIdentities, ensureCertDir } from "../../src/store/dir.ts";
-import { Swarm, type IdentitySource, type SwarmConfig } from "../../src/engine/swarm.ts";
+import type { IdentitySource, SwarmConfig } from "../../src/engine/config.ts";
+import { Swarm } from "../../src/engine/swarm.ts";
+import type { LifecycleHooks } from "../../src/lifecycle/types.ts";
 import type { Target } from "../../src/transport/connect.ts";
 
 export function swarmConfig(targets: Target[], over: Partial<SwarmConfig> = {}): SwarmConfig {
@@ -40,8 +42,8 @@ export function plainIds(n: number): IdentitySource {
 }
 
 /** A started swarm that is stopped when the test scope ends. */
-export function startSwarm(cfg: SwarmConfig, ids: IdentitySource): Swarm & AsyncDisposable {
-  const s = new Swarm(cfg, ids) as Swarm & AsyncDisposable;
+export function startSwarm(cfg: SwarmConfig, ids: IdentitySource, lifecycle: LifecycleHooks | null = null): Swarm & AsyncDisposable {
+  const s = new Swarm(cfg, ids, undefined, lifecycle) as Swarm & AsyncDisposable;
   s[Symbol.asyncDispose] = () => s.stop(2000);
   s.start();
   return s;

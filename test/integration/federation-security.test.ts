@@ -9,7 +9,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path";
 import Redis from "ioredis";
 import { startRedis } from "../../scripts/lib/testbed.ts";
-import { CTL, UP, type Beat } from "../../src/cluster/federation.ts";
+import { CTL, UP, type Beat } from "../../src/cluster/redis-protocol.ts";
 import { Seal } from "../../src/cluster/seal.ts";
 import { waitFor } from "../helpers/broker.ts";
 import { Probe } from "../helpers/probe.ts";

@@ -3,14 +3,14 @@
  * over Redis pub/sub. It carries what the IPC protocol carries — users, rate, identity
  * ranges, stop; stats and status back — shaped for a carrier that drops what it cannot
  * deliver: the controller restates every machine's whole assignment in a beat every
- * second, and machines resend their stats until the beat acknowledges them (ledger.ts). A
+ * second, and machines resend their stats until the beat acknowledges them (stats-ledger.ts). A
  * lost message, a Redis restart or an outage of any length then costs nothing: the next
  * message covers it.
  */
-import type { SwarmConfig } from "../engine/swarm.ts";
+import type { SwarmConfig } from "../engine/config.ts";
 import type { PackedStats } from "../metrics/snapshot.ts";
-import type { Range } from "./identities.ts";
-import type { WorkerInfo } from "./supervisor.ts";
+import type { Range } from "./ranges.ts";
+import type { WorkerInfo } from "./fleet.ts";
 import type { VerifiedTotals } from "../engine/verifier.ts";
 
 /** Key and channel names: `cicada:ctl` (beats), `cicada:up` (machine states), `cicada:machine:<id>` (registry). */
@@ -92,7 +92,7 @@ export interface MachineState {
   cpu_us: number;
   rss: number;
   workers: WorkerInfo[];
-  /** Stats counted in steps from..to and not yet acknowledged (see ledger.ts), histograms packed. */
+  /** Stats counted in steps from..to and not yet acknowledged (see stats-ledger.ts), histograms packed. */
   stats: { from: number; to: number; packed: PackedStats } | null;
   /** Steps still unacknowledged: 0 once the controller has added everything it counted. */
   pending: number;
@@ -108,55 +108,4 @@ export interface MachineState {
 /** A digest of a directory's sorted ids: two machines with the same digest map indices to the same devices. */
 export function idsDigest(ids: readonly string[]): string {
   return new Bun.CryptoHasher("sha1").update(ids.join(",")).digest("hex").slice(0, 16);
-}
-
-// ---- identity ranges ----------------------------------------------------------------------
-
-/** Adds ranges to a sorted free list, merging neighbours. */
-export function release(free: Range[], ranges: readonly Range[]): Range[] {
-  const all = [...free, ...ranges.filter((r) => r[1] > 0).map(([f, c]): Range => [f, c])].sort((a, b) => a[0] - b[0]);
-  const out: Range[] = [];
-  for (const r of all) {
-    const last = out[out.length - 1];
-    if (last && last[0] + last[1] >= r[0]) last[1] = Math.max(last[1], r[0] + r[1] - last[0]);
-    else out.push(r);
-  }
-  return out;
-}
-
-/** Takes up to `n` identities from the front of a free list; returns what was taken and what is left. */
-export function take(free: readonly Range[], n: number): { taken: Range[]; left: Range[] } {
-  const taken: Range[] = [];
-  const left: Range[] = [];
-  for (const [f, c] of free) {
-    const k = Math.min(c, n);
-    if (k > 0) taken.push([f, k]);
-    if (c > k) left.push([f + k, c - k]);
-    n -= k;
-  }
-  return { taken, left };
-}
-
-/** Splits a machine's ranges after the first `keep` positions. */
-export function cut(ranges: readonly Range[], keep: number): { kept: Range[]; freed: Range[] } {
-  const kept: Range[] = [];
-  const freed: Range[] = [];
-  for (const [f, c] of ranges) {
-    const k = Math.max(0, Math.min(c, keep));
-    if (k > 0) kept.push([f, k]);
-    if (c > k) freed.push([f + k, c - k]);
-    keep -= k;
-  }
-  return { kept, freed };
-}
-
-/** Appends ranges, joining the last one with the next when they touch. */
-export function append(ranges: readonly Range[], more: readonly Range[]): Range[] {
-  const out: Range[] = ranges.map(([f, c]): Range => [f, c]);
-  for (const [f, c] of more) {
-    const last = out[out.length - 1];
-    if (last && last[0] + last[1] === f) last[1] += c;
-    else out.push([f, c]);
-  }
-  return out;
 }

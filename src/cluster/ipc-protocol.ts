@@ -2,10 +2,10 @@
  * The one message protocol between a controller and its workers, whatever carries it: IPC
  * between a supervisor and its local worker processes, Redis pub/sub between machines.
  */
-import type { SwarmConfig } from "../engine/swarm.ts";
+import type { SwarmConfig } from "../engine/config.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
 import type { LifecycleAnswer, LifecycleKind } from "../lifecycle/types.ts";
-import type { Range } from "./identities.ts";
+import type { Range } from "./ranges.ts";
 
 /** What one worker process simulates: its turn of positions over its machine's identity ranges. */
 export interface WorkerSpec {

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { StatsInbox, StatsOutbox } from "../../src/cluster/ledger.ts";
+import { StatsInbox, StatsOutbox } from "../../src/cluster/stats-ledger.ts";
 import { addEncoded, encodeStats, packStats, unpackStats } from "../../src/metrics/snapshot.ts";
 import { Stats } from "../../src/metrics/stats.ts";
 

@@ -1,0 +1,55 @@
+/** What a swarm is told: its settings, where its identities come from, and their defaults. */
+import type { ProtocolVersion, QoS } from "../mqtt/codec.ts";
+import type { LifecyclePlan } from "../lifecycle/types.ts";
+import type { Target } from "../transport/connect.ts";
+
+export interface SwarmConfig {
+  targets: Target[];
+  /** Local addresses to connect from, spread over devices (empty: the kernel chooses). */
+  sources: string[];
+  tls: boolean;
+  /** Skip verifying the broker's certificate (dojot's tool did). */
+  insecure: boolean;
+  /** CA that signed the broker certificate (PEM). */
+  caPem?: string;
+  tenant: string;
+  qos: QoS;
+  version: ProtocolVersion;
+  keepaliveS: number;
+  /** Publish interval range, ms: each device waits uniformly within it. */
+  intervalMs: [number, number];
+  payloadSize: number;
+  /** Reconnect backoff bounds, ms. */
+  reconnectMs: [number, number];
+  connectTimeoutMs: number;
+  users: number;
+  /** New devices per second. */
+  rate: number;
+  /** Largest inbound packet a device accepts, bytes (default DEFAULT_MAX_PACKET_SIZE); MQTT 5 tells the broker. */
+  maxPacketSize?: number;
+  /** QoS 1/2 publishes a device may have unacknowledged (--inflight, default 8); a publish that finds the window full is skipped as window_full. */
+  inflight?: number;
+  /** A publish not acknowledged this long after it was sent fails as ack_timeout (--ack-timeout, ms, default 30 s). */
+  ackTimeoutMs?: number;
+  /** On stop, how long outstanding acks are awaited before the rest count as unacked_at_stop (--drain, ms, default 5 s). */
+  drainMs?: number;
+  /** Renew and revoke certificates during the run (RENEW_DEVICES / REVOKE_DEVICES). */
+  lifecycle?: LifecyclePlan;
+}
+
+/** Where device identities come from (a certificate directory, later Redis). */
+export interface IdentitySource {
+  readonly count: number;
+  id(index: number): string;
+  /** PEM certificate and key of device `index`. */
+  load(index: number): { cert: string; key: string };
+}
+
+/** 1 MiB: far above what a device is sent (config, acks), far below what would hurt the process. */
+export const DEFAULT_MAX_PACKET_SIZE = 1024 * 1024;
+
+export const DEFAULT_ACK_TIMEOUT_MS = 30_000;
+export const DEFAULT_DRAIN_MS = 5000;
+
+/** A publish that leaves later than this after its scheduled time counts as a late send. */
+export const LATE_MS = 100;

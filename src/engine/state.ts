@@ -1,0 +1,50 @@
+/**
+ * What the parts of a swarm share (swarm.ts, connections.ts, traffic.ts, renewal.ts): its
+ * settings, its devices, the timer wheel, the write batcher and the stats being counted.
+ */
+import { DEFAULT_INFLIGHT, type Device } from "../mqtt/device.ts";
+import { Stats } from "../metrics/stats.ts";
+import { Outbox } from "../transport/outbox.ts";
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_PACKET_SIZE, type IdentitySource, type SwarmConfig } from "./config.ts";
+import type { Clock, Wheel } from "./scheduler.ts";
+
+export class SwarmState {
+  /** Everything counted since the start, or since the last takeStats(). */
+  stats = new Stats();
+  readonly devices: Device[] = [];
+  readonly outbox = new Outbox();
+  /** Devices [0, active) are in the swarm (connecting, connected or waiting to reconnect). */
+  active = 0;
+  connected = 0;
+  /** Set by stop(): nothing new is published, nothing reconnects. */
+  stopping = false;
+  /** When the tick before the current one ran: timers due after it could not have fired earlier. */
+  prevTick = 0;
+  readonly maxPacketSize: number;
+  /** In-flight window per device (--inflight). */
+  readonly window: number;
+  readonly ackTimeoutMs: number;
+  private readonly epochOffset: number;
+
+  constructor(
+    readonly cfg: SwarmConfig,
+    readonly identities: IdentitySource,
+    readonly clock: Clock,
+    readonly wheel: Wheel,
+  ) {
+    this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
+    this.window = cfg.inflight ?? DEFAULT_INFLIGHT;
+    this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
+    this.epochOffset = Date.now() - clock();
+  }
+
+  /** Monotonic ms to wall-clock ms (payload timestamps are wall clock). */
+  wallClock(monotonic: number): number {
+    return monotonic + this.epochOffset;
+  }
+
+  /** True while `dev` belongs in the swarm: not stopping, and within the active devices. */
+  wanted(dev: Device): boolean {
+    return !this.stopping && dev.index < this.active;
+  }
+}

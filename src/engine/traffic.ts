@@ -1,0 +1,126 @@
+/**
+ * A connected device's traffic: publishing on its schedule (with the in-flight window), failing
+ * publishes whose ack is overdue, and keepalive. Every publish ends in exactly one counted
+ * outcome: ok, or one of window_full, backpressure, ack_timeout, connection_lost, unacked_at_stop.
+ */
+import { PINGREQ } from "../mqtt/codec.ts";
+import { State, type Device } from "../mqtt/device.ts";
+import { LATE_MS } from "./config.ts";
+import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
+import type { SwarmState } from "./state.ts";
+
+export class Traffic {
+  constructor(private readonly st: SwarmState) {}
+
+  /** CONNACK accepted: the first publish after one interval, keepalive after one period. */
+  begin(dev: Device, now: number): void {
+    const { wheel, cfg } = this.st;
+    wheel.clear(dev.index, Timer.TIMEOUT);
+    dev.nextPublishAt = now + this.interval();
+    wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
+    // Keepalive 0 turns the mechanism off (§3.1.2.10).
+    if (cfg.keepaliveS > 0) wheel.set(dev.index, Timer.KEEPALIVE, now + cfg.keepaliveS * 1000);
+  }
+
+  private interval(): number {
+    const [lo, hi] = this.st.cfg.intervalMs;
+    return lo + Math.random() * (hi - lo);
+  }
+
+  /**
+   * The publish timer (due at `deadline`) fired. Returns true when a publish left, so that the
+   * caller may consider a renew or revoke for the device.
+   */
+  publish(dev: Device, deadline: number, now: number): boolean {
+    const st = this.st;
+    const conn = dev.conn;
+    // Stopping: nothing new leaves while outstanding acks drain.
+    if (dev.state !== State.CONNECTED || !conn || st.stopping) return false;
+    const scheduled = intendedTime(deadline, st.prevTick, now);
+    // The next one keeps to the schedule even when this one is late.
+    let next = deadline + this.interval();
+    if (next <= now) next = now + 1;
+    dev.nextPublishAt = next;
+    st.wheel.set(dev.index, Timer.PUBLISH, next);
+    const stats = st.stats;
+    if (now - scheduled > LATE_MS) stats.health.late_sends++;
+    if (conn.pending) {
+      stats.health.backpressure_skips++;
+      stats.rows.publish.fail("backpressure");
+      return false;
+    }
+    const qos = st.cfg.qos;
+    let id = 0;
+    if (qos > 0) {
+      // A full window is a skipped publish, counted, never a silently reused slot.
+      if (dev.inflight.count >= dev.inflight.size) {
+        stats.rows.publish.fail("window_full");
+        return false;
+      }
+      id = dev.packetId();
+      dev.inflight.add(id, scheduled, now);
+      // One ack timer per device, at the oldest outstanding publish's deadline.
+      if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
+    }
+    const bytes = new Uint8Array(dev.publish.length);
+    dev.publish.fill(bytes, 0, id, Math.round(st.wallClock(scheduled)), dev.nextSeq++);
+    st.outbox.send(conn, bytes);
+    stats.sent++;
+    if (qos === 0) stats.rows.publish.ok();
+    return true;
+  }
+
+  /**
+   * Keepalive (§3.1.2.10), right whatever the QoS: a PINGREQ when nothing was sent for a
+   * keepalive period (the server's rule) or nothing was received for one (a QoS 0 device that
+   * publishes often hears nothing back); the link is dead only when a PINGRESP is overdue, half
+   * a keepalive after its PINGREQ with nothing received since. Returns false when it is dead.
+   */
+  keepalive(dev: Device, now: number): boolean {
+    const conn = dev.conn;
+    if (dev.state !== State.CONNECTED || !conn) return true;
+    const ka = this.st.cfg.keepaliveS * 1000;
+    if (conn.pingOutstanding && now - conn.pingSentAt >= ka / 2) {
+      // Overdue. Not a byte since the PINGREQ: dead. Heard from since: alive (a broker busy with acks), ping again when due.
+      if (conn.lastRx < conn.pingSentAt) return false;
+      conn.pingOutstanding = false;
+    }
+    if (!conn.pingOutstanding && (now - conn.lastTx >= ka || now - conn.lastRx >= ka)) {
+      conn.pingOutstanding = true;
+      conn.pingSentAt = now;
+      this.st.outbox.send(conn, PINGREQ);
+    }
+    const next = conn.pingOutstanding ? conn.pingSentAt + ka / 2 : Math.min(conn.lastTx, conn.lastRx) + ka;
+    this.st.wheel.set(dev.index, Timer.KEEPALIVE, Math.max(next, now + TICK_MS));
+    return true;
+  }
+
+  /** Fails the publishes whose ack is overdue (ack_timeout); re-arms for the next deadline. */
+  expireAcks(dev: Device, now: number): void {
+    const w = dev.inflight;
+    const timeout = this.st.ackTimeoutMs;
+    let next = Infinity;
+    for (let s = 0; s < w.size; s++) {
+      if (Number.isNaN(w.at[s]!)) continue;
+      const due = w.sentAt[s]! + timeout;
+      if (due <= now) {
+        w.release(s);
+        this.st.stats.rows.publish.fail("ack_timeout");
+      } else if (due < next) next = due;
+    }
+    if (next < Infinity) this.st.wheel.set(dev.index, Timer.ACK, next);
+  }
+
+  /** Stop: every publish still in flight fails as unacked_at_stop. */
+  abandonAll(): void {
+    const fail = this.st.stats.rows.publish;
+    for (const d of this.st.devices) if (d) for (let n = d.inflight.clear(); n > 0; n--) fail.fail("unacked_at_stop");
+  }
+
+  /** QoS 1/2 publishes awaiting their ack, over every device. */
+  inflightNow(): number {
+    let n = 0;
+    for (const d of this.st.devices) if (d) n += d.inflight.count;
+    return n;
+  }
+}
