@@ -1,20 +1,22 @@
 /** `cicada certs`: device certificates from the local CA (dojot's generate_certs), the CRL, broker certificates. */
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync } from "node:fs";
+import { readFileSync, renameSync, unlinkSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { EXIT, LoadError } from "../errors.ts";
 import { type IssueTally, issueParallel, runIssueWorker, workersFor } from "../pki/batch.ts";
 import type { KeyKind } from "../pki/build.ts";
-import { writeCrl } from "../pki/crl.ts";
+import { revokedEntries, writeCrl } from "../pki/crl.ts";
+import type { Signer } from "../pki/signer.ts";
 import { issueServer } from "../pki/issue.ts";
-import { openLocalCa } from "../pki/signers/local.ts";
+import { LocalSigner, openLocalCa } from "../pki/signers/local.ts";
 import { type CertDir, DEVICE_ID, ensureCertDir, listDeviceIds, writeDevice } from "../store/dir.ts";
 import { exists, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
 import { checkRedisUrl, redisUrl } from "../store/connection.ts";
 import { redactUrl } from "../sys/redact.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { issueViaDojot } from "../dojot/issue.ts";
+import { DojotSigner } from "../dojot/signer.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { describeName } from "../pki/subject.ts";
 import { checkStoreEnv, RedisStore, type StoreSettings, storeSettings } from "../store/redis.ts";
@@ -80,10 +82,22 @@ const CRL: CommandSpec = {
 
 const REVOKE: CommandSpec = {
   name: "certs revoke",
-  summary: "Revoke devices: move their files to DIR/revoke/ and rewrite the CRL.",
-  usage: "cicada certs revoke --ids a,b,c [--dir DIR]",
-  options: { ids: { type: "string", arg: "a,b,c", help: "Device ids to revoke" }, ...DIR_OPTIONS },
-  details: "A broker loading DIR/.ca/crl.pem (crlfile) refuses these devices once it reloads the CRL.",
+  summary: "Revoke devices: file their certificates under DIR/revoke/, rewrite the CRL (or revoke in dojot), take them out of DIR.",
+  usage: "cicada certs revoke --ids a,b,c [--dir DIR] [--signer local|dojot] [--crl-hook CMD]",
+  options: {
+    ids: { type: "string", arg: "a,b,c", help: "Device ids to revoke" },
+    ...DIR_OPTIONS,
+    signer: { type: "string", arg: "local|dojot", help: "Who revokes: the local CA of DIR (default; its CRL lists the certificates), or dojot's x509 service" },
+    "crl-hook": { type: "string", arg: "CMD", help: "With the local CA: shell command run once the CRL is rewritten (e.g. kill -HUP <broker pid>)" },
+    ...DOJOT_OPTIONS,
+  },
+  details: `
+A revoke files the same things whether this command or a run (REVOKE_DEVICES) does it: the
+certificate goes to DIR/revoke/<id>.crt (<id>-<serial>.crt if that name is taken), and the
+local CA's CRL (DIR/.ca/crl.pem) lists every certificate filed there; with --signer dojot,
+dojot's x509 service revokes it (DELETE by fingerprint). This command also takes the device
+out of DIR: its key moves next to the filed certificate, so later runs no longer use it.
+A broker loading the CRL (crlfile) refuses these devices once it reloads it.`,
 };
 
 const SERVER: CommandSpec = {
@@ -305,17 +319,33 @@ async function revoke(argv: string[]): Promise<number> {
   if (!ids?.length) o.issues.push("give --ids a,b,c");
   const badIds = (ids ?? []).filter((id) => !DEVICE_ID.test(id));
   if (badIds.length) o.issues.push(`--ids: ${JSON.stringify(badIds[0])} is not a device id`);
+  const kind = o.choice("signer", ["local", "dojot"], "local");
+  const dojot = kind === "dojot" ? readDojotSettings(o) : null;
+  if (dojot && o.has("crl-hook")) o.issues.push("--crl-hook rewrites the local CA's CRL: it does not go with --signer dojot");
   o.check();
   const dir = ensureCertDir(o.str("dir")!);
-  const { ca } = openLocalCa(dir, { kind: "ec" });
   const missing = ids!.filter((id) => !exists(join(dir.root, `${id}.crt`)));
   if (missing.length) throw new LoadError(`no certificate for ${missing.slice(0, 5).join(", ")} in ${dir.root}`, EXIT.BAD_INPUT);
-  for (const id of ids!) {
-    renameSync(join(dir.root, `${id}.crt`), join(dir.revoke, `${id}.crt`));
-    if (exists(join(dir.root, `${id}.key`))) renameSync(join(dir.root, `${id}.key`), join(dir.revoke, `${id}.key`));
-  }
-  const n = writeCrl(dir, ca);
-  process.stdout.write(`revoked ${ids!.length}; ${dir.crl} lists ${fmtInt(n)} certificates\n`);
+  const filing = { revokeDir: dir.revoke, renewDir: dir.renew };
+  const hook = o.str("crl-hook");
+  const signer: Signer = dojot
+    ? new DojotSigner(new DojotClient(dojot), filing)
+    : new LocalSigner(openLocalCa(dir, { kind: "ec" }).ca, dir, { tenant: "", ...filing, ...(hook ? { crlHook: hook } : {}) });
+  const revokeOne = async (id: string) => {
+    const certPath = join(dir.root, `${id}.crt`);
+    const filed = await signer.revoke(id, readFileSync(certPath, "utf8"));
+    // Out of DIR: the key goes next to the filed certificate, the certificate's copy is dropped.
+    const keyPath = join(dir.root, `${id}.key`);
+    if (exists(keyPath)) renameSync(keyPath, filed.replace(/\.crt$/, ".key"));
+    unlinkSync(certPath);
+  };
+  // The local CA rewrites its CRL once for revocations that arrive together; dojot is asked a few at a time.
+  const lanes = dojot ? 4 : ids!.length;
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(lanes, ids!.length) }, async () => {
+    while (next < ids!.length) await revokeOne(ids![next++]!);
+  }));
+  process.stdout.write(dojot ? `revoked ${ids!.length} in dojot; certificates filed under ${dir.revoke}\n` : `revoked ${ids!.length}; ${dir.crl} lists ${fmtInt(revokedEntries(dir).length)} certificates\n`);
   return EXIT.OK;
 }
 

@@ -1,18 +1,16 @@
 /**
- * Device certificates signed by dojot's x509 service: keys and CSRs made here, signed there,
- * in parallel lanes and paced in batches so the platform is not flooded.
- *
- * The CSR carries only `CN=<device id>`, as dojot's own tools send it: dojot accepts no other
- * subject attribute, allows only `^[0-9A-Za-z ]{1,255}$` in the CN by default, and writes the
- * tenant in front itself. The device's identity is then read from the certificate dojot
- * returns (normally `tenant:id`), never assumed. A signing request retried after it may have
+ * Device certificates signed by dojot's x509 service (signer.ts), in parallel lanes and paced
+ * in batches so the platform is not flooded. dojot allows only `^[0-9A-Za-z ]{1,255}$` in the
+ * CN by default and writes the tenant in front itself; the identity each device gets is read
+ * from its certificate. A signing request retried after it may have
  * reached dojot can leave a certificate no device holds: those are looked for afterwards in
  * dojot's certificate listing and revoked.
  */
 import type { KeyKind } from "../pki/build.ts";
-import { requestDevice, thingId } from "../pki/issue.ts";
+import { thingId } from "../pki/issue.ts";
 import { commonNameOf } from "../pki/subject.ts";
 import type { DojotClient } from "./client.ts";
+import { DojotSigner } from "./signer.ts";
 
 export interface DojotIssueJob {
   ids: string[];
@@ -45,14 +43,14 @@ export interface DojotIssueResult {
 }
 
 export async function issueViaDojot(job: DojotIssueJob, client: DojotClient, sink: Sink, onProgress: (done: number, created: number) => void): Promise<DojotIssueResult> {
+  const signer = new DojotSigner(client);
   const r: DojotIssueResult = { created: 0, skipped: 0, unexpected: [], unexpectedCount: 0, ambiguous: 0, orphansRevoked: 0, orphansChecked: true };
   /** For each device whose signing was retried ambiguously: the CN and the fingerprint it keeps. */
   const suspects = new Map<string, string>();
   let done = 0;
   const signOne = async (id: string) => {
-    const { keyPem, csrPem } = requestDevice(id, job.kind);
-    const signed = await client.sign(csrPem);
-    const cn = commonNameOf(signed.certificatePem) ?? "";
+    const signed = await signer.issue(id, job.kind);
+    const cn = signed.identity;
     if (cn !== thingId(job.tenant, id)) {
       r.unexpectedCount++;
       if (r.unexpected.length < 3) r.unexpected.push({ id, cn });
@@ -62,7 +60,7 @@ export async function issueViaDojot(job: DojotIssueJob, client: DojotClient, sin
       suspects.set(cn, signed.fingerprint);
     }
     if (job.associate) await client.associate(signed.fingerprint, id);
-    if (await sink(id, keyPem, signed.certificatePem, cn)) r.created++;
+    if (await sink(id, signed.key, signed.cert, cn)) r.created++;
     else r.skipped++;
     onProgress(++done, r.created);
   };

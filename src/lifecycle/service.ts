@@ -6,20 +6,14 @@
  * Caps are counted here when the run is one machine, and in Redis when machines federate
  * (an atomic check-and-increment, so machines racing for the last one cannot overshoot).
  */
-import { createHash } from "node:crypto";
-import { join } from "node:path";
 import type Redis from "ioredis";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
 import { DojotClient } from "../dojot/client.ts";
-import type { KeyKind } from "../pki/build.ts";
-import type { CertificateAuthority } from "../pki/ca.ts";
-import { writeCrl } from "../pki/crl.ts";
-import { issueDevice, requestDevice, thingId } from "../pki/issue.ts";
-import { fromPem } from "../pki/pem.ts";
-import { openLocalCa } from "../pki/signers/local.ts";
-import { parseCertificate, serialHex } from "../pki/x509.ts";
-import { certDir, writeDevice, type CertDir } from "../store/dir.ts";
-import { DIR_MODE, exists, makeDir, writeFileAtomic } from "../sys/fs.ts";
+import { DojotSigner } from "../dojot/signer.ts";
+import type { Signer } from "../pki/signer.ts";
+import { LocalSigner, openLocalCa } from "../pki/signers/local.ts";
+import { certDir } from "../store/dir.ts";
+import { exists } from "../sys/fs.ts";
 import type { LifecycleAnswer, LifecycleConfig, LifecycleHooks, LifecycleKind } from "./types.ts";
 
 /** Counts grants against the caps. */
@@ -60,118 +54,6 @@ export class RedisCaps implements Caps {
   }
 }
 
-/** Revokes certificates and issues new ones. */
-export interface Signer {
-  /** Resolves once the revocation is in force (for the local CA: CRL rewritten, broker told, given time to reload). */
-  revoke(id: string, certPem: string): Promise<void>;
-  /** A new key and certificate for `id`; the old certificate is revoked. */
-  renew(id: string, certPem: string): Promise<{ cert: string; key: string }>;
-}
-
-function keyKindOf(certPem: string): KeyKind {
-  return parseCertificate(certPem).publicKey.algorithm.name === "ECDSA" ? "ec" : "rsa";
-}
-
-/**
- * The local CA: revoked certificates are filed under the revoke directory and the CRL is
- * rewritten from it, once for all revocations that arrive within COALESCE_MS; then the hook
- * runs (the broker reloads the CRL) and, after `crlWaitMs`, every one of them resolves.
- */
-export class LocalSigner implements Signer {
-  static readonly COALESCE_MS = 50;
-  private readonly dir: CertDir;
-  private readonly ca: CertificateAuthority;
-  private waiting: { resolve: () => void; reject: (e: Error) => void }[] = [];
-  private timer: ReturnType<typeof setTimeout> | null = null;
-  /** CRL rewrites run one at a time. */
-  private chain = Promise.resolve();
-
-  constructor(
-    private readonly cfg: LifecycleConfig,
-    private readonly tenant: string,
-  ) {
-    this.dir = { ...certDir(cfg.caDir), renew: cfg.renewDir, revoke: cfg.revokeDir };
-    if (!exists(this.dir.caCert) || !exists(this.dir.caKey)) throw new LoadError(`renew/revoke with the local CA need ${this.dir.caCert} and ${this.dir.caKey}`, EXIT.BAD_INPUT);
-    this.ca = openLocalCa(this.dir, { kind: "ec" }).ca;
-    makeDir(this.dir.renew, DIR_MODE);
-    makeDir(this.dir.revoke, DIR_MODE);
-  }
-
-  /** Files `certPem` under the revoke directory (as `<id>.crt`, or `<id>-<serial>.crt` when that name is taken). */
-  private file(id: string, certPem: string): void {
-    const serial = serialHex(parseCertificate(certPem));
-    let path = join(this.dir.revoke, `${id}.crt`);
-    if (exists(path)) path = join(this.dir.revoke, `${id}-${serial}.crt`);
-    writeFileAtomic(path, certPem, 0o644);
-  }
-
-  revoke(id: string, certPem: string): Promise<void> {
-    this.file(id, certPem);
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.waiting.push({ resolve, reject });
-    this.timer ??= setTimeout(() => this.publish(), LocalSigner.COALESCE_MS);
-    return promise;
-  }
-
-  private publish(): void {
-    this.timer = null;
-    const batch = this.waiting;
-    this.waiting = [];
-    this.chain = this.chain.then(async () => {
-      try {
-        writeCrl(this.dir, this.ca);
-        if (this.cfg.crlHook) {
-          const hook = Bun.spawn(["sh", "-c", this.cfg.crlHook], { stdio: ["ignore", "ignore", "pipe"] });
-          const [code, err] = await Promise.all([hook.exited, new Response(hook.stderr).text()]);
-          if (code !== 0) throw new Error(`CRL hook exited ${code}${err.trim() ? `: ${err.trim().split("\n")[0]}` : ""}`);
-        }
-        if (this.cfg.crlWaitMs > 0) await Bun.sleep(this.cfg.crlWaitMs);
-        for (const w of batch) w.resolve();
-      } catch (err) {
-        const e = err instanceof Error ? err : new Error(String(err));
-        for (const w of batch) w.reject(e);
-      }
-    });
-  }
-
-  async renew(id: string, certPem: string): Promise<{ cert: string; key: string }> {
-    await this.revoke(id, certPem);
-    const made = issueDevice(this.ca, thingId(this.tenant, id), keyKindOf(certPem), 365);
-    writeDevice(this.dir.renew, id, made.keyPem, made.certPem, { replace: true });
-    return { cert: made.certPem, key: made.keyPem };
-  }
-}
-
-/** dojot's certificate fingerprint: SHA-256 of the DER, upper-case hex pairs joined by colons. */
-export function fingerprint(certPem: string): string {
-  const der = fromPem("CERTIFICATE", certPem)[0];
-  if (!der) throw new Error("not a PEM certificate");
-  return createHash("sha256").update(der).digest("hex").toUpperCase().match(/../g)!.join(":");
-}
-
-/** dojot's x509 service: revoke by fingerprint (DELETE), renew with a CSR made here. */
-export class DojotSigner implements Signer {
-  private readonly client: DojotClient;
-  constructor(private readonly cfg: LifecycleConfig) {
-    this.client = new DojotClient(cfg.dojot!);
-  }
-
-  async revoke(_id: string, certPem: string): Promise<void> {
-    await this.client.revoke(fingerprint(certPem));
-    if (this.cfg.crlWaitMs > 0) await Bun.sleep(this.cfg.crlWaitMs);
-  }
-
-  async renew(id: string, certPem: string): Promise<{ cert: string; key: string }> {
-    await this.client.revoke(fingerprint(certPem));
-    // dojot takes only CN=<device id> and writes the tenant in front itself (dojot/issue.ts).
-    const { keyPem, csrPem } = requestDevice(id, keyKindOf(certPem));
-    const signed = await this.client.sign(csrPem);
-    writeDevice(this.cfg.renewDir, id, keyPem, signed.certificatePem, { replace: true });
-    if (this.cfg.crlWaitMs > 0) await Bun.sleep(this.cfg.crlWaitMs);
-    return { cert: signed.certificatePem, key: keyPem };
-  }
-}
-
 export class LifecycleService implements LifecycleHooks {
   /** Error messages already told (each is said once: a broken signer fails every request alike). */
   private readonly told = new Set<string>();
@@ -194,7 +76,8 @@ export class LifecycleService implements LifecycleHooks {
         await this.signer.revoke(id, certPem);
         return { granted: true };
       }
-      return { granted: true, ...(await this.signer.renew(id, certPem)) };
+      const made = await this.signer.renew(id, certPem);
+      return { granted: true, cert: made.cert, key: made.key };
     } catch (err) {
       this.tell(`${kind} failed: ${messageOf(err)}`);
       return { granted: true, failure: "signer_error" };
@@ -212,6 +95,14 @@ export class LifecycleService implements LifecycleHooks {
 export function lifecycleService(cfg: LifecycleConfig, tenant: string, say: (line: string) => void, shared?: { redis: Redis; prefix: string }): LifecycleService {
   const max = { renew: cfg.renew?.max ?? 0, revoke: cfg.revoke?.max ?? 0 };
   const caps = shared ? new RedisCaps(shared.redis, shared.prefix, max) : new LocalCaps(max);
-  const signer = cfg.signer === "dojot" ? new DojotSigner(cfg) : new LocalSigner(cfg, tenant);
-  return new LifecycleService(caps, signer, say);
+  return new LifecycleService(caps, signerFor(cfg, tenant), say);
+}
+
+/** The run's signer: dojot's x509 service, or the local CA of `caDir` (which must exist). */
+function signerFor(cfg: LifecycleConfig, tenant: string): Signer {
+  const filing = { renewDir: cfg.renewDir, revokeDir: cfg.revokeDir, crlWaitMs: cfg.crlWaitMs };
+  if (cfg.signer === "dojot") return new DojotSigner(new DojotClient(cfg.dojot!), filing);
+  const dir = certDir(cfg.caDir);
+  if (!exists(dir.caCert) || !exists(dir.caKey)) throw new LoadError(`renew/revoke with the local CA need ${dir.caCert} and ${dir.caKey}`, EXIT.BAD_INPUT);
+  return new LocalSigner(openLocalCa(dir, { kind: "ec" }).ca, dir, { tenant, ...filing, ...(cfg.crlHook ? { crlHook: cfg.crlHook } : {}) });
 }

@@ -2,11 +2,11 @@
 import { availableParallelism } from "node:os";
 import { EXIT, LoadError } from "../errors.ts";
 import { selfArgv } from "../sys/self.ts";
-import { writeDevice } from "../store/dir.ts";
+import { certDir, writeDevice } from "../store/dir.ts";
 import { type DeviceRecord, RedisStore, type StoreSettings } from "../store/redis.ts";
 import type { KeyKind } from "./build.ts";
 import type { CertificateAuthority } from "./ca.ts";
-import { issueDevice, thingId } from "./issue.ts";
+import { LocalSigner } from "./signers/local.ts";
 import { readFileSync } from "node:fs";
 import { loadCa } from "./ca.ts";
 
@@ -39,6 +39,7 @@ const STORE_BATCH = 500;
 /** Issues every id of `job` with `ca` in this process; `onProgress` sees running totals. */
 export async function issueAll(job: IssueJob, ca: CertificateAuthority, onProgress: (t: IssueTally) => void): Promise<IssueTally> {
   const tally: IssueTally = { created: 0, skipped: 0 };
+  const signer = new LocalSigner(ca, certDir(job.root), { tenant: job.tenant, days: job.days });
   const store = job.store ? await RedisStore.open(job.store) : null;
   let pending: DeviceRecord[] = [];
   const flush = async () => {
@@ -50,11 +51,11 @@ export async function issueAll(job: IssueJob, ca: CertificateAuthority, onProgre
   try {
     for (let i = 0; i < job.ids.length; i++) {
       const id = job.ids[i]!;
-      const cert = issueDevice(ca, thingId(job.tenant, id), job.kind, job.days);
+      const made = signer.issueNow(id, job.kind);
       if (store) {
-        pending.push({ id, thingId: thingId(job.tenant, id), keyPem: cert.keyPem, certPem: cert.certPem });
+        pending.push({ id, thingId: made.identity, keyPem: made.key, certPem: made.cert });
         if (pending.length >= STORE_BATCH) await flush();
-      } else if (writeDevice(job.root, id, cert.keyPem, cert.certPem)) tally.created++;
+      } else if (writeDevice(job.root, id, made.key, made.cert)) tally.created++;
       else tally.skipped++;
       if ((i + 1) % YIELD_EVERY === 0) {
         onProgress(tally);

@@ -15,3 +15,8 @@ export function parseCertificate(input: string | Uint8Array): x509.X509Certifica
 export function serialHex(cert: x509.X509Certificate): string {
   return cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, "");
 }
+
+/** The key kind of a certificate's public key (a renewal keeps it). */
+export function keyKindOf(certPem: string): "ec" | "rsa" {
+  return parseCertificate(certPem).publicKey.algorithm.name === "ECDSA" ? "ec" : "rsa";
+}

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
-import { DIR_MODE, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
+import { DIR_MODE, exists, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
 
 export interface CertDir {
   root: string;
@@ -83,6 +83,19 @@ export function writeDevice(dir: string, id: string, keyPem: string, certPem: st
   if (!writeFileAtomic(join(dir, `${id}.key`), keyPem, 0o600, { exclusive })) return false;
   if (!writeFileAtomic(join(dir, `${id}.crt`), certPem, 0o644, { exclusive })) return false;
   return true;
+}
+
+/**
+ * Files a revoked certificate (and, when given, its key) under `revokeDir` as `<id>.crt`, or
+ * `<id>-<serial>.crt` when that name is taken (a device revoked twice); returns the
+ * certificate's path. The local CA's CRL lists every certificate filed here.
+ */
+export function fileRevoked(revokeDir: string, id: string, serial: string, certPem: string, keyPem?: string): string {
+  let base = join(revokeDir, id);
+  if (exists(`${base}.crt`)) base = join(revokeDir, `${id}-${serial}`);
+  if (keyPem !== undefined) writeFileAtomic(`${base}.key`, keyPem, 0o600);
+  writeFileAtomic(`${base}.crt`, certPem, 0o644);
+  return `${base}.crt`;
 }
 
 export class DirIdentities {

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { FAKE_PASSWORD, startFakeDojot } from "../helpers/fake-dojot.ts";
 import { cicada, sh, tempDir } from "../helpers/tmp.ts";
 
 const deviceIds = (dir: string) => readdirSync(dir).filter((n) => n.endsWith(".crt") && n !== "ca.crt").map((n) => n.slice(0, -4));
@@ -151,6 +152,43 @@ describe("cicada certs revoke / crl", () => {
     const again = await cicada(["certs", "crl", "--dir", "c", "--out", "copy.pem"], { cwd: tmp.path });
     expect(again.stdout).toContain("1 revoked certificates");
     expect(readFileSync(join(tmp.path, "copy.pem"), "utf8")).toStartWith("-----BEGIN X509 CRL-----");
+  });
+});
+
+describe("cicada certs revoke: the same filing as a run's revoke, local or dojot", () => {
+  test("a device revoked twice keeps both certificates, each listed in the CRL", async () => {
+    using tmp = tempDir();
+    const dir = join(tmp.path, "c");
+    await cicada(["certs", "create", "--ids", "d1", "--dir", "c"], { cwd: tmp.path });
+    const first = readFileSync(join(dir, "d1.crt"), "utf8");
+    expect((await cicada(["certs", "revoke", "--ids", "d1", "--dir", "c"], { cwd: tmp.path })).code).toBe(0);
+    await cicada(["certs", "create", "--ids", "d1", "--dir", "c"], { cwd: tmp.path });
+    const serial = (await sh(["openssl", "x509", "-in", "d1.crt", "-noout", "-serial"], dir)).stdout.trim().replace("serial=", "").toLowerCase().replace(/^0+/, "");
+    const r = await cicada(["certs", "revoke", "--ids", "d1", "--dir", "c"], { cwd: tmp.path });
+    expect(r.stdout).toContain("lists 2 certificates");
+    expect(readdirSync(join(dir, "revoke")).sort()).toEqual(["d1.crt", "d1.key", `d1-${serial}.crt`, `d1-${serial}.key`].sort());
+    expect(readFileSync(join(dir, "revoke", "d1.crt"), "utf8")).toBe(first);
+    expect(statSync(join(dir, "revoke", `d1-${serial}.key`)).mode & 0o777).toBe(0o600);
+    expect(deviceIds(dir)).toEqual([]);
+  });
+
+  test("--signer dojot: revoked in dojot by fingerprint, filed under revoke/, taken out of DIR", async () => {
+    using tmp = tempDir();
+    using dojot = startFakeDojot(join(tmp.path, "dojot-ca"));
+    const env = { DOJOT_URL: dojot.url, DOJOT_PASSWD: FAKE_PASSWORD };
+    expect((await cicada(["certs", "create", "--signer", "dojot", "--ids", "a1,b2", "--dir", "c"], { cwd: tmp.path, env })).code).toBe(0);
+    const dir = join(tmp.path, "c");
+    const pem = readFileSync(join(dir, "a1.crt"), "utf8");
+    const r = await cicada(["certs", "revoke", "--signer", "dojot", "--ids", "a1", "--dir", "c"], { cwd: tmp.path, env });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const revoked = [...dojot.certs.values()].filter((c) => c.revoked);
+    expect(revoked.map((c) => c.pem.trim())).toEqual([pem.trim()]);
+    expect(readdirSync(join(dir, "revoke")).sort()).toEqual(["a1.crt", "a1.key"]);
+    expect(deviceIds(dir)).toEqual(["b2"]);
+    const hookWithDojot = await cicada(["certs", "revoke", "--signer", "dojot", "--ids", "b2", "--dir", "c", "--crl-hook", "true"], { cwd: tmp.path, env });
+    expect(hookWithDojot.code).toBe(2);
+    expect(hookWithDojot.stderr).toContain("--crl-hook");
   });
 });
 

@@ -142,6 +142,8 @@ describe.skipIf(!HAVE_MOSQUITTO)("renew and revoke with dojot as the signer", ()
     const deletes = dojot.log.filter((l) => l.line.startsWith("DELETE /x509/v1/certificates/"));
     expect(deletes.length).toBe(2 + 2); // two revokes, and the old certificate of each renewed device
     expect([...dojot.certs.values()].filter((c) => c.revoked).length).toBe(4);
+    // Filed as `certs revoke` files them: every revoked certificate under revoke/.
+    expect(readdirSync(join(certDir, "revoke")).filter((n) => n.endsWith(".crt")).length).toBe(4);
     // ... but this broker checks no revocation list of dojot's: the platform accepted revoked certificates.
     expect(rep.certificates.revoked_but_accepted).toBe(2);
     // Renewed certificates are dojot's, and the broker takes them.

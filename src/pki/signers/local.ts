@@ -1,11 +1,17 @@
-/** Opens (or creates) the local CA that signs a certificate directory's devices. */
+/**
+ * The local CA: opening (or creating) the CA that signs a certificate directory's devices, and
+ * the Signer that issues, renews and revokes with it (revocations listed in its CRL).
+ */
 import { readFileSync } from "node:fs";
 import { EXIT, LoadError, messageOf } from "../../errors.ts";
-import { type CertDir } from "../../store/dir.ts";
-import { exists, writeFileAtomic } from "../../sys/fs.ts";
+import { fileRevoked, writeDevice, type CertDir } from "../../store/dir.ts";
+import { DIR_MODE, exists, makeDir, writeFileAtomic } from "../../sys/fs.ts";
 import type { KeyKind } from "../build.ts";
 import { createCa, loadCa, type CertificateAuthority } from "../ca.ts";
 import { writeCrl } from "../crl.ts";
+import { issueDevice, thingId } from "../issue.ts";
+import type { Issued, Signer, SignerFiling } from "../signer.ts";
+import { keyKindOf, parseCertificate, serialHex } from "../x509.ts";
 
 export interface OpenCaOptions {
   /** An existing CA to sign with, instead of the directory's own. */
@@ -61,4 +67,85 @@ export function openLocalCa(dir: CertDir, opts: OpenCaOptions): { ca: Certificat
 
 function loadCaCertOnly(path: string): string {
   return read(path, "CA certificate").trim();
+}
+
+export interface LocalSignerOptions extends Partial<SignerFiling> {
+  /** Certificates are issued to `tenant:id`. */
+  tenant: string;
+  /** Validity of issued certificates (default 365 days). */
+  days?: number;
+  /** Shell command run after the CRL is rewritten, to make the broker reload it (e.g. `kill -HUP <pid>`). */
+  crlHook?: string;
+}
+
+/**
+ * Signs with the local CA of `dir`. Revoked certificates are filed under the revoke directory
+ * (default `dir/revoke/`) and the CRL is rewritten from it, once for every revocation that
+ * arrives within COALESCE_MS; then the hook runs (the broker reloads the CRL) and, after
+ * `crlWaitMs`, every one of them resolves.
+ */
+export class LocalSigner implements Signer {
+  static readonly COALESCE_MS = 50;
+  private readonly dir: CertDir;
+  private waiting: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  /** CRL rewrites run one at a time. */
+  private chain = Promise.resolve();
+
+  constructor(
+    private readonly ca: CertificateAuthority,
+    dir: CertDir,
+    private readonly opts: LocalSignerOptions,
+  ) {
+    this.dir = { ...dir, renew: opts.renewDir ?? dir.renew, revoke: opts.revokeDir ?? dir.revoke };
+  }
+
+  async issue(id: string, kind: KeyKind): Promise<Issued> {
+    return this.issueNow(id, kind);
+  }
+
+  /** issue(), synchronously: the certificate batch workers issue thousands in a loop. */
+  issueNow(id: string, kind: KeyKind): Issued {
+    const identity = thingId(this.opts.tenant, id);
+    const made = issueDevice(this.ca, identity, kind, this.opts.days ?? 365);
+    return { cert: made.certPem, key: made.keyPem, identity };
+  }
+
+  revoke(id: string, certPem: string): Promise<string> {
+    makeDir(this.dir.revoke, DIR_MODE);
+    const filed = fileRevoked(this.dir.revoke, id, serialHex(parseCertificate(certPem)), certPem);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.waiting.push({ resolve, reject });
+    this.timer ??= setTimeout(() => this.publish(), LocalSigner.COALESCE_MS);
+    return promise.then(() => filed);
+  }
+
+  private publish(): void {
+    this.timer = null;
+    const batch = this.waiting;
+    this.waiting = [];
+    this.chain = this.chain.then(async () => {
+      try {
+        writeCrl(this.dir, this.ca);
+        if (this.opts.crlHook) {
+          const hook = Bun.spawn(["sh", "-c", this.opts.crlHook], { stdio: ["ignore", "ignore", "pipe"] });
+          const [code, err] = await Promise.all([hook.exited, new Response(hook.stderr).text()]);
+          if (code !== 0) throw new Error(`CRL hook exited ${code}${err.trim() ? `: ${err.trim().split("\n")[0]}` : ""}`);
+        }
+        if (this.opts.crlWaitMs) await Bun.sleep(this.opts.crlWaitMs);
+        for (const w of batch) w.resolve();
+      } catch (err) {
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const w of batch) w.reject(e);
+      }
+    });
+  }
+
+  async renew(id: string, certPem: string): Promise<Issued> {
+    await this.revoke(id, certPem);
+    const made = this.issueNow(id, keyKindOf(certPem));
+    makeDir(this.dir.renew, DIR_MODE);
+    writeDevice(this.dir.renew, id, made.key, made.cert, { replace: true });
+    return made;
+  }
 }
