@@ -31,7 +31,7 @@ const Run = z
     report: Report,
   })
   .openapi("Run");
-const RunSummary = z.object({ id: z.string(), label: z.string(), state: z.string(), started: z.string(), ended: z.string().nullable(), users: z.number(), publish: z.number(), failures: z.number() }).openapi("RunSummary");
+const RunSummary = z.object({ id: z.string(), label: z.string(), state: z.string(), started: z.string(), ended: z.string().nullable(), users: z.number(), publish: z.number(), failures: z.number(), passed: z.boolean().nullable().openapi({ description: "The thresholds' verdict (null while running or without thresholds)" }) }).openapi("RunSummary");
 const Change = z
   .object({ users: z.number().int().min(0).optional(), rate: z.number().positive().optional() })
   .strict()

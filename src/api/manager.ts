@@ -31,6 +31,8 @@ export interface RunSummary extends Omit<RunView, "report"> {
   users: number;
   publish: number;
   failures: number;
+  /** The thresholds' verdict once the run ended (null while it runs, or when it had none). */
+  passed: boolean | null;
 }
 
 export class ApiError extends Error {
@@ -220,5 +222,7 @@ function defaultsOf(argv: string[]): Record<string, unknown> {
 
 function summaryOf(v: RunView): RunSummary {
   const failures = Object.values(v.report.stats).reduce((a, r) => a + r.failures, 0);
-  return { id: v.id, label: v.label, state: v.state, started: v.started, ended: v.ended, users: v.report.users.target, publish: v.report.stats.publish?.count ?? 0, failures };
+  const t = v.state === "finished" ? v.report.thresholds : undefined;
+  const passed = t && (t.held.length > 0 || t.broken.length > 0) ? t.passed : null;
+  return { id: v.id, label: v.label, state: v.state, started: v.started, ended: v.ended, users: v.report.users.target, publish: v.report.stats.publish?.count ?? 0, failures, passed };
 }

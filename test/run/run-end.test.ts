@@ -64,6 +64,9 @@ describe("the end of a run", () => {
     await waitFor(() => broker.count("publish") >= 4, "publishes");
     const stopped = (await (await app.request("/api/runs/current/stop", json({}))).json()) as { report: { thresholds: { passed: boolean; held: string[]; broken: { expr: string; actual: number }[] } } };
     expect(stopped.report.thresholds).toEqual({ passed: false, held: ["publish.failures==0"], broken: [{ expr: "connect.count>=3", actual: 2 }] });
+    // The history's status of the run says it too.
+    const runs = (await (await app.request("/api/runs")).json()) as { passed: boolean | null }[];
+    expect(runs.map((r) => r.passed)).toEqual([false]);
     expect(existsSync(history)).toBe(true);
   }, 30_000);
 });
