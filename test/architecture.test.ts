@@ -67,3 +67,17 @@ test("the check catches an upward import and an unknown folder", () => {
   const typeOnly = importsOf().filter(([f]) => f === "engine/swarm.ts").map(([, t]) => t);
   expect(typeOnly).toContain("lifecycle/types.ts");
 });
+
+test("the environment is read only through the option specs (config/options.ts), never inside library code", () => {
+  const readers: string[] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (/\.ts$/.test(name) && /\b(process\.env|Bun\.env)\b/.test(readFileSync(path, "utf8"))) readers.push(relative(SRC, path));
+    }
+  };
+  walk(SRC);
+  // cli/main.ts reads CICADA_DEBUG to print a stack trace on an internal error, nothing more.
+  expect(readers.sort()).toEqual(["cli/main.ts", "config/options.ts"]);
+});

@@ -12,24 +12,24 @@ import { issueServer } from "../pki/issue.ts";
 import { LocalSigner, openLocalCa } from "../pki/signers/local.ts";
 import { type CertDir, DEVICE_ID, ensureCertDir, listDeviceIds, writeDevice } from "../store/dir.ts";
 import { exists, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
-import { checkRedisUrl, redisUrl } from "../store/connection.ts";
 import { redactUrl } from "../sys/redact.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { issueViaDojot } from "../dojot/issue.ts";
 import { DojotSigner } from "../dojot/signer.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { describeName } from "../pki/subject.ts";
-import { checkStoreEnv, RedisStore, type StoreSettings, storeSettings } from "../store/redis.ts";
+import { RedisStore, type StoreSettings } from "../store/redis.ts";
+import { readStoreSettings, STORE_OPTIONS } from "../config/store.ts";
 import { readTenant } from "../config/run.ts";
 import { parseCommand, runSubcommand, type CommandSpec, type OptionSpecs } from "../config/options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
 const DIR_OPTIONS: OptionSpecs = {
-  dir: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory (dojot layout)" },
+  certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", aliases: ["dir"], help: "Certificate directory (dojot layout)" },
 };
 const CA_OPTIONS: OptionSpecs = {
-  "ca-cert": { type: "string", arg: "FILE", help: "Sign with this CA certificate instead of the directory's own" },
-  "ca-key": { type: "string", arg: "FILE", help: "Private key of --ca-cert" },
+  "signing-ca-cert": { type: "string", arg: "FILE", aliases: ["ca-cert"], help: "Sign with this CA certificate instead of the directory's own" },
+  "signing-ca-key": { type: "string", arg: "FILE", aliases: ["ca-key"], help: "Private key of --signing-ca-cert" },
   key: { type: "string", arg: "ec|rsa", default: "ec", help: "Key type: EC P-256, or RSA-2048 as dojot used" },
   days: { type: "string", arg: "N", default: "365", help: "Validity in days" },
 };
@@ -43,8 +43,7 @@ const CREATE: CommandSpec = {
     ids: { type: "string", arg: "a,b,c", help: "Create these device ids (existing ones are left alone)" },
     dojot: { type: "boolean", help: "Create certificates for every device that exists in dojot (signed by dojot)" },
     signer: { type: "string", arg: "local|dojot", help: "Who signs: the local CA (default), or dojot's x509 service (key and CSR made here)" },
-    redis: { type: "string", arg: "URL", help: "Store in Redis in dojot's layout instead of DIR (then: cicada store export)" },
-    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
+    store: { type: "string", arg: "URL", aliases: ["redis"], help: "Store in Redis in dojot's layout instead of DIR (then: cicada store export)" },
     batch: { type: "string", arg: "N", default: "100", help: "With dojot: certificates per batch" },
     wait: { type: "string", arg: "MS", default: "0", help: "With dojot: pause between batches, to pace the platform" },
     tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: certificate CN is tenant:id (dojot sets it from its token)" },
@@ -53,6 +52,7 @@ const CREATE: CommandSpec = {
     ...CA_OPTIONS,
     jobs: { type: "string", short: "j", arg: "N", help: "Worker processes (default: one per core); with dojot, requests in flight (default 8)" },
     ...DOJOT_OPTIONS,
+    ...STORE_OPTIONS,
   },
   details: `
 Layout of DIR (as dojot's generate_certs): <id>.key (mode 0600), <id>.crt, ca.crt, renew/,
@@ -60,7 +60,7 @@ revoke/ — so \`ls DIR | wc -l\` is 2N+3. The local CA's key, the CRL and broke
 live in the hidden DIR/.ca/ and DIR/.broker/ folders. The CA is created on first use.
 Re-running adds devices; existing files are never overwritten.
 
-With --redis URL the devices go to Redis (db REDIS_CERTIFICATES_DB, default 0: a hash per id
+With --store URL the devices go to Redis (db REDIS_CERTIFICATES_DB, default 0: a hash per id
 with thing_id, private_key, thing_certificate) and the CA certificate to db REDIS_MAPPED_DB
 (key ca_certificate); \`cicada store export\` writes the directory on any machine.
 With --dojot or --signer dojot the keys and CSRs are made here and dojot's x509 service signs
@@ -69,21 +69,21 @@ them (DOJOT_URL, DOJOT_USER, DOJOT_PASSWD); ca.crt is dojot's CA.
 Examples:
   cicada certs create --devices 10000
   cicada certs create --ids 1a2b3c,4d5e6f --tenant acme --key rsa
-  cicada certs create --devices 100000 --redis redis://127.0.0.1:6379
+  cicada certs create --devices 100000 --store redis://127.0.0.1:6379
   DOJOT_URL=http://10.0.0.5:8000 cicada certs create --dojot --batch 100 --wait 1000`,
 };
 
 const CRL: CommandSpec = {
   name: "certs crl",
   summary: "Write the local CA's CRL listing every certificate under DIR/revoke/.",
-  usage: "cicada certs crl [--dir DIR] [--out FILE]",
+  usage: "cicada certs crl [--certs DIR] [--out FILE]",
   options: { ...DIR_OPTIONS, out: { type: "string", arg: "FILE", help: "Also copy the CRL here (it is always written to DIR/.ca/crl.pem)" } },
 };
 
 const REVOKE: CommandSpec = {
   name: "certs revoke",
   summary: "Revoke devices: file their certificates under DIR/revoke/, rewrite the CRL (or revoke in dojot), take them out of DIR.",
-  usage: "cicada certs revoke --ids a,b,c [--dir DIR] [--signer local|dojot] [--crl-hook CMD]",
+  usage: "cicada certs revoke --ids a,b,c [--certs DIR] [--signer local|dojot] [--crl-hook CMD]",
   options: {
     ids: { type: "string", arg: "a,b,c", help: "Device ids to revoke" },
     ...DIR_OPTIONS,
@@ -103,7 +103,7 @@ A broker loading the CRL (crlfile) refuses these devices once it reloads it.`,
 const SERVER: CommandSpec = {
   name: "certs server",
   summary: "Issue a broker (server) certificate from the local CA.",
-  usage: "cicada certs server [--host 127.0.0.1,localhost] [--dir DIR] [--out DIR]",
+  usage: "cicada certs server [--host 127.0.0.1,localhost] [--certs DIR] [--out DIR]",
   options: {
     host: { type: "string", arg: "LIST", default: "127.0.0.1,localhost,::1", help: "DNS names and IP addresses for the certificate" },
     out: { type: "string", arg: "DIR", help: "Where to write server.crt and server.key (default DIR/.broker)" },
@@ -155,21 +155,16 @@ async function create(argv: string[]): Promise<number> {
   const days = o.int("days", 365, 1, 36500);
   const signer = fromDojot ? "dojot" : o.choice("signer", ["local", "dojot"], "local");
   if (fromDojot && o.has("signer") && o.str("signer") !== "dojot") o.issues.push("--dojot certificates are signed by dojot: drop --signer local");
-  if (signer === "dojot" && (o.has("ca-cert") || o.has("ca-key"))) o.issues.push("--ca-cert/--ca-key choose a local CA: they do not go with dojot's signer");
+  if (signer === "dojot" && (o.has("signing-ca-cert") || o.has("signing-ca-key"))) o.issues.push("--signing-ca-cert/--signing-ca-key choose a local CA: they do not go with dojot's signer");
   const jobs = o.int("jobs", signer === "dojot" ? 8 : availableParallelism(), 1, 256);
   const batch = o.int("batch", 100, 1, 1_000_000);
   const waitMs = o.int("wait", 0, 0, 3_600_000);
   const dojot = signer === "dojot" ? readDojotSettings(o) : null;
   let store: StoreSettings | null = null;
-  if (o.has("redis")) {
-    const bad = checkRedisUrl(redisUrl(o.str("redis")));
-    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redactUrl(o.str("redis")!));
-    o.issues.push(...checkStoreEnv());
-    store = storeSettings(o.str("redis")!, process.env, o.fileText("redis-ca"));
-  }
+  if (o.has("store")) store = readStoreSettings(o, "store");
   o.check();
 
-  const dir = ensureCertDir(o.str("dir")!);
+  const dir = ensureCertDir(o.str("certs")!);
   const target = store ? `Redis ${redactUrl(store.redis.url)}` : dir.root;
   const redis = store ? await RedisStore.open(store) : null;
   // Ended before any error is printed, so no progress line runs into it.
@@ -229,12 +224,12 @@ async function create(argv: string[]): Promise<number> {
         const held = await redis.caPem();
         if (held && !exists(dir.caKey) && !replaceCa) throw caMismatch(`the store ${redactUrl(store!.redis.url)}`, held, "a new local CA", null);
       }
-      const { ca, created } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
+      const { ca, created } = openLocalCa(dir, { caCert: o.str("signing-ca-cert"), caKey: o.str("signing-ca-key"), kind });
       if (created) process.stderr.write(`created local CA ${dir.caCert} (key in ${dir.caKey})\n`);
       if (redis) await setStoreCa(redis, ca.certPem, `the local CA of ${dir.root}`, replaceCa);
       const workers = workersFor(todo.length, jobs);
       tally = await issueParallel(
-        { root: dir.root, tenant, kind, days, caCert: o.str("ca-cert") ?? dir.caCert, caKey: o.str("ca-key") ?? dir.caKey, ids: todo, ...(store ? { store } : {}) },
+        { root: dir.root, tenant, kind, days, caCert: o.str("signing-ca-cert") ?? dir.caCert, caKey: o.str("signing-ca-key") ?? dir.caKey, ids: todo, ...(store ? { store } : {}) },
         ca,
         workers,
         (t) => show(t.created, `${workers} proc`),
@@ -303,7 +298,7 @@ async function crl(argv: string[]): Promise<number> {
   const o = parseCommand(CRL, argv);
   if (!o) return EXIT.OK;
   o.check();
-  const dir = ensureCertDir(o.str("dir")!);
+  const dir = ensureCertDir(o.str("certs")!);
   const { ca } = openLocalCa(dir, { kind: "ec" });
   const n = writeCrl(dir, ca);
   const out = o.str("out");
@@ -323,7 +318,7 @@ async function revoke(argv: string[]): Promise<number> {
   const dojot = kind === "dojot" ? readDojotSettings(o) : null;
   if (dojot && o.has("crl-hook")) o.issues.push("--crl-hook rewrites the local CA's CRL: it does not go with --signer dojot");
   o.check();
-  const dir = ensureCertDir(o.str("dir")!);
+  const dir = ensureCertDir(o.str("certs")!);
   const missing = ids!.filter((id) => !exists(join(dir.root, `${id}.crt`)));
   if (missing.length) throw new LoadError(`no certificate for ${missing.slice(0, 5).join(", ")} in ${dir.root}`, EXIT.BAD_INPUT);
   const filing = { revokeDir: dir.revoke, renewDir: dir.renew };
@@ -357,8 +352,8 @@ async function server(argv: string[]): Promise<number> {
   const kind = o.choice<KeyKind>("key", ["ec", "rsa"], "ec");
   const days = o.int("days", 365, 1, 36500);
   o.check();
-  const dir = ensureCertDir(o.str("dir")!);
-  const { ca } = openLocalCa(dir, { caCert: o.str("ca-cert"), caKey: o.str("ca-key"), kind });
+  const dir = ensureCertDir(o.str("certs")!);
+  const { ca } = openLocalCa(dir, { caCert: o.str("signing-ca-cert"), caKey: o.str("signing-ca-key"), kind });
   const outDir = o.str("out") ?? dir.broker;
   makeDir(outDir, PRIVATE_DIR_MODE);
   const cert = issueServer(ca, hosts, kind, days);

@@ -1,47 +1,47 @@
 /** `cicada store`: the Redis certificate store in dojot's layout — export to a directory, map, restore, clear. */
-import { checkRedisUrl, redisUrl } from "../store/connection.ts";
 import { redactUrl } from "../sys/redact.ts";
 import { DojotClient } from "../dojot/client.ts";
 import { DOJOT_OPTIONS, readDojotSettings } from "../config/dojot.ts";
 import { EXIT, LoadError } from "../errors.ts";
 import { ensureCertDir, writeDevice } from "../store/dir.ts";
 import { writeFileAtomic } from "../sys/fs.ts";
-import { CA_KEY, checkStoreEnv, COUNTERS, RedisStore, storeSettings, type StoreSettings } from "../store/redis.ts";
+import { CA_KEY, COUNTERS, RedisStore, type StoreSettings } from "../store/redis.ts";
+import { readStoreSettings, STORE_OPTIONS } from "../config/store.ts";
 import { parseCommand, runSubcommand, type CommandSpec, type Options, type OptionSpecs } from "../config/options.ts";
 import { Progress, fmtDuration, fmtInt } from "./progress.ts";
 
 const REDIS_OPTIONS: OptionSpecs = {
-  redis: { type: "string", arg: "URL", help: "The store (default redis://REDIS_HOST:REDIS_PORT; REDIS_PASSWD, REDIS_CERTIFICATES_DB, REDIS_MAPPED_DB apply)" },
-  "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
+  store: { type: "string", arg: "URL", aliases: ["redis"], help: "The store (default redis://REDIS_HOST:REDIS_PORT)" },
+  ...STORE_OPTIONS,
 };
 
 const EXPORT: CommandSpec = {
   name: "store export",
   summary: "Write the store's devices as a certificate directory (dojot layout) with ca.crt.",
-  usage: "cicada store export [--redis URL] [--dir DIR] [--ca-cert FILE | --dojot]",
+  usage: "cicada store export [--store URL] [--certs DIR] [--signing-ca-cert FILE | --dojot]",
   options: {
     ...REDIS_OPTIONS,
-    dir: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Directory to write (existing devices are left alone)" },
-    "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA certificate for DIR/ca.crt (default: the store's ca_certificate)" },
+    certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", aliases: ["dir"], help: "Directory to write (existing devices are left alone)" },
+    "signing-ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", aliases: ["ca-cert"], help: "CA certificate for DIR/ca.crt, the one that signed the devices (default: the store's ca_certificate)" },
     dojot: { type: "boolean", help: "Fetch ca.crt from dojot (GET /x509/v1/ca) when the store has none" },
     ...DOJOT_OPTIONS,
   },
   details: `
 Works on any machine that reaches the Redis: this is how every load machine gets the same
-directory. A dump made by dojot's generate_certs works as it is (give --ca-cert or --dojot:
+directory. A dump made by dojot's generate_certs works as it is (give --signing-ca-cert or --dojot:
 its dumps do not hold the CA).`,
 };
-const MAP: CommandSpec = { name: "store map", summary: "Map 1..N to the device ids in the mapped db (dojot's --map).", usage: "cicada store map [--redis URL]", options: REDIS_OPTIONS };
+const MAP: CommandSpec = { name: "store map", summary: "Map 1..N to the device ids in the mapped db (dojot's --map).", usage: "cicada store map [--store URL]", options: REDIS_OPTIONS };
 const RESTORE: CommandSpec = {
   name: "store restore",
   summary: "Reset device_count, devices_to_renew and devices_to_revoke to 0, keeping the certificates (dojot's --restore).",
-  usage: "cicada store restore [--redis URL]",
+  usage: "cicada store restore [--store URL]",
   options: REDIS_OPTIONS,
 };
 const CLEAR: CommandSpec = {
   name: "store clear",
   summary: "Empty the certificates db and the mapped db (dojot's --clear).",
-  usage: "cicada store clear --yes [--redis URL]",
+  usage: "cicada store clear --yes [--store URL]",
   options: { ...REDIS_OPTIONS, yes: { type: "boolean", help: "Yes, delete every certificate and mapping in both databases" } },
 };
 
@@ -83,11 +83,7 @@ export function storeCommand(argv: string[]): Promise<number> {
 }
 
 function readStore(o: Options): StoreSettings {
-  const url = redisUrl(o.str("redis"));
-  const bad = checkRedisUrl(url);
-  if (bad) o.issues.push(`${o.has("redis") ? "--redis" : "REDIS_HOST/REDIS_PORT"} ${bad}`);
-  o.issues.push(...checkStoreEnv());
-  return storeSettings(url, process.env, o.fileText("redis-ca"));
+  return readStoreSettings(o, "store");
 }
 
 async function withStore(spec: CommandSpec, argv: string[], body: (s: RedisStore) => Promise<unknown>, validate?: (o: Options) => void): Promise<number> {
@@ -112,13 +108,13 @@ async function exportDir(argv: string[]): Promise<number> {
   if (!o) return EXIT.OK;
   const settings = readStore(o);
   const dojot = o.bool("dojot") ? readDojotSettings(o) : null;
-  let caPem = o.fileText("ca-cert");
+  let caPem = o.fileText("signing-ca-cert");
   o.check();
   const store = await RedisStore.open(settings);
   try {
     caPem ??= (await store.caPem()) ?? (dojot ? await new DojotClient(dojot).caPem() : undefined);
-    if (!caPem) throw new LoadError(`the store holds no CA certificate (key ${CA_KEY} in db ${settings.mappedDb}): give --ca-cert FILE or --dojot`, EXIT.BAD_INPUT);
-    const dir = ensureCertDir(o.str("dir")!);
+    if (!caPem) throw new LoadError(`the store holds no CA certificate (key ${CA_KEY} in db ${settings.mappedDb}): give --signing-ca-cert FILE or --dojot`, EXIT.BAD_INPUT);
+    const dir = ensureCertDir(o.str("certs")!);
     writeFileAtomic(dir.caCert, caPem, 0o644);
     const started = performance.now();
     const ids = await store.ids();

@@ -2,11 +2,11 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MachineAgent } from "../cluster/machine.ts";
-import { checkRedisUrl, redisUrl } from "../store/connection.ts";
 import { redactUrl } from "../sys/redact.ts";
 import { EXIT } from "../errors.ts";
-import { isStoreUrl, storeSettings } from "../store/redis.ts";
-import { keyIssue, readClusterKey, Seal } from "../cluster/seal.ts";
+import { isStoreUrl } from "../store/redis.ts";
+import { CLUSTER_KEY_OPTION, keyIssue, readClusterKey, Seal } from "../cluster/seal.ts";
+import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "../config/store.ts";
 import { LIFECYCLE_LOCAL_OPTIONS, readLifecycleLocal } from "../config/lifecycle.ts";
 import { readSourceAddresses } from "../config/run.ts";
 import { parseCommand, type CommandSpec } from "../config/options.ts";
@@ -17,17 +17,17 @@ export const WORKER_SPEC: CommandSpec = {
   usage: "cicada worker [--redis URL] [options]",
   options: {
     redis: { type: "string", arg: "URL", help: "Redis shared with the controller (default redis://REDIS_HOST:REDIS_PORT, password REDIS_PASSWD)" },
-    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server" },
     certs: { type: "string", arg: "DIR|URL", env: "CERT_DIR", default: "cert", help: "Certificate directory or Redis store: the same ids as the controller's" },
-    "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA of the broker certificate (default DIR/ca.crt, else the controller's)" },
+    "broker-ca": { type: "string", arg: "FILE", env: "CA_CERT_FILE", aliases: ["ca-cert"], help: "CA of the broker certificate (default DIR/ca.crt, else the controller's)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses this machine's devices connect from" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     name: { type: "string", arg: "NAME", help: "Machine name in the registry and the report (default host-pid)" },
     once: { type: "boolean", help: "Exit after one run instead of waiting for the next" },
     "verify-cert": { type: "string", arg: "FILE", help: "This machine's verifying consumer certificate, for runs with --verify (it counts this machine's own devices)" },
     "verify-key": { type: "string", arg: "FILE", help: "Its private key" },
-    "cluster-key": { type: "string", arg: "FILE", help: "Shared secret that signs every control message, the controller's (or CICADA_CLUSTER_KEY); required unless Redis is on loopback" },
+    "cluster-key": CLUSTER_KEY_OPTION,
     ...LIFECYCLE_LOCAL_OPTIONS,
+    ...STORE_OPTIONS,
   },
   details: `
 Start one per machine (it starts its own per-core worker processes). The controller —
@@ -50,13 +50,14 @@ Example:
 export async function workerCommand(argv: string[]): Promise<number> {
   const o = parseCommand(WORKER_SPEC, argv);
   if (!o) return EXIT.OK;
-  const url = redisUrl(o.str("redis"));
-  const bad = checkRedisUrl(url);
-  if (bad) o.issues.push(`${o.has("redis") ? "--redis" : "REDIS_HOST/REDIS_PORT"} ${bad}`);
+  const before = o.issues.length;
+  const url = readRedisUrl(o, "redis");
+  const bad = o.issues.length > before;
   const certsArg = o.str("certs")!;
-  const certDir = isStoreUrl(certsArg) ? storeSettings(certsArg).redis.url : certsArg;
+  const store = isStoreUrl(certsArg) ? readStoreSettings(o, "certs") : undefined;
+  const certDir = store ? store.redis.url : certsArg;
   const redisCa = o.fileText("redis-ca");
-  const caPem = o.has("ca-cert") ? o.fileText("ca-cert") : isStoreUrl(certDir) ? undefined : (() => {
+  const caPem = o.has("broker-ca") ? o.fileText("broker-ca") : store ? undefined : (() => {
     try {
       return readFileSync(join(certDir, "ca.crt"), "utf8");
     } catch {
@@ -64,7 +65,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     }
   })();
   const workers = o.str("workers") === "auto" ? "auto" : o.int("workers", 1, 1, 1024);
-  const clusterKey = readClusterKey(o.str("cluster-key"), process.env, o.issues, (line) => process.stderr.write(`cicada worker: warning: ${line}\n`));
+  const clusterKey = readClusterKey(o, (line) => process.stderr.write(`cicada worker: warning: ${line}\n`));
   const noKey = keyIssue(url, clusterKey, o.has("redis") ? "--redis" : "REDIS_HOST");
   if (noKey && !bad) o.issues.push(noKey);
   const lifecycle = readLifecycleLocal(o, certsArg, true);
@@ -75,9 +76,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
   o.check();
   const agent = new MachineAgent(
     {
-      redis: { url, ca: redisCa },
+      redis: { url, ...(redisCa !== undefined ? { ca: redisCa } : {}) },
       certDir,
-      storeCa: redisCa,
+      ...(store ? { store } : {}),
       caPem,
       sources,
       workers,

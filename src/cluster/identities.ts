@@ -10,7 +10,7 @@
 import type { IdentitySource } from "../engine/config.ts";
 import { total, type Range } from "./ranges.ts";
 import { DirIdentities, listDeviceIds } from "../store/dir.ts";
-import { isStoreUrl, RedisStore, storeSettings, type StoreSettings } from "../store/redis.ts";
+import { RedisStore, type StoreSettings } from "../store/redis.ts";
 
 
 /** Every identity of a directory or a Redis store, or made-up ids for plain-TCP runs without certificates. */
@@ -45,9 +45,7 @@ export class StoreIdentities implements IdentityBase {
     readonly ids: string[],
   ) {}
 
-  /** `url` as given to `--certs`; REDIS_PASSWD and REDIS_CERTIFICATES_DB apply as for `cicada store`. */
-  static async open(url: string, ca?: string): Promise<StoreIdentities> {
-    const settings = storeSettings(url, process.env, ca);
+  static async open(settings: StoreSettings): Promise<StoreIdentities> {
     const ids = await withStore(settings, (store) => store.ids());
     return new StoreIdentities(settings, ids);
   }
@@ -86,17 +84,17 @@ async function withStore<T>(s: StoreSettings, body: (store: RedisStore) => Promi
   }
 }
 
-/** The identities behind `--certs`: a directory, a Redis store URL, or none (synthetic). */
-export async function openIdentityBase(certs: string, synthetic: boolean, storeCa?: string): Promise<IdentityBase> {
+/** The identities behind `--certs`: a Redis store (`store` given), a directory, or none (synthetic). */
+export async function openIdentityBase(certs: string, synthetic: boolean, store?: StoreSettings): Promise<IdentityBase> {
   if (synthetic) return SYNTHETIC;
-  if (isStoreUrl(certs)) return StoreIdentities.open(certs, storeCa);
+  if (store) return StoreIdentities.open(store);
   return new DirIdentities(certs);
 }
 
 /** Sorted ids behind `--certs`, for counting and for the digest machines compare. */
-export async function listIdentities(certs: string, storeCa?: string): Promise<string[]> {
-  if (!isStoreUrl(certs)) return listDeviceIds(certs);
-  return (await StoreIdentities.open(certs, storeCa)).ids;
+export async function listIdentities(certs: string, store?: StoreSettings): Promise<string[]> {
+  if (!store) return listDeviceIds(certs);
+  return (await StoreIdentities.open(store)).ids;
 }
 
 /** Worker `offset` of `stride` over a machine's ranges: its index i is the machine's position offset + i*stride. */

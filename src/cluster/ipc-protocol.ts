@@ -2,6 +2,7 @@
  * The one message protocol between a controller and its workers, whatever carries it: IPC
  * between a supervisor and its local worker processes, Redis pub/sub between machines.
  */
+import type { StoreSettings } from "../store/redis.ts";
 import type { SwarmConfig } from "../engine/config.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
 import type { LifecycleAnswer, LifecycleKind } from "../lifecycle/types.ts";
@@ -18,7 +19,7 @@ export interface WorkerSpec {
   /** Without TLS and without enough certificates, ids are made up. */
   synthetic: boolean;
   /** CA of a rediss:// certificate store (`certDir` is then its URL). */
-  storeCa?: string;
+  store?: StoreSettings;
   swarm: SwarmConfig;
 }
 

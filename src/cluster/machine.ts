@@ -14,6 +14,7 @@
  * CA, hook and signer credentials. A beat is used only once authentic (seal.ts), well-formed
  * (wire.ts), from the newest controller, and newer than the last beat seen.
  */
+import type { StoreSettings } from "../store/redis.ts";
 import { availableParallelism, hostname } from "node:os";
 import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
@@ -37,7 +38,7 @@ export interface MachineOptions {
   redis: RedisSettings;
   /** A certificate directory or a Redis store URL. */
   certDir: string;
-  storeCa?: string;
+  store?: StoreSettings;
   /** CA of the broker certificate; default: the controller's. */
   caPem?: string;
   sources: string[];
@@ -105,7 +106,7 @@ export class MachineAgent {
 
   /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */
   async serve(): Promise<number> {
-    this.ids = await listIdentities(this.o.certDir, this.o.storeCa);
+    this.ids = await listIdentities(this.o.certDir, this.o.store);
     this.digest = idsDigest(this.ids);
     const raised = await raiseFileLimit();
     const limit = raised.ok ? raised : getFileLimit();
@@ -285,7 +286,7 @@ export class MachineAgent {
     for (const line of [...cap.warnings, ...cap.errors]) this.say(`warning: ${line}`);
     if (b.verify) await this.startVerifier(b, swarm);
     this.sup = new Supervisor(
-      planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, storeCa: this.o.storeCa }),
+      planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, store: this.o.store }),
       (line) => this.say(line),
       this.lifecycleFor(b),
     );

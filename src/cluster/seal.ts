@@ -18,6 +18,8 @@ export const MAX_MESSAGE_CHARS = 8 * 1024 * 1024;
 /** Shortest cluster key accepted, in characters (`openssl rand -hex 32` makes 64). */
 export const MIN_KEY_CHARS = 16;
 
+const KEY_ENV = "CICADA_CLUSTER_KEY";
+
 export type DropReason = "too_large" | "malformed" | "unsigned" | "bad_mac" | "signed_no_key" | "stale" | "invalid" | "replayed";
 
 export type Opened = { ok: true; value: unknown } | { ok: false; reason: DropReason };
@@ -68,13 +70,25 @@ export class Seal {
   }
 }
 
+/** `--cluster-key FILE`, or the key itself in CICADA_CLUSTER_KEY. */
+export const CLUSTER_KEY_OPTION = {
+  type: "string",
+  arg: "FILE",
+  env: KEY_ENV,
+  help: `Shared secret that signs every control message over Redis: a file holding it, or the key itself in ${KEY_ENV}; required unless Redis is on loopback`,
+} as const;
+
 /**
- * The cluster key from `--cluster-key FILE`, else CICADA_CLUSTER_KEY; null when neither is
- * set. Problems go to `issues` (the caller lists them all); a file others can read is a warning.
+ * The cluster key from `--cluster-key FILE`, else CICADA_CLUSTER_KEY (the key itself); null
+ * when neither is set. Problems go to `o.issues` (the caller lists them all); a file others
+ * can read is a warning.
  */
-export function readClusterKey(file: string | undefined, env: Record<string, string | undefined>, issues: string[], warn: (line: string) => void): string | null {
+export function readClusterKey(o: { str(name: string): string | undefined; source(name: string): string; readonly issues: string[] }, warn: (line: string) => void): string | null {
+  const fromEnv = o.source("cluster-key") === KEY_ENV;
+  const file = fromEnv ? undefined : o.str("cluster-key");
+  const issues = o.issues;
   let key: string | undefined;
-  let from = "CICADA_CLUSTER_KEY";
+  let from = KEY_ENV;
   if (file !== undefined) {
     from = `--cluster-key ${file}`;
     try {
@@ -84,7 +98,7 @@ export function readClusterKey(file: string | undefined, env: Record<string, str
       issues.push(`--cluster-key: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
       return null;
     }
-  } else key = env.CICADA_CLUSTER_KEY?.trim();
+  } else key = fromEnv ? o.str("cluster-key")?.trim() : undefined;
   if (key === undefined || key === "") {
     if (file !== undefined) issues.push(`${from} is empty`);
     return null;

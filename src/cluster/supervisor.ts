@@ -4,6 +4,7 @@
  * second (counters add, histograms merge exactly). A worker that dies or goes silent for
  * WATCHDOG_MS is counted, replaced, and its devices resume in the new process.
  */
+import type { StoreSettings } from "../store/redis.ts";
 import type { Subprocess } from "bun";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
@@ -26,7 +27,7 @@ export interface FleetPlan {
   ranges: Range[];
   workers: number;
   swarm: SwarmConfig;
-  storeCa?: string;
+  store?: StoreSettings;
 }
 
 /** One spec per worker: worker k takes positions k, k+W, ... of the fleet's identities; users and rate split evenly. */
@@ -38,7 +39,7 @@ export function planWorkers(plan: FleetPlan): WorkerSpec[] {
     certDir: plan.certDir,
     ranges: plan.ranges,
     synthetic: plan.synthetic,
-    ...(plan.storeCa ? { storeCa: plan.storeCa } : {}),
+    ...(plan.store ? { store: plan.store } : {}),
     swarm: { ...plan.swarm, users: u, rate: (plan.swarm.rate * u) / Math.max(1, plan.swarm.users) },
   }));
 }

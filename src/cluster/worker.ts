@@ -13,8 +13,8 @@ import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-proto
 export const STATS_INTERVAL_MS = 1000;
 
 /** This worker's identities, fetched ahead when they come from a Redis store. */
-export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "storeCa">): Promise<StridedIdentities> {
-  const ids = new StridedIdentities(await openIdentityBase(spec.certDir, spec.synthetic, spec.storeCa), spec.ranges, spec.stride, spec.slot);
+export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "store">): Promise<StridedIdentities> {
+  const ids = new StridedIdentities(await openIdentityBase(spec.certDir, spec.synthetic, spec.store), spec.ranges, spec.stride, spec.slot);
   await ids.prefetch();
   return ids;
 }

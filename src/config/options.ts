@@ -17,6 +17,8 @@ export interface OptionSpec {
   negatable?: boolean;
   /** May be given several times (read with Options.all). */
   multiple?: boolean;
+  /** Older spellings still accepted (`--dir` for `--certs`); help lists them. */
+  aliases?: string[];
 }
 export type OptionSpecs = Record<string, OptionSpec>;
 
@@ -151,6 +153,7 @@ export function parseCommand(
   for (const [name, o] of Object.entries(spec.options)) {
     options[name] = { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) };
     if (o.negatable) options[`no-${name}`] = { type: "boolean" };
+    for (const a of o.aliases ?? []) options[a] = { type: o.type, ...(o.multiple ? { multiple: true } : {}) };
   }
   const issues: string[] = [];
   const { values, positionals, tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
@@ -168,11 +171,20 @@ export function parseCommand(
   if (positionals.length > 0 && !opts.positionals) issues.push(`unexpected argument ${JSON.stringify(positionals[0])} (see cicada ${spec.name} --help)`);
 
   const file = typeof values.config === "string" && spec.options.config ? readConfigFile(values.config, issues) : {};
-  for (const key of Object.keys(file)) if (!spec.options[key] || key === "config") issues.push(`${values.config}: unknown setting "${key}" (keys are flag names)`);
+  const aliasOf = new Map(Object.entries(spec.options).flatMap(([name, o]) => (o.aliases ?? []).map((a): [string, string] => [a, name])));
+  for (const key of Object.keys(file)) if ((!spec.options[key] && !aliasOf.has(key)) || key === "config") issues.push(`${values.config}: unknown setting "${key}" (keys are flag names)`);
+  for (const [key, v] of Object.entries(file)) {
+    const name = aliasOf.get(key);
+    if (name && file[name] === undefined) file[name] = v;
+  }
   const out: Record<string, string | boolean | undefined> = {};
   const sources: Record<string, string> = {};
   for (const [name, o] of Object.entries(spec.options)) {
-    const raw = values[name] as string | boolean | (string | boolean)[] | undefined;
+    const given = [name, ...(o.aliases ?? [])].filter((n) => values[n] !== undefined);
+    if (given.length > 1) issues.push(`${given.map((n) => `--${n}`).join(" and ")} are one option: give it once`);
+    const used = given[0] ?? name;
+    if (used !== name) sources[name] = `--${used}`;
+    const raw = values[used] as string | boolean | (string | boolean)[] | undefined;
     // Several values travel as one string, a value per line (Options.all splits them).
     let v = Array.isArray(raw) ? raw.join("\n") : raw;
     if (o.negatable && values[`no-${name}`] === true) v = false;
@@ -221,6 +233,7 @@ export function renderHelp(spec: CommandSpec): string {
   for (const [name, o] of Object.entries(spec.options)) {
     let left = `${o.short ? `-${o.short}, ` : "    "}--${name}${o.negatable ? `, --no-${name}` : ""}${o.type === "string" ? ` ${o.arg ?? "VALUE"}` : ""}`;
     let right = o.help;
+    if (o.aliases?.length) right += ` [also ${o.aliases.map((a) => `--${a}`).join(", ")}]`;
     const extra = [o.default !== undefined ? `default ${o.default}` : "", o.env ? `env ${o.env}` : ""].filter(Boolean);
     if (extra.length) right += ` (${extra.join("; ")})`;
     rows.push([left, right]);

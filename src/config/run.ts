@@ -4,10 +4,11 @@ import { isIP } from "node:net";
 import { isLoopbackHost } from "../sys/net.ts";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "./options.ts";
-import { checkRedisUrl, redisUrl, type RedisSettings } from "../store/connection.ts";
+import type { RedisSettings } from "../store/connection.ts";
 import { redactUrl } from "../sys/redact.ts";
-import { keyIssue, readClusterKey } from "../cluster/seal.ts";
-import { checkStoreEnv, isStoreUrl, storeSettings } from "../store/redis.ts";
+import { CLUSTER_KEY_OPTION, keyIssue, readClusterKey } from "../cluster/seal.ts";
+import { isStoreUrl, type StoreSettings } from "../store/redis.ts";
+import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
@@ -27,7 +28,7 @@ export const RUN_SPEC: CommandSpec = {
     rate: { type: "string", short: "r", arg: "N", default: "100", help: "New devices per second while ramping up (spawn rate)" },
     duration: { type: "string", short: "t", arg: "TIME", default: "1m", help: "Run time, e.g. 90s, 10m, 1h30m (ramp included)" },
     certs: { type: "string", arg: "DIR|URL", env: "CERT_DIR", default: "cert", help: "Certificate directory (dojot layout), or a Redis store (redis://host:6379[/db]) — one identity per device" },
-    "ca-cert": { type: "string", arg: "FILE", env: "CA_CERT_FILE", help: "CA that signed the broker certificate (default DIR/ca.crt)" },
+    "broker-ca": { type: "string", arg: "FILE", env: "CA_CERT_FILE", aliases: ["ca-cert"], help: "CA that signed the broker certificate (default DIR/ca.crt)" },
     tenant: { type: "string", arg: "NAME", env: "TENANT", default: "admin", help: "Tenant: client id = username = tenant:deviceid" },
     qos: { type: "string", arg: "0|1|2", env: "DOJOT_MQTT_QOS", default: "1", help: "QoS of telemetry and of the config subscription" },
     interval: { type: "string", arg: "MIN..MAX", help: "Time between a device's publishes, uniformly jittered (default 29.5s..30s; env TASK_MIN_TIME/TASK_MAX_TIME, ms)" },
@@ -55,16 +56,18 @@ export const RUN_SPEC: CommandSpec = {
     autostart: { type: "boolean", help: "With --ui: start a run with these settings at once, as if from the form" },
     "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
     redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
-    "redis-ca": { type: "string", arg: "FILE", help: "CA certificate of a rediss:// server (--redis, --certs)" },
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
     grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines drop their devices after this long without the controller (their lease)" },
-    "cluster-key": { type: "string", arg: "FILE", help: "With --redis: shared secret that signs every control message (or CICADA_CLUSTER_KEY); required unless Redis is on loopback" },
+    "cluster-key": CLUSTER_KEY_OPTION,
+    ...STORE_OPTIONS,
     verify: { type: "boolean", help: "Consume every device's telemetry and account for each message end to end: delivered, lost, duplicated, out of order (report: integrity)" },
     "verify-cert": { type: "string", arg: "FILE", help: "With --verify: the consumer's certificate (its CN is its username: the broker's ACL must let it read +/attrs)" },
     "verify-key": { type: "string", arg: "FILE", help: "With --verify: the consumer's private key" },
     "verify-connections": { type: "string", arg: "auto|N", default: "auto", help: "With --verify: subscriber connections per broker address (auto: one per 500 msg/s it receives; more than one link in all share a $share subscription)" },
     "verify-wait": { type: "string", arg: "TIME", default: "5s", help: "With --verify: after the devices stop, wait up to this long for messages still on their way" },
     actuate: { type: "string", arg: "N", help: "With --verify: commands per second published to devices' tenant:id/config topics (cloud → device), counted end to end" },
+    "task-min-time": { type: "string", arg: "MS", env: "TASK_MIN_TIME", help: "dojot's shortest interval between publishes, ms (--interval wins)" },
+    "task-max-time": { type: "string", arg: "MS", env: "TASK_MAX_TIME", help: "dojot's longest interval between publishes, ms (--interval wins)" },
     config: { type: "string", arg: "FILE", help: "JSON file of flag names to values (defaults < file < env < flags)" },
     ...LIFECYCLE_OPTIONS,
   },
@@ -98,8 +101,8 @@ export interface RunConfig {
   workers: number | "auto";
   reportPath?: string;
   resetStats: boolean;
-  /** CA of a rediss:// certificate store given as --certs. */
-  storeCa?: string;
+  /** The Redis certificate store, when --certs is a redis:// URL. */
+  store?: StoreSettings;
   thresholds: Threshold[];
   /** Renew/revoke with this machine's CA, hook and signer (the swarm carries only the plan). */
   lifecycle?: LifecycleConfig;
@@ -114,7 +117,7 @@ export interface RunConfig {
 }
 
 /** Reads and validates every run setting; problems are recorded on `o` (call o.check()). */
-export function readRunConfig(o: Options, env: Record<string, string | undefined> = process.env): RunConfig {
+export function readRunConfig(o: Options): RunConfig {
   const hosts = o.list("host") ?? [];
   if (!hosts.length) o.fail("host", "lists no host", o.str("host"));
   const ports: number[] = [];
@@ -150,32 +153,30 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     const r = parseRange(o.str("interval")!);
     if (!r || r[0] <= 0) o.fail("interval", "must be a time or MIN..MAX, e.g. 30s or 29.5s..30s, > 0", o.str("interval"));
     else intervalMs = r;
-  } else if (env.TASK_MIN_TIME !== undefined || env.TASK_MAX_TIME !== undefined) {
+  } else if (o.has("task-min-time") || o.has("task-max-time")) {
     // dojot's variables, in ms; either alone means a fixed interval.
-    const lo = Number(env.TASK_MIN_TIME ?? env.TASK_MAX_TIME);
-    const hi = Number(env.TASK_MAX_TIME ?? env.TASK_MIN_TIME);
-    if (!(lo > 0) || !(hi >= lo)) o.issues.push(`TASK_MIN_TIME/TASK_MAX_TIME must be ms with 0 < min <= max (got ${env.TASK_MIN_TIME}, ${env.TASK_MAX_TIME})`);
+    const min = o.str("task-min-time") ?? o.str("task-max-time");
+    const max = o.str("task-max-time") ?? o.str("task-min-time");
+    const lo = Number(min);
+    const hi = Number(max);
+    if (!(lo > 0) || !(hi >= lo)) o.issues.push(`${o.source("task-min-time")}/${o.source("task-max-time")} must be ms with 0 < min <= max (got ${min}, ${max})`);
     else intervalMs = [lo, hi];
   }
 
   const certsArg = o.str("certs")!;
   const fromStore = isStoreUrl(certsArg);
-  if (fromStore) {
-    const bad = checkRedisUrl(certsArg);
-    if (bad) o.fail("certs", bad.replace(/ \(got .*\)$/, ""), redactUrl(certsArg));
-    o.issues.push(...checkStoreEnv(env));
-  }
-  const certDir = fromStore ? storeSettings(certsArg, env).redis.url : certsArg;
+  const store = fromStore ? readStoreSettings(o, "certs") : undefined;
+  const certDir = store ? store.redis.url : certsArg;
   const tls = o.bool("tls");
   let caPem: string | undefined;
-  // A store's CA is read from the store itself (runCommand), unless --ca-cert names one.
-  if (tls && !(fromStore && !o.has("ca-cert"))) {
-    let caPath = o.str("ca-cert") ?? join(certDir, "ca.crt");
+  // A store's CA is read from the store itself (runCommand), unless --broker-ca names one.
+  if (tls && !(fromStore && !o.has("broker-ca"))) {
+    let caPath = o.str("broker-ca") ?? join(certDir, "ca.crt");
     if (!existsSync(caPath) && !isAbsolute(caPath) && existsSync(join(certDir, caPath))) caPath = join(certDir, caPath);
     try {
       caPem = readFileSync(caPath, "utf8");
     } catch {
-      o.issues.push(`${o.has("ca-cert") ? o.source("ca-cert") : "--certs"}: cannot read CA certificate ${caPath} (run cicada certs create first, or pass --ca-cert)`);
+      o.issues.push(`${o.has("broker-ca") ? o.source("broker-ca") : "--certs"}: cannot read CA certificate ${caPath} (run cicada certs create first, or pass --broker-ca)`);
     }
   }
   const lifecycle = readLifecycle(o, { certs: certsArg, tls });
@@ -195,16 +196,15 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
   const expect = o.int("expect-machines", 1, 1, 10_000);
   const graceMs = positiveDuration(o, "grace", "60s");
   let federation: RunConfig["federation"];
-  const redisCa = o.fileText("redis-ca");
   if (o.has("redis")) {
-    const url = redisUrl(o.str("redis"), env);
-    const bad = checkRedisUrl(url);
-    if (bad) o.fail("redis", bad.replace(/ \(got .*\)$/, ""), redactUrl(o.str("redis")!));
-    const ca = redisCa;
-    const clusterKey = readClusterKey(o.str("cluster-key"), env, o.issues, (line) => process.stderr.write(`cicada: warning: ${line}\n`));
+    const before = o.issues.length;
+    const url = readRedisUrl(o, "redis");
+    const bad = o.issues.length > before;
+    const ca = o.fileText("redis-ca");
+    const clusterKey = readClusterKey(o, (line) => process.stderr.write(`cicada: warning: ${line}\n`));
     const noKey = keyIssue(url, clusterKey, "--redis");
     if (noKey && !bad) o.issues.push(noKey);
-    federation = { redis: { url, ca }, expect, graceMs, clusterKey };
+    federation = { redis: { url, ...(ca !== undefined ? { ca } : {}) }, expect, graceMs, clusterKey };
   }
   let verify: RunConfig["verify"];
   if (o.bool("verify")) {
@@ -255,7 +255,7 @@ export function readRunConfig(o: Options, env: Record<string, string | undefined
     ...(ui ? { ui } : {}),
     resetStats: o.bool("reset-stats"),
     federation,
-    storeCa: redisCa,
+    ...(store ? { store } : {}),
     echo: {
       targets: targets.map((t) => `${t.host}:${t.port}`),
       users,

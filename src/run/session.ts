@@ -27,7 +27,7 @@ import { buildReport, integrityOf, type Integrity, type Report } from "../report
 import { Verifier } from "../engine/verifier.ts";
 import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
-import { CA_KEY, isStoreUrl, RedisStore, storeSettings } from "../store/redis.ts";
+import { CA_KEY, isStoreUrl, RedisStore } from "../store/redis.ts";
 
 /** How often the timeline gets a point. */
 export const SAMPLE_MS = 2000;
@@ -91,7 +91,7 @@ export class RunSession {
   static async open(cfg: RunConfig, say: (line: string) => void): Promise<RunSession> {
     const fromStore = isStoreUrl(cfg.certDir);
     const where = fromStore ? `the store ${redactUrl(cfg.certDir)}` : cfg.certDir;
-    const ids = await listIdentities(cfg.certDir, cfg.storeCa);
+    const ids = await listIdentities(cfg.certDir, cfg.store);
     const available = Math.max(0, ids.length - cfg.firstDevice);
     const synthetic = !cfg.swarm.tls && available < cfg.swarm.users;
     if (available < cfg.swarm.users && !synthetic) {
@@ -102,7 +102,7 @@ export class RunSession {
     }
     if (fromStore && cfg.swarm.tls && !cfg.swarm.caPem) {
       // The broker's CA, kept in the store by `cicada certs create --redis`.
-      const store = await RedisStore.open(storeSettings(cfg.certDir, process.env, cfg.storeCa));
+      const store = await RedisStore.open(cfg.store!);
       cfg.swarm.caPem = (await store.caPem()) ?? undefined;
       await store.close();
       if (!cfg.swarm.caPem && !cfg.swarm.insecure) throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --ca-cert FILE, or --insecure`]);
@@ -151,8 +151,8 @@ export class RunSession {
     const lifecycle = cfg.lifecycle ? lifecycleService(cfg.lifecycle, cfg.swarm.tenant, say) : null;
     const fleet: Fleet =
       workers === 1
-        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, storeCa: cfg.storeCa }), lifecycle)
-        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, storeCa: cfg.storeCa }), say, lifecycle);
+        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }), lifecycle)
+        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle);
     return new RunSession(cfg, fleet, workers, space[1]);
   }
 
@@ -294,7 +294,7 @@ export class RunSession {
  * --insecure) and a CN. Every problem is listed (ConfigError, exit 2).
  */
 async function preflight(cfg: RunConfig, fromStore: boolean, say: (line: string) => void): Promise<void> {
-  const base = await openIdentityBase(cfg.certDir, false, cfg.storeCa);
+  const base = await openIdentityBase(cfg.certDir, false, cfg.store);
   const count = Math.min(cfg.swarm.users, base.count - cfg.firstDevice);
   const { indices, sampled } = sampleIndices(cfg.firstDevice, count);
   await base.prefetch?.(indices);

@@ -1,7 +1,7 @@
 /**
  * Connections to Redis, for the certificate store and for federated machines alike:
- * `redis://` or `rediss://` (TLS) URLs, REDIS_HOST / REDIS_PORT / REDIS_PASSWD as dojot's tools
- * read them, reconnection forever with a capped backoff, and one line on stderr when the link
+ * `redis://` or `rediss://` (TLS) URLs (config/store.ts reads REDIS_HOST / REDIS_PORT /
+ * REDIS_PASSWD as dojot's tools did), reconnection forever with a capped backoff, and one line on stderr when the link
  * goes down and when it is back.
  */
 import Redis from "ioredis";
@@ -15,14 +15,14 @@ export interface RedisSettings {
   ca?: string;
 }
 
-/** The URL from a flag, else from REDIS_HOST / REDIS_PORT / REDIS_PASSWD; a bare host:port gets redis://. */
-export function redisUrl(flag: string | undefined, env: Record<string, string | undefined> = process.env): string {
-  let url = flag ?? `redis://${env.REDIS_HOST ?? "127.0.0.1"}:${env.REDIS_PORT ?? "6379"}`;
+/** The URL given, else redis://host:port; a bare host:port gets redis://, a URL without a password gets `passwd`. */
+export function redisUrl(given: string | undefined, where: { host: string; port: string; passwd?: string | undefined }): string {
+  let url = given ?? `redis://${where.host}:${where.port}`;
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) url = `redis://${url}`;
-  if (!env.REDIS_PASSWD) return url;
+  if (!where.passwd) return url;
   try {
     const u = new URL(url);
-    if (!u.password) u.password = encodeURIComponent(env.REDIS_PASSWD);
+    if (!u.password) u.password = encodeURIComponent(where.passwd);
     return u.toString();
   } catch {
     return url; // checkRedisUrl says what is wrong with it

@@ -8,7 +8,7 @@
  *     so `store export` can write ca.crt without asking anyone).
  */
 import type Redis from "ioredis";
-import { openRedis, redisUrl, type RedisSettings } from "./connection.ts";
+import { openRedis, type RedisSettings } from "./connection.ts";
 import { DEVICE_ID } from "./dir.ts";
 
 export interface StoreSettings {
@@ -140,22 +140,10 @@ export function isStoreUrl(s: string): boolean {
   return /^rediss?:\/\//.test(s);
 }
 
-/** Store settings from a URL plus dojot's REDIS_PASSWD / REDIS_CERTIFICATES_DB / REDIS_MAPPED_DB (a db in the URL's path wins). */
-export function storeSettings(url: string, env: Record<string, string | undefined> = process.env, ca?: string): StoreSettings {
-  const withPass = redisUrl(url, env);
-  const path = /^rediss?:\/\/[^/]*\/(\d+)/.exec(withPass);
-  const certDb = path ? Number(path[1]) : Number(env.REDIS_CERTIFICATES_DB ?? 0);
-  const mappedDb = Number(env.REDIS_MAPPED_DB ?? 1);
-  const base = withPass.replace(/^(rediss?:\/\/[^/]*)(\/.*)?$/, "$1");
-  return { redis: { url: `${base}/${certDb}`, ca }, certDb, mappedDb };
-}
-
-/** Problems with the db numbers in the environment, for a command's list of bad input. */
-export function checkStoreEnv(env: Record<string, string | undefined> = process.env): string[] {
-  const issues: string[] = [];
-  for (const name of ["REDIS_CERTIFICATES_DB", "REDIS_MAPPED_DB"]) {
-    const v = env[name];
-    if (v !== undefined && !/^\d{1,2}$/.test(v)) issues.push(`${name} must be a database number such as 0 or 1 (got "${v}")`);
-  }
-  return issues;
+/** Store settings from a URL (its password included); a db in the URL's path wins over `dbs.certDb`. */
+export function storeSettings(url: string, dbs: { certDb: number; mappedDb: number }, ca?: string): StoreSettings {
+  const path = /^rediss?:\/\/[^/]*\/(\d+)/.exec(url);
+  const certDb = path ? Number(path[1]) : dbs.certDb;
+  const base = url.replace(/^(rediss?:\/\/[^/]*)(\/.*)?$/, "$1");
+  return { redis: { url: `${base}/${certDb}`, ...(ca !== undefined ? { ca } : {}) }, certDb, mappedDb: dbs.mappedDb };
 }

@@ -118,3 +118,51 @@ test("--tenant is checked the same way by every command that takes it", async ()
     expect(r.stderr).toContain('--tenant must be a non-empty name without spaces, /, +, # or : (got "a/b")');
   }
 });
+
+describe("flags mean one thing everywhere; old spellings still work", () => {
+  test("--broker-ca (run) and its old spelling --ca-cert read the same file; both at once is bad input", async () => {
+    using tmp = tempDir();
+    const missing = join(tmp.path, "nope.crt");
+    const now = await cicada(["run", "--certs", tmp.path, "--broker-ca", missing]);
+    const old = await cicada(["run", "--certs", tmp.path, "--ca-cert", missing]);
+    expect([now.code, old.code]).toEqual([2, 2]);
+    expect(now.stderr).toContain(`--broker-ca: cannot read CA certificate ${missing}`);
+    expect(old.stderr).toContain(`--ca-cert: cannot read CA certificate ${missing}`);
+    const both = await cicada(["run", "--broker-ca", missing, "--ca-cert", missing]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("--broker-ca and --ca-cert are one option: give it once");
+    const help = await cicada(["run", "--help"]);
+    expect(help.stdout).toMatch(/--broker-ca FILE +CA that signed the broker certificate.*\[also --ca-cert\]/);
+  });
+
+  test("certs: --certs/--dir, --signing-ca-cert/--ca-cert and --store/--redis name the same things", async () => {
+    using tmp = tempDir();
+    const a = await cicada(["certs", "create", "--ids", "x1", "--certs", "new"], { cwd: tmp.path });
+    const b = await cicada(["certs", "create", "--ids", "x2", "--dir", "new"], { cwd: tmp.path });
+    expect([a.code, b.code]).toEqual([0, 0]);
+    expect(listDeviceIds(join(tmp.path, "new"))).toEqual(["x1", "x2"]);
+    // An outside CA: the new spelling and the old one sign alike.
+    const ca = join(tmp.path, "new", "ca.crt");
+    const key = join(tmp.path, "new", ".ca", "ca.key");
+    expect((await cicada(["certs", "create", "--ids", "y1", "--certs", "other", "--signing-ca-cert", ca, "--signing-ca-key", key], { cwd: tmp.path })).code).toBe(0);
+    expect((await cicada(["certs", "create", "--ids", "y2", "--certs", "other", "--ca-cert", ca, "--ca-key", key], { cwd: tmp.path })).code).toBe(0);
+    for (const id of ["y1", "y2"]) expect((await sh(["openssl", "verify", "-CAfile", ca, join(tmp.path, "other", `${id}.crt`)])).code).toBe(0);
+    const lonely = await cicada(["certs", "create", "--ids", "z", "--signing-ca-cert", ca], { cwd: tmp.path });
+    expect(lonely.stderr).toContain("--signing-ca-cert and --signing-ca-key go together");
+    // The store, old and new spelling: a bad URL is named by the spelling given.
+    for (const flag of ["--store", "--redis"]) {
+      const r = await cicada(["certs", "create", "--ids", "q", flag, "ftp://h"], { cwd: tmp.path });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${flag} must be a redis:// or rediss:// URL`);
+    }
+  });
+
+  test("dojot's Redis variables are read through the flags they stand for, and named when wrong", async () => {
+    const r = await cicada(["store", "map"], { env: { REDIS_HOST: "", REDIS_PORT: "", REDIS_CERTIFICATES_DB: "x", REDIS_MAPPED_DB: "100" } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('REDIS_CERTIFICATES_DB must be a whole number from 0 to 99 (got "x")');
+    expect(r.stderr).toContain('REDIS_MAPPED_DB must be a whole number from 0 to 99 (got "100")');
+    const help = await cicada(["store", "map", "--help"]);
+    expect(help.stdout).toContain("env REDIS_PASSWD");
+  });
+});

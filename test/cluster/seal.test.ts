@@ -3,7 +3,8 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CTL, UP, type Beat, type MachineState } from "../../src/cluster/redis-protocol.ts";
-import { keyIssue, MAX_SKEW_MS, readClusterKey, Seal } from "../../src/cluster/seal.ts";
+import { CLUSTER_KEY_OPTION, keyIssue, MAX_SKEW_MS, readClusterKey, Seal } from "../../src/cluster/seal.ts";
+import { parseCommand } from "../../src/config/options.ts";
 import { parseBeat, parseState } from "../../src/cluster/wire.ts";
 import { encodeStats, packStats } from "../../src/metrics/snapshot.ts";
 import { Stats } from "../../src/metrics/stats.ts";
@@ -72,12 +73,23 @@ describe("Seal", () => {
     const file = join(tmp.path, "cluster.key");
     writeFileSync(file, `${KEY}\n`);
     chmodSync(file, 0o644);
+    // Read as every command reads it: through the option spec (flag, else the environment).
+    const spec = { name: "t", summary: "", usage: "", options: { "cluster-key": CLUSTER_KEY_OPTION } };
     const issues: string[] = [];
     const warnings: string[] = [];
-    expect(readClusterKey(file, {}, issues, (w) => warnings.push(w))).toBe(KEY);
+    const read = (argv: string[], env: Record<string, string>, warn: (w: string) => void = () => {}) => {
+      const o = parseCommand(spec, argv, env)!;
+      const key = readClusterKey(o, warn);
+      issues.push(...o.issues);
+      return key;
+    };
+    expect(read(["--cluster-key", file], {}, (w) => warnings.push(w))).toBe(KEY);
     expect(warnings[0]).toContain("chmod 600");
-    expect(readClusterKey(undefined, { CICADA_CLUSTER_KEY: "short" }, issues, () => {})).toBeNull();
-    expect(readClusterKey(join(tmp.path, "missing"), {}, issues, () => {})).toBeNull();
+    expect(read([], { CICADA_CLUSTER_KEY: KEY })).toBe(KEY);
+    expect(read(["--cluster-key", file], { CICADA_CLUSTER_KEY: "the flag wins over this" })).toBe(KEY);
+    expect(read([], {})).toBeNull();
+    expect(read([], { CICADA_CLUSTER_KEY: "short" })).toBeNull();
+    expect(read(["--cluster-key", join(tmp.path, "missing")], {})).toBeNull();
     expect(issues).toEqual([
       "CICADA_CLUSTER_KEY must hold at least 16 characters (got 5); make one with: openssl rand -hex 32 > cluster.key",
       `--cluster-key: cannot read ${join(tmp.path, "missing")} (ENOENT)`,

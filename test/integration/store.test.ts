@@ -81,7 +81,7 @@ describe.skipIf(!HAVE_REDIS || !HAVE_MOSQUITTO)("the Redis certificate store", (
     // Their dumps hold no CA: it is given as a file, as dojot's tool fetched it from its CA.
     const noCa = await cicada(["store", "export", "--redis", redis.url, "--dir", "out"], { cwd: tmp.path });
     expect(noCa.code).toBe(2);
-    expect(noCa.stderr).toContain("--ca-cert");
+    expect(noCa.stderr).toContain("--signing-ca-cert FILE or --dojot");
     const e = await cicada(["store", "export", "--redis", redis.url, "--dir", "out", "--ca-cert", join(caHome, "ca.crt")], { cwd: tmp.path });
     expect(e.code).toBe(0);
     const out = join(tmp.path, "out");

@@ -38,19 +38,19 @@ export function openLocalCa(dir: CertDir, opts: OpenCaOptions): { ca: Certificat
   let ca: CertificateAuthority;
   let created = false;
   if (opts.caCert || opts.caKey) {
-    if (!opts.caCert || !opts.caKey) throw new LoadError("--ca-cert and --ca-key go together", EXIT.BAD_INPUT);
+    if (!opts.caCert || !opts.caKey) throw new LoadError("--signing-ca-cert and --signing-ca-key go together", EXIT.BAD_INPUT);
     ca = loadCa(read(opts.caCert, "CA certificate"), read(opts.caKey, "CA key"), { cert: opts.caCert, key: opts.caKey });
     if (exists(dir.caCert)) {
       const current = loadCaCertOnly(dir.caCert);
       if (current !== ca.certPem.trim()) {
-        throw new LoadError(`${dir.caCert} holds a different CA than ${opts.caCert}; use another --dir`, EXIT.BAD_INPUT);
+        throw new LoadError(`${dir.caCert} holds a different CA than ${opts.caCert}; use another --certs`, EXIT.BAD_INPUT);
       }
     } else {
       writeFileAtomic(dir.caCert, ca.certPem, 0o644);
     }
   } else if (exists(dir.caCert)) {
     if (!exists(dir.caKey)) {
-      throw new LoadError(`${dir.caCert} exists but its key ${dir.caKey} does not: pass --ca-cert and --ca-key`, EXIT.BAD_INPUT);
+      throw new LoadError(`${dir.caCert} exists but its key ${dir.caKey} does not: pass --signing-ca-cert and --signing-ca-key`, EXIT.BAD_INPUT);
     }
     ca = loadCa(read(dir.caCert, "CA certificate"), read(dir.caKey, "CA key"), { cert: dir.caCert, key: dir.caKey });
   } else {
