@@ -49,20 +49,20 @@ try {
   await using redis = await startRedis({ stateDir: work });
 
   // Stored per second, one process: a separate database so the big store below starts empty.
-  const one = await cicada(["certs", "create", "--devices", String(oneCore), "--jobs", "1", "--redis", `${redis.url}/2`, "--dir", "ca"], work);
+  const one = await cicada(["certs", "create", "--devices", String(oneCore), "--jobs", "1", "--store", `${redis.url}/2`, "--certs", "ca"], work);
   if ((await stored(redis.url, 2)) !== oneCore) throw new Error(`db 2 holds ${await stored(redis.url, 2)} devices, expected ${oneCore}`);
   emit({ figure: "stored_per_s", processes: 1, certs: oneCore, seconds: +one.seconds.toFixed(2), certs_per_s: Math.round(oneCore / one.seconds) });
 
-  const all = await cicada(["certs", "create", "--devices", String(devices), "--redis", redis.url, "--dir", "ca"], work);
+  const all = await cicada(["certs", "create", "--devices", String(devices), "--store", redis.url, "--certs", "ca"], work);
   if ((await stored(redis.url, 0)) !== devices) throw new Error(`db 0 holds ${await stored(redis.url, 0)} devices, expected ${devices}`);
   emit({ figure: "stored_per_s", processes: availableParallelism(), certs: devices, seconds: +all.seconds.toFixed(2), certs_per_s: Math.round(devices / all.seconds) });
 
-  const fresh = await cicada(["store", "export", "--redis", redis.url, "--dir", "out"], work);
+  const fresh = await cicada(["store", "export", "--store", redis.url, "--certs", "out"], work);
   const files = readdirSync(join(work, "out")).filter((n) => !n.startsWith(".")).length;
   if (files !== 2 * devices + 3) throw new Error(`export wrote ${files} entries, expected ${2 * devices + 3}`);
   emit({ figure: "exported_per_s", into: "empty dir", certs: devices, seconds: +fresh.seconds.toFixed(2), certs_per_s: Math.round(devices / fresh.seconds), cpu_s: +fresh.cpu_s.toFixed(2), goal_s: 60 });
 
-  const again = await cicada(["store", "export", "--redis", redis.url, "--dir", "out"], work);
+  const again = await cicada(["store", "export", "--store", redis.url, "--certs", "out"], work);
   emit({ figure: "exported_per_s", into: "full dir (nothing to write)", certs: devices, seconds: +again.seconds.toFixed(2), certs_per_s: Math.round(devices / again.seconds) });
 } finally {
   rmSync(work, { recursive: true, force: true });

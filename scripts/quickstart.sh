@@ -13,7 +13,7 @@ DURATION=${DURATION:-30s}
 have=$(ls cert 2>/dev/null | grep '\.crt$' | grep -vc '^ca.crt$' || true)
 if [ "$have" -lt "$DEVICES" ]; then
   echo "==> dist/cicada certs create --devices $((DEVICES - have))"
-  ./dist/cicada certs create --devices "$((DEVICES - have))" --dir cert
+  ./dist/cicada certs create --devices "$((DEVICES - have))" --certs cert
 fi
 
 echo "==> starting the test bed (mosquitto with mutual TLS, identity as username, per-device ACL, CRL)"

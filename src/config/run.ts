@@ -211,7 +211,7 @@ export function readRunConfig(o: Options): RunConfig {
     const cert = o.fileText("verify-cert");
     const key = o.fileText("verify-key");
     // Federated, each machine verifies its own devices with the identity given to its `cicada worker`.
-    if (tls && !o.has("redis") && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--verify over TLS needs the consumer's own --verify-cert and --verify-key (e.g. cicada certs create --ids verify --dir verify-cert)");
+    if (tls && !o.has("redis") && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--verify over TLS needs the consumer's own --verify-cert and --verify-key (e.g. cicada certs create --ids verify --certs verify-cert)");
     // A QoS 1 subscriber takes ~500-700 msg/s here before mosquitto's 20-message window per client
     // holds it back and the broker's queue overflows (bench/fleet.bench.ts --only verify).
     const perTarget = (users * 1000) / ((intervalMs[0] + intervalMs[1]) / 2) / Math.max(1, targets.length);

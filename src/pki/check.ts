@@ -32,7 +32,7 @@ export function checkIdentities(ids: IdentityLoader, indices: number[], caPem: s
     try {
       ca = new X509Certificate(caPem);
     } catch {
-      return { problems: ["the broker CA (ca.crt or --ca-cert) is not a PEM certificate"], notes };
+      return { problems: ["the broker CA (ca.crt or --broker-ca) is not a PEM certificate"], notes };
     }
   }
   let otherTenant = 0;

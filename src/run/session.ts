@@ -97,15 +97,15 @@ export class RunSession {
     if (available < cfg.swarm.users && !synthetic) {
       throw new ConfigError([
         `--users ${cfg.swarm.users} needs ${cfg.swarm.users} device certificates in ${where}${cfg.firstDevice ? ` from device ${cfg.firstDevice} on` : ""}, found ${available}: ` +
-          `run cicada certs create --devices ${cfg.swarm.users - available} ${fromStore ? `--redis ${redactUrl(cfg.certDir)}` : `--dir ${cfg.certDir}`}`,
+          `run cicada certs create --devices ${cfg.swarm.users - available} ${fromStore ? `--store ${redactUrl(cfg.certDir)}` : `--certs ${cfg.certDir}`}`,
       ]);
     }
     if (fromStore && cfg.swarm.tls && !cfg.swarm.caPem) {
-      // The broker's CA, kept in the store by `cicada certs create --redis`.
+      // The broker's CA, kept in the store by `cicada certs create --store`.
       const store = await RedisStore.open(cfg.store!);
       cfg.swarm.caPem = (await store.caPem()) ?? undefined;
       await store.close();
-      if (!cfg.swarm.caPem && !cfg.swarm.insecure) throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --ca-cert FILE, or --insecure`]);
+      if (!cfg.swarm.caPem && !cfg.swarm.insecure) throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --broker-ca FILE, or --insecure`]);
     }
     if (cfg.swarm.tls && !synthetic) await preflight(cfg, fromStore, say);
     const space: Range = [cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)];
@@ -298,7 +298,7 @@ async function preflight(cfg: RunConfig, fromStore: boolean, say: (line: string)
   const count = Math.min(cfg.swarm.users, base.count - cfg.firstDevice);
   const { indices, sampled } = sampleIndices(cfg.firstDevice, count);
   await base.prefetch?.(indices);
-  // The devices' CA: the directory's ca.crt (the broker's may be another, given with --ca-cert), or the store's.
+  // The devices' CA: the directory's ca.crt (the broker's may be another, given with --broker-ca), or the store's.
   const dirCa = fromStore ? null : join(cfg.certDir, "ca.crt");
   const deviceCa = dirCa && existsSync(dirCa) ? readFileSync(dirCa, "utf8") : (cfg.swarm.caPem ?? null);
   const { problems, notes } = checkIdentities(base, indices, cfg.swarm.insecure ? null : deviceCa, cfg.swarm.tenant);

@@ -270,7 +270,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
     await makeCerts(certDir, 2);
     const r = await cicada(["run", "--certs", certDir, "--users", "5"]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain(`run cicada certs create --devices 3 --dir ${certDir}`);
+    expect(r.stderr).toContain(`run cicada certs create --devices 3 --certs ${certDir}`);
   });
 
   test("more users than one process can hold: says what to do instead of failing at the fd limit", async () => {
