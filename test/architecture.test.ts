@@ -81,3 +81,35 @@ test("the environment is read only through the option specs (config/options.ts),
   // cli/main.ts reads CICADA_DEBUG to print a stack trace on an internal error, nothing more.
   expect(readers.sort()).toEqual(["cli/main.ts", "config/options.ts"]);
 });
+
+/** Each folder's main file, which opens with two lines saying what the folder owns. */
+export const MAIN_FILES: Record<string, string> = {
+  cli: "main.ts", api: "app.ts", run: "session.ts", config: "options.ts", cluster: "fleet.ts", engine: "swarm.ts", mqtt: "session.ts", transport: "connect.ts",
+  lifecycle: "service.ts", dojot: "client.ts", report: "summary.ts", pki: "signer.ts", store: "dir.ts", metrics: "stats.ts", ui: "embedded.d.ts", sys: "fs.ts",
+};
+
+test("every folder's main file says in its first two lines what the folder owns", () => {
+  const folders = readdirSync(SRC).filter((n) => statSync(join(SRC, n)).isDirectory()).sort();
+  expect(folders).toEqual(Object.keys(MAIN_FILES).sort());
+  for (const [folder, file] of Object.entries(MAIN_FILES)) {
+    const lines = readFileSync(join(SRC, folder, file), "utf8").replace(/^#!.*\n/, "").split("\n");
+    expect(lines[0]).toStartWith(`// ${folder}/ — `);
+    expect(lines[1]).toStartWith("// ");
+  }
+});
+
+test("no file over 400 lines without a comment giving the reason", () => {
+  const long: string[] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (/\.ts$/.test(name)) {
+        const text = readFileSync(path, "utf8");
+        if (text.split("\n").length > 400 && !/Over 400 lines because/.test(text)) long.push(relative(SRC, path));
+      }
+    }
+  };
+  walk(SRC);
+  expect(long).toEqual([]);
+});

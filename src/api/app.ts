@@ -1,3 +1,5 @@
+// api/ — the control API, /metrics and the dashboard server: they parse requests and print answers, and leave runs to run/.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * The control API (Hono, described as OpenAPI at /openapi.json), the dashboard page and
  * /metrics, over a RunManager. Every request needs `Authorization: Bearer <token>` when a

@@ -1,4 +1,6 @@
 #!/usr/bin/env bun
+// cli/ — the commands: each parses its flags (config/), calls the layers below, prints, and exits with a code from errors.ts.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /** cicada's entry point: dispatches to one command module and maps errors to exit codes. */
 import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";

@@ -1,3 +1,5 @@
+// cluster/ — fleets: one process, one process per core (supervisor, IPC) and many machines (Redis federation).
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * What the CLI and the API drive, whichever fleet runs the devices: one process
  * (local-fleet.ts), one process per core (supervisor.ts) or many machines (controller.ts).

@@ -1,12 +1,12 @@
 /**
- * The one message protocol between a controller and its workers, whatever carries it: IPC
- * between a supervisor and its local worker processes, Redis pub/sub between machines.
+ * The protocol between a supervisor and its worker processes on one machine, over IPC: specs
+ * and commands down, stats deltas and status up. Machines speak redis-protocol.ts instead.
  */
-import type { StoreSettings } from "../store/redis.ts";
 import type { SwarmConfig } from "../engine/config.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
 import type { LifecycleAnswer, LifecycleKind } from "../lifecycle/types.ts";
 import type { Range } from "./ranges.ts";
+import type { StoreSettings } from "../store/redis.ts";
 
 /** What one worker process simulates: its turn of positions over its machine's identity ranges. */
 export interface WorkerSpec {
@@ -18,7 +18,7 @@ export interface WorkerSpec {
   ranges: Range[];
   /** Without TLS and without enough certificates, ids are made up. */
   synthetic: boolean;
-  /** CA of a rediss:// certificate store (`certDir` is then its URL). */
+  /** The Redis certificate store, when `certDir` is its URL (settings resolved once, by the command). */
   store?: StoreSettings;
   swarm: SwarmConfig;
 }

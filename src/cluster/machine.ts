@@ -14,7 +14,6 @@
  * CA, hook and signer credentials. A beat is used only once authentic (seal.ts), well-formed
  * (wire.ts), from the newest controller, and newer than the last beat seen.
  */
-import type { StoreSettings } from "../store/redis.ts";
 import { availableParallelism, hostname } from "node:os";
 import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
@@ -27,12 +26,14 @@ import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts
 import type { LifecycleLocal } from "../lifecycle/types.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./redis-protocol.ts";
 import { openRedis, type RedisSettings } from "../store/connection.ts";
+import type { StoreSettings } from "../store/redis.ts";
 import { redactUrl } from "../sys/redact.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
 import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
 import { planWorkers, Supervisor } from "./supervisor.ts";
 import { type WorkerInfo } from "./fleet.ts";
+import { idsIn } from "./ranges.ts";
 
 export interface MachineOptions {
   redis: RedisSettings;
@@ -228,18 +229,12 @@ export class MachineAgent {
     } else if (mine.v !== this.appliedV) {
       this.sup.assign(mine.ranges, mine.users, mine.rate);
       this.appliedV = mine.v;
-      this.ownIds = this.idsOf(mine.ranges);
+      this.ownIds = idsIn(this.ids, mine.ranges);
     }
     this.sup?.lease(this.leaseEnd());
   }
 
   /** The device ids of `ranges` (indices into the sorted ids). */
-  private idsOf(ranges: readonly [number, number][]): Set<string> {
-    const out = new Set<string>();
-    for (const [f, c] of ranges) for (let i = f; i < f + c && i < this.ids.length; i++) out.add(this.ids[i]!);
-    return out;
-  }
-
   /** A consumer counting this machine's own devices (a topic's device id is what follows the last ':' of its CN, tenant:id). */
   private async startVerifier(b: Beat, swarm: Beat["swarm"]): Promise<void> {
     const v = b.verify!;
@@ -272,7 +267,7 @@ export class MachineAgent {
     if (!b.synthetic && need > this.ids.length) {
       throw new Error(`assignment needs identity ${need} but ${this.o.certDir} holds ${this.ids.length}`);
     }
-    this.ownIds = this.idsOf(a.ranges);
+    this.ownIds = idsIn(this.ids, a.ranges);
     const workers = this.o.workers === "auto" ? Math.max(availableParallelism(), Math.ceil(a.users / this.perProcess)) : this.o.workers;
     const swarm = { ...b.swarm, users: a.users, rate: a.rate, sources: this.o.sources, caPem: this.o.caPem ?? b.swarm.caPem };
     const cap = checkCapacity({

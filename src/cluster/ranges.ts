@@ -58,3 +58,10 @@ export function append(ranges: readonly Range[], more: readonly Range[]): Range[
   }
   return out;
 }
+
+/** The ids the ranges select from `ids` (the fleet's sorted ids). */
+export function idsIn(ids: readonly string[], ranges: readonly Range[]): Set<string> {
+  const out = new Set<string>();
+  for (const [f, c] of ranges) for (let i = f; i < f + c && i < ids.length; i++) out.add(ids[i]!);
+  return out;
+}

@@ -4,8 +4,8 @@
  * second (counters add, histograms merge exactly). A worker that dies or goes silent for
  * WATCHDOG_MS is counted, replaced, and its devices resume in the new process.
  */
-import type { StoreSettings } from "../store/redis.ts";
 import type { Subprocess } from "bun";
+import type { StoreSettings } from "../store/redis.ts";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/config.ts";

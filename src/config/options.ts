@@ -1,3 +1,5 @@
+// config/ — every flag, environment variable and validation: the option parser (here) and one module per concept.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /** Flag parsing shared by every command: node's parseArgs, dojot env fallbacks, and validation that gathers every problem. */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";

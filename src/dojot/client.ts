@@ -1,3 +1,5 @@
+// dojot/ — dojot's REST API and signing through its x509 service.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * dojot's REST API, as its load-test tool used it: auth (JWT), templates, devices, and the
  * x509 service (sign a CSR, associate, revoke, CA). Every failure names the URL and the status.

@@ -1,3 +1,5 @@
+// engine/ — the swarm: simulated devices in one process, their timers, connections, traffic and renewals.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * The swarm: a population of simulated devices in one process. It ramps devices up at the
  * spawn rate, keeps each connected (mTLS, CONNECT, SUBSCRIBE), publishes on a jittered

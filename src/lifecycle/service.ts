@@ -1,3 +1,5 @@
+// lifecycle/ — renew and revoke during a run: the caps and the service that grants and performs them.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * The lifecycle service: grants renewals and revocations under the run's global caps and
  * performs them with a signer. One per machine (the supervisor, or the process itself with

@@ -1,3 +1,5 @@
+// metrics/ — what a run counts: rows, latency histograms, their encoding and their exact merge.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * The stats of a run: rows named as in dojot's Locust tool (connect, disconnect, publish,
  * subscribe, recv_message, renew, revoke), each a success count, failures by reason and a

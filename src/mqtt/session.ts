@@ -1,3 +1,5 @@
+// mqtt/ — the MQTT protocol: packets (codec.ts), what each inbound one means (here), per-device state (device.ts).
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * The MQTT side of one device connection: what each inbound packet means and what goes back.
  * The engine owns sockets and timers; this file sees a connection only through SessionHost.

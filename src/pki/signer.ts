@@ -1,3 +1,5 @@
+// pki/ — keys, CSRs, certificates, CRLs, the local CA and the Signer interface; names read from certificates.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * Who signs device certificates and revokes them: the local CA (signers/local.ts) or dojot's
  * x509 service (dojot/signer.ts). One interface serves `certs create`, `certs revoke` and a

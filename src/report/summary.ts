@@ -1,3 +1,5 @@
+// report/ — the end of a run: the terminal table, JSON/CSV/HTML reports, the timeline and thresholds.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /** The end-of-run report: JSON (for --report and CI) and a Locust-like table for the terminal. */
 import { Latency } from "../metrics/histogram.ts";
 import { ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";

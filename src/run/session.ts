@@ -1,3 +1,5 @@
+// run/ — one run's life, start to verdict (RunSession), the same for the CLI, the control API and each machine.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * One run of a fleet, whatever drives it (the CLI, or the control API): builds the fleet for
  * a RunConfig — one process, supervised workers, or machines over Redis — samples its

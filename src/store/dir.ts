@@ -1,3 +1,5 @@
+// store/ — identities at rest: a directory in dojot's layout (here), a Redis store in dojot's layout, Redis connections.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * Device identities on disk, laid out like dojot's generate_certs directory:
  * `<id>.key`, `<id>.crt`, `ca.crt`, `renew/`, `revoke/` — so `ls cert | wc -l` = 2N+3.

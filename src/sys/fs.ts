@@ -1,3 +1,5 @@
+// sys/ — process-level helpers: atomic file writes and modes (here), spawning this binary, redaction, loopback hosts.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /** Files written so that a crash or a full disk never leaves half of one, with the modes asked for whatever the umask. */
 import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 

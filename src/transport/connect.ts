@@ -1,3 +1,5 @@
+// transport/ — sockets: dialing over TCP or TLS, write batching, broker-certificate pins; it knows nothing of devices.
+// Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /**
  * Dialing: Bun.connect over TCP or TLS with one shared handler object for every socket
  * (per-connection state lives in socket.data). Nothing thrown in a callback escapes: each is
