@@ -12,21 +12,27 @@ export const LAYERS = ["cli", "api", "run", "config", "cluster", "engine", "mqtt
 
 const SRC = resolve(import.meta.dir, "../src");
 
-/** Every relative import of every file under src/: [from file, to file], paths relative to src/. */
-export function importsOf(root = SRC): [string, string][] {
+/** Every .ts/.js file under `root`: [path relative to root, text]. */
+function sourceFiles(root = SRC): [string, string][] {
   const out: [string, string][] = [];
   const walk = (dir: string) => {
     for (const name of readdirSync(dir)) {
       const path = join(dir, name);
       if (statSync(path).isDirectory()) walk(path);
-      else if (/\.(ts|js)$/.test(name)) {
-        const text = readFileSync(path, "utf8");
-        // import / export … from "./x", import("./x"), import type …: all count.
-        for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)"(\.{1,2}\/[^"]+)"/g)) out.push([relative(root, path), relative(root, resolve(dirname(path), m[1]!))]);
-      }
+      else if (/\.(ts|js)$/.test(name)) out.push([relative(root, path), readFileSync(path, "utf8")]);
     }
   };
   walk(root);
+  return out;
+}
+
+/** Every relative import of every file under src/: [from file, to file], paths relative to src/. */
+export function importsOf(root = SRC): [string, string][] {
+  const out: [string, string][] = [];
+  for (const [file, text] of sourceFiles(root)) {
+    // import / export … from "./x", import("./x"), import type …: all count.
+    for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)"(\.{1,2}\/[^"]+)"/g)) out.push([file, relative(root, resolve(root, dirname(file), m[1]!))]);
+  }
   return out;
 }
 
@@ -69,15 +75,7 @@ test("the check catches an upward import and an unknown folder", () => {
 });
 
 test("the environment is read only through the option specs (config/options.ts), never inside library code", () => {
-  const readers: string[] = [];
-  const walk = (dir: string) => {
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (statSync(path).isDirectory()) walk(path);
-      else if (/\.ts$/.test(name) && /\b(process\.env|Bun\.env)\b/.test(readFileSync(path, "utf8"))) readers.push(relative(SRC, path));
-    }
-  };
-  walk(SRC);
+  const readers = sourceFiles().filter(([, text]) => /\b(process\.env|Bun\.env)\b/.test(text)).map(([file]) => file);
   // cli/main.ts reads CICADA_DEBUG to print a stack trace on an internal error, nothing more.
   expect(readers.sort()).toEqual(["cli/main.ts", "config/options.ts"]);
 });
@@ -99,17 +97,8 @@ test("every folder's main file says in its first two lines what the folder owns"
 });
 
 test("no file over 400 lines without a comment giving the reason", () => {
-  const long: string[] = [];
-  const walk = (dir: string) => {
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (statSync(path).isDirectory()) walk(path);
-      else if (/\.ts$/.test(name)) {
-        const text = readFileSync(path, "utf8");
-        if (text.split("\n").length > 400 && !/Over 400 lines because/.test(text)) long.push(relative(SRC, path));
-      }
-    }
-  };
-  walk(SRC);
+  const long = sourceFiles()
+    .filter(([file, text]) => file.endsWith(".ts") && text.split("\n").length > 400 && !/Over 400 lines because/.test(text))
+    .map(([file]) => file);
   expect(long).toEqual([]);
 });

@@ -99,16 +99,8 @@ export class Traffic {
   expireAcks(dev: Device, now: number): void {
     const w = dev.inflight;
     const timeout = this.st.ackTimeoutMs;
-    let next = Infinity;
-    for (let s = 0; s < w.size; s++) {
-      if (Number.isNaN(w.at[s]!)) continue;
-      const due = w.sentAt[s]! + timeout;
-      if (due <= now) {
-        w.release(s);
-        this.st.stats.rows.publish.fail("ack_timeout");
-      } else if (due < next) next = due;
-    }
-    if (next < Infinity) this.st.wheel.set(dev.index, Timer.ACK, next);
+    for (let n = w.expire(now - timeout); n > 0; n--) this.st.stats.rows.publish.fail("ack_timeout");
+    if (w.oldestSent < Infinity) this.st.wheel.set(dev.index, Timer.ACK, w.oldestSent + timeout);
   }
 
   /** Stop: every publish still in flight fails as unacked_at_stop. */

@@ -39,14 +39,19 @@ export const DEFAULT_INFLIGHT = 8;
  * lost with its connection, or unacked at stop.
  */
 export class InflightWindow {
-  readonly id: Uint16Array;
+  private readonly id: Uint16Array;
   /** Scheduled send time of each in-flight publish (NaN when the slot is free). */
-  readonly at: Float64Array;
+  private readonly at: Float64Array;
   /** When each was handed to the socket. */
-  readonly sentAt: Float64Array;
+  private readonly sentAt: Float64Array;
   /** QoS 2 publishes whose PUBREC came (PUBREL sent). */
-  readonly released: Uint8Array;
+  private readonly released: Uint8Array;
   count = 0;
+  /** Scheduled and send times of the publish settle() last took out. */
+  settledScheduled = 0;
+  settledSent = 0;
+  /** Earliest send time still in flight after expire() (Infinity when none). */
+  oldestSent = Infinity;
 
   constructor(readonly size: number) {
     this.id = new Uint16Array(size);
@@ -84,6 +89,41 @@ export class InflightWindow {
     this.at[slot] = NaN;
     this.released[slot] = 0;
     this.count--;
+  }
+
+  /** PUBREC came for QoS 2 publish `id` (PUBREL sent): it now waits for its PUBCOMP. */
+  received(id: number): void {
+    const s = this.find(id);
+    if (s >= 0) this.released[s] = 1;
+  }
+
+  /**
+   * Takes publish `id` out of the window (its ack came); false when it is not in it (acked
+   * already, timed out, or never sent). Its times are then in settledScheduled/settledSent.
+   */
+  settle(id: number): boolean {
+    const s = this.find(id);
+    if (s < 0) return false;
+    this.settledScheduled = this.at[s]!;
+    this.settledSent = this.sentAt[s]!;
+    this.release(s);
+    return true;
+  }
+
+  /** Takes out every publish sent at or before `cutoff`; returns how many. Sets oldestSent. */
+  expire(cutoff: number): number {
+    let n = 0;
+    let oldest = Infinity;
+    for (let s = 0; s < this.size; s++) {
+      if (Number.isNaN(this.at[s]!)) continue;
+      const sent = this.sentAt[s]!;
+      if (sent <= cutoff) {
+        this.release(s);
+        n++;
+      } else if (sent < oldest) oldest = sent;
+    }
+    this.oldestSent = oldest;
+    return n;
   }
 
   /** Empties the window; returns how many were in flight. */

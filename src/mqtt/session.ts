@@ -119,8 +119,7 @@ function onFrame(host: SessionHost, conn: Conn, frame: Uint8Array, now: number):
       return onSuback(host, conn, packet, now);
     case "pubrec": {
       if (isFailure(packet.reasonCode)) return settle(host, conn, packet.messageId!, now, packet.reasonCode);
-      const slot = dev.inflight.find(packet.messageId!);
-      if (slot >= 0) dev.inflight.released[slot] = 1;
+      dev.inflight.received(packet.messageId!);
       host.send(conn, encodeAck(CMD.PUBREL, packet.messageId!));
       return;
     }
@@ -190,11 +189,9 @@ function onPublish(host: SessionHost, conn: Conn, p: IPublishPacket, now: number
 /** A publish finished (PUBACK, PUBCOMP, or a refusal code): latency from its scheduled time. */
 function settle(host: SessionHost, conn: Conn, id: number, now: number, code: number | undefined): void {
   const w = conn.device.inflight;
-  const slot = w.find(id);
-  if (slot < 0) return; // late ack of a publish already counted (ack_timeout), or one never sent
-  const scheduled = w.at[slot]!;
-  const sent = w.sentAt[slot]!;
-  w.release(slot);
+  if (!w.settle(id)) return; // late ack of a publish already counted (ack_timeout), or one never sent
+  const scheduled = w.settledScheduled;
+  const sent = w.settledSent;
   if (isFailure(code)) {
     host.stats.rows.publish.fail(reasonName(code!));
     return;
