@@ -91,7 +91,12 @@ export async function openIdentityBase(certs: string, synthetic: boolean, store?
   return new DirIdentities(certs);
 }
 
-/** Sorted ids behind `--certs`, for counting and for the digest machines compare. */
+/** The identities behind `--certs` (a store when `store` is given, else a directory), with their sorted ids for counting and for the digest machines compare. */
+export async function openIdentities(certs: string, store?: StoreSettings): Promise<IdentityBase & { readonly ids: readonly string[] }> {
+  return store ? StoreIdentities.open(store) : new DirIdentities(certs);
+}
+
+/** Sorted ids behind `--certs`. */
 export async function listIdentities(certs: string, store?: StoreSettings): Promise<string[]> {
   if (!store) return listDeviceIds(certs);
   return (await StoreIdentities.open(store)).ids;

@@ -6,15 +6,15 @@
 import { raiseFileLimit } from "../../native/rlimit.ts";
 import { Swarm } from "../engine/swarm.ts";
 import { encodeStats } from "../metrics/snapshot.ts";
-import { openIdentityBase, StridedIdentities } from "./identities.ts";
+import { openIdentityBase, StridedIdentities, type IdentityBase } from "./identities.ts";
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 
 export const STATS_INTERVAL_MS = 1000;
 
-/** This worker's identities, fetched ahead when they come from a Redis store. */
-export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "store">): Promise<StridedIdentities> {
-  const ids = new StridedIdentities(await openIdentityBase(spec.certDir, spec.synthetic, spec.store), spec.ranges, spec.stride, spec.slot);
+/** This worker's identities, fetched ahead when they come from a Redis store; `base` when the caller opened them already. */
+export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "store">, base?: IdentityBase): Promise<StridedIdentities> {
+  const ids = new StridedIdentities(base ?? (await openIdentityBase(spec.certDir, spec.synthetic, spec.store)), spec.ranges, spec.stride, spec.slot);
   await ids.prefetch();
   return ids;
 }

@@ -12,7 +12,7 @@ import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { Controller } from "../cluster/controller.ts";
 import { idsDigest } from "../cluster/redis-protocol.ts";
 import { Seal } from "../cluster/seal.ts";
-import { listIdentities, openIdentityBase } from "../cluster/identities.ts";
+import { openIdentities, type IdentityBase } from "../cluster/identities.ts";
 import { type Range } from "../cluster/ranges.ts";
 import { checkIdentities, sampleIndices } from "../pki/check.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
@@ -93,7 +93,9 @@ export class RunSession {
   static async open(cfg: RunConfig, say: (line: string) => void): Promise<RunSession> {
     const fromStore = isStoreUrl(cfg.certDir);
     const where = fromStore ? `the store ${redactUrl(cfg.certDir)}` : cfg.certDir;
-    const ids = await listIdentities(cfg.certDir, cfg.store);
+    // Listed once: the count, the preflight check, the machines' digest and a one-process fleet all use this.
+    const base = await openIdentities(cfg.certDir, cfg.store);
+    const ids = base.ids;
     const available = Math.max(0, ids.length - cfg.firstDevice);
     const synthetic = !cfg.swarm.tls && available < cfg.swarm.users;
     if (available < cfg.swarm.users && !synthetic) {
@@ -109,7 +111,7 @@ export class RunSession {
       await store.close();
       if (!cfg.swarm.caPem && !cfg.swarm.insecure) throw new ConfigError([`--certs: ${where} holds no CA certificate (key ${CA_KEY}): pass --broker-ca FILE, or --insecure`]);
     }
-    if (cfg.swarm.tls && !synthetic) await preflight(cfg, fromStore, say);
+    if (cfg.swarm.tls && !synthetic) await preflight(cfg, base, fromStore, say);
     const space: Range = [cfg.firstDevice, synthetic ? cfg.swarm.users : Math.max(available, cfg.swarm.users)];
 
     if (cfg.federation) {
@@ -153,7 +155,7 @@ export class RunSession {
     const lifecycle = cfg.lifecycle ? lifecycleService(cfg.lifecycle, cfg.swarm.tenant, say) : null;
     const fleet: Fleet =
       workers === 1
-        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }), lifecycle)
+        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }, synthetic ? undefined : base), lifecycle)
         : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle);
     return new RunSession(cfg, fleet, workers, space[1]);
   }
@@ -295,8 +297,7 @@ export class RunSession {
  * that match their certificates, certificates that chain to the devices' CA (unless
  * --insecure) and a CN. Every problem is listed (ConfigError, exit 2).
  */
-async function preflight(cfg: RunConfig, fromStore: boolean, say: (line: string) => void): Promise<void> {
-  const base = await openIdentityBase(cfg.certDir, false, cfg.store);
+async function preflight(cfg: RunConfig, base: IdentityBase, fromStore: boolean, say: (line: string) => void): Promise<void> {
   const count = Math.min(cfg.swarm.users, base.count - cfg.firstDevice);
   const { indices, sampled } = sampleIndices(cfg.firstDevice, count);
   await base.prefetch?.(indices);
