@@ -34,6 +34,7 @@ const swarm: z.ZodType<SwarmConfig> = z
     version: z.union([z.literal(4), z.literal(5)]),
     keepaliveS: z.number().int().min(0).max(65535),
     intervalMs: z.tuple([ms, ms]),
+    publish: z.boolean().optional(),
     payloadSize: z.number().int().min(0).max(256 * 1024 * 1024),
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
     inflight: z.number().int().min(1).max(65535).optional(),

@@ -37,6 +37,8 @@ export const RUN_SPEC: CommandSpec = {
     tls: { type: "boolean", negatable: true, default: "true", help: "Mutual TLS with each device's certificate (--no-tls: plain TCP)" },
     insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
+    "msg-rate": { type: "string", arg: "N", help: "Total publishes per second, spread evenly over the devices: each publishes every users/N seconds (instead of --interval)" },
+    publish: { type: "string", arg: "on|off", default: "on", help: "off: devices connect, subscribe and hold, and publish nothing (a connection benchmark)" },
     "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
@@ -162,6 +164,15 @@ export function readRunConfig(o: Options): RunConfig {
     if (!(lo > 0) || !(hi >= lo)) o.issues.push(`${o.source("task-min-time")}/${o.source("task-max-time")} must be ms with 0 < min <= max (got ${min}, ${max})`);
     else intervalMs = [lo, hi];
   }
+  const msgRate = o.has("msg-rate") ? o.num("msg-rate", 1, Number.MIN_VALUE) : undefined;
+  if (msgRate !== undefined) {
+    if (o.has("interval")) o.issues.push(`--msg-rate and --interval both set how often devices publish: give one`);
+    // Every device publishes on the same fixed interval; devices connect spread over the ramp, so their turns are spread too.
+    const each = (users * 1000) / msgRate;
+    if (each < MIN_PUBLISH_INTERVAL_MS) o.issues.push(`${o.source("msg-rate")} ${msgRate} over ${users} devices is a publish every ${each.toFixed(2)} ms per device; a device publishes at most every ${MIN_PUBLISH_INTERVAL_MS} ms: raise --users to at least ${Math.ceil((msgRate * MIN_PUBLISH_INTERVAL_MS) / 1000)} or lower --msg-rate`);
+    else intervalMs = [each, each];
+  }
+  const publish = o.choice("publish", ["on", "off"], "on") === "on";
 
   const certsArg = o.str("certs")!;
   const fromStore = isStoreUrl(certsArg);
@@ -234,6 +245,7 @@ export function readRunConfig(o: Options): RunConfig {
       version: mqtt === "5" ? 5 : 4,
       keepaliveS,
       intervalMs,
+      ...(publish ? {} : { publish: false }),
       payloadSize,
       maxPacketSize: maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE,
       inflight,
@@ -268,6 +280,8 @@ export function readRunConfig(o: Options): RunConfig {
       tls,
       insecure: o.bool("insecure"),
       interval_ms: intervalMs,
+      ...(msgRate !== undefined ? { msg_rate: msgRate } : {}),
+      publish: publish ? "on" : "off",
       keepalive_s: keepaliveS,
       payload_size: payloadSize,
       max_packet_size: maxPacketSize,
@@ -311,6 +325,8 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
 }
 
 const MIN_TOKEN_CHARS = 16;
+/** A device's shortest publish interval: one timer-wheel tick (engine/scheduler.ts TICK_MS). */
+const MIN_PUBLISH_INTERVAL_MS = 10;
 /** Messages per second one verifying link is planned for (auto --verify-connections). */
 const VERIFY_MSGS_PER_LINK = 500;
 

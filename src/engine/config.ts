@@ -16,8 +16,10 @@ export interface SwarmConfig {
   qos: QoS;
   version: ProtocolVersion;
   keepaliveS: number;
-  /** Publish interval range, ms: each device waits uniformly within it. */
+  /** Publish interval range, ms: each device waits uniformly within it (--msg-rate sets both ends to users/rate). */
   intervalMs: [number, number];
+  /** false: devices connect and hold, and never publish (--publish off). */
+  publish?: boolean;
   payloadSize: number;
   /** Reconnect backoff bounds, ms. */
   reconnectMs: [number, number];

@@ -16,8 +16,10 @@ export class Traffic {
   begin(dev: Device, now: number): void {
     const { wheel, cfg } = this.st;
     wheel.clear(dev.index, Timer.TIMEOUT);
-    dev.nextPublishAt = now + this.interval();
-    wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
+    if (cfg.publish !== false) {
+      dev.nextPublishAt = now + this.interval();
+      wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
+    }
     // Keepalive 0 turns the mechanism off (§3.1.2.10).
     if (cfg.keepaliveS > 0) wheel.set(dev.index, Timer.KEEPALIVE, now + cfg.keepaliveS * 1000);
   }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bun
+/**
+ * --msg-rate as the knob: the whole `cicada run` (one process, mTLS, QoS 1) is asked for a
+ * total rate; a subscriber on the broker counts what arrives over a timed window, and the run's
+ * CPU over that window gives µs per publish + PUBACK. One JSON line per rate:
+ *   bun bench/msgrate.bench.ts [--rates 500,2000] [--devices 1000] [--window 10]
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startBroker } from "../scripts/lib/testbed.ts";
+import { issueParallel, workersFor } from "../src/pki/batch.ts";
+import { openLocalCa } from "../src/pki/signers/local.ts";
+import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+import { Probe } from "../test/helpers/probe.ts";
+import { issuedIdentity } from "../test/helpers/testbed.ts";
+
+const { values } = parseArgs({
+  options: {
+    rates: { type: "string", default: "500,2000" },
+    devices: { type: "string", default: "1000" },
+    window: { type: "string", default: "10" },
+    certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+  },
+});
+const devices = Number(values.devices);
+const windowS = Number(values.window);
+const log = (s: string) => process.stderr.write(`# ${s}\n`);
+const MAIN = join(import.meta.dir, "../src/cli/main.ts");
+
+/** utime + stime of a process, µs (from /proc; 100 ticks per second). */
+function cpuUs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10_000;
+}
+
+const root = values.certs!;
+const have = existsSync(root) ? listDeviceIds(root).length : 0;
+if (have < devices) {
+  log(`making ${devices - have} certificates in ${root}`);
+  const dir = ensureCertDir(root);
+  const { ca } = openLocalCa(dir, { kind: "ec" });
+  const ids = Array.from({ length: devices - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
+  await issueParallel({ root, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
+}
+const state = mkdtempSync(join(tmpdir(), "cicada-msgrate-"));
+const broker = await startBroker({ certDir: root, stateDir: state, verbose: false });
+try {
+  const id = issuedIdentity(root);
+  const probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+  await probe.connack;
+  await probe.subscribe("+/attrs", 0);
+  const seen = () => probe.packets.length;
+  for (const target of values.rates!.split(",").map(Number)) {
+    const ramp = devices / 500;
+    const run = Bun.spawn([process.execPath, MAIN, "run", "--certs", root, "--port", String(broker.port), "--users", String(devices), "--rate", "500", "--msg-rate", String(target), "--workers", "1", "--duration", `${Math.ceil(ramp + windowS + 8)}s`], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    // Past the ramp and every device's first interval.
+    await Bun.sleep((ramp + 2 + devices / target) * 1000);
+    const n0 = seen();
+    const c0 = cpuUs(run.pid);
+    const t0 = performance.now();
+    await Bun.sleep(windowS * 1000);
+    const n = seen() - n0;
+    const cpu = cpuUs(run.pid) - c0;
+    const secs = (performance.now() - t0) / 1000;
+    await run.exited;
+    const measured = n / secs;
+    console.log(JSON.stringify({ bench: "msgrate", devices, target_msgs_per_s: target, measured_msgs_per_s: Math.round(measured * 10) / 10, error_percent: Math.round(((measured - target) / target) * 1000) / 10, client_cpu_us_per_msg: Math.round((cpu / n) * 10) / 10, window_s: windowS }));
+    probe.packets.length = 0;
+  }
+  probe.close();
+} finally {
+  await broker.stop();
+  rmSync(state, { recursive: true, force: true });
+}
