@@ -35,9 +35,14 @@ const Run = z
   .openapi("Run");
 const RunSummary = z.object({ id: z.string(), label: z.string(), state: z.string(), started: z.string(), ended: z.string().nullable(), users: z.number(), publish: z.number(), failures: z.number(), passed: z.boolean().nullable().openapi({ description: "The thresholds' verdict (null while running or without thresholds)" }) }).openapi("RunSummary");
 const Change = z
-  .object({ users: z.number().int().min(0).optional(), rate: z.number().positive().optional() })
+  .object({
+    users: z.number().int().min(0).optional(),
+    rate: z.number().positive().optional(),
+    msg_rate: z.number().positive().optional().openapi({ description: "Total publishes per second from now on, spread over the devices" }),
+    publish: z.enum(["on", "off"]).optional().openapi({ description: "off pauses publishing (devices stay connected); on resumes it" }),
+  })
   .strict()
-  .refine((c) => c.users !== undefined || c.rate !== undefined, { message: "give users and/or rate" })
+  .refine((c) => Object.values(c).some((v) => v !== undefined), { message: "give users, rate, msg_rate and/or publish" })
   .openapi("ChangeRun");
 const Status = z.object({ version: z.string(), state: z.enum(["idle", "running", "stopping"]), current: Run.nullable(), defaults: z.record(z.string(), z.unknown()) }).openapi("Status");
 

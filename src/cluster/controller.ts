@@ -15,7 +15,7 @@
  */
 import { hostname } from "node:os";
 import type Redis from "ioredis";
-import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/config.ts";
+import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig } from "../engine/config.ts";
 import { addVerified } from "../engine/verifier.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import { StatsInbox } from "./stats-ledger.ts";
@@ -68,7 +68,7 @@ export class Controller implements Fleet {
   readonly run = `${hostname()}-${process.pid}-${this.started.toString(36)}`;
   private beatSeq = 0;
   /** The swarm as machines get it: the plan only; each machine connects from its own addresses. */
-  private readonly wireSwarm: SwarmConfig;
+  private wireSwarm: SwarmConfig;
   private readonly drops: Drops;
   private pub: Redis | null = null;
   private sub: Redis | null = null;
@@ -129,6 +129,12 @@ export class Controller implements Fleet {
 
   setRate(r: number): void {
     this.rate = r;
+    this.tick();
+  }
+
+  /** Every beat carries the swarm's publishing settings: machines apply a change when they see it. */
+  setPublishing(p: Partial<Publishing>): void {
+    this.wireSwarm = { ...this.wireSwarm, ...(p.intervalMs ? { intervalMs: p.intervalMs } : {}), ...(p.publish !== undefined ? { publish: p.publish } : {}) };
     this.tick();
   }
 

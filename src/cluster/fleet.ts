@@ -4,6 +4,7 @@
  * What the CLI and the API drive, whichever fleet runs the devices: one process
  * (local-fleet.ts), one process per core (supervisor.ts) or many machines (controller.ts).
  */
+import type { Publishing } from "../engine/config.ts";
 import type { Stats } from "../metrics/stats.ts";
 import type { VerifiedTotals } from "../engine/verifier.ts";
 import type { WorkerStatus } from "./ipc-protocol.ts";
@@ -16,6 +17,8 @@ export interface Fleet {
   start(): void | Promise<void>;
   setUsers(n: number): void;
   setRate(r: number): void;
+  /** Changes how devices publish while they run: the interval (from --msg-rate) and pause/resume. */
+  setPublishing(p: Partial<Publishing>): void;
   snapshot(): FleetSnapshot;
   /** Forgets the stats counted so far (Locust's reset): the report then covers what follows. */
   resetStats(): void;

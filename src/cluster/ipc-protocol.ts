@@ -2,7 +2,7 @@
  * The protocol between a supervisor and its worker processes on one machine, over IPC: specs
  * and commands down, stats deltas and status up. Machines speak redis-protocol.ts instead.
  */
-import type { SwarmConfig } from "../engine/config.ts";
+import type { Publishing, SwarmConfig } from "../engine/config.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
 import type { LifecycleAnswer, LifecycleKind } from "../lifecycle/types.ts";
 import type { Range } from "./ranges.ts";
@@ -29,7 +29,7 @@ export type ToWorker =
   /** The lease extended: the machine's controller is still heard from. */
   | { t: "lease"; until: number }
   /** `v` numbers the settings; the worker echoes the last it applied in its status. */
-  | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[] }
+  | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[]; publishing?: Partial<Publishing> }
   | { t: "stop" }
   /** Stop without waiting (a second Ctrl-C): the stop in progress cuts its waits short. */
   | { t: "hurry" }

@@ -1,5 +1,5 @@
 /** The fleet as one in-process swarm: `--workers 1`, and the engine inside every worker process. */
-import type { IdentitySource, SwarmConfig } from "../engine/config.ts";
+import type { IdentitySource, Publishing, SwarmConfig } from "../engine/config.ts";
 import { Swarm } from "../engine/swarm.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { Fleet, FleetSnapshot } from "./fleet.ts";
@@ -20,6 +20,10 @@ export class InProcessFleet implements Fleet {
   }
   setRate(r: number): void {
     this.swarm.setRate(r);
+  }
+
+  setPublishing(p: Partial<Publishing>): void {
+    this.swarm.setPublishing(p);
   }
   resetStats(): void {
     this.swarm.takeStats();

@@ -13,6 +13,9 @@
  * What the machine acts on comes from its own command line: its certificate directory, its
  * CA, hook and signer credentials. A beat is used only once authentic (seal.ts), well-formed
  * (wire.ts), from the newest controller, and newer than the last beat seen.
+ *
+ * Over 400 lines because joining, the lease, applying beats, the verifying consumer and the
+ * state messages share the one agent's state; the state message is the next piece to cut out.
  */
 import { availableParallelism, hostname } from "node:os";
 import type Redis from "ioredis";
@@ -24,7 +27,7 @@ import { Stats } from "../metrics/stats.ts";
 import { listIdentities } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
 import type { LifecycleLocal } from "../lifecycle/types.ts";
-import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, registryKey, UP } from "./redis-protocol.ts";
+import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, publishingKey, registryKey, UP } from "./redis-protocol.ts";
 import { openRedis, type RedisSettings } from "../store/connection.ts";
 import type { StoreSettings } from "../store/redis.ts";
 import { redactUrl } from "../sys/redact.ts";
@@ -96,6 +99,8 @@ export class MachineAgent {
   /** The consumer's totals once it closed (the run's last word). */
   private verified: VerifiedTotals | undefined;
   private verifyWaitMs = 5000;
+  /** The publishing settings the fleet runs with (publishingKey of the beat's swarm). */
+  private publishing = "";
 
   constructor(
     private readonly o: MachineOptions,
@@ -231,6 +236,10 @@ export class MachineAgent {
       this.appliedV = mine.v;
       this.ownIds = idsIn(this.ids, mine.ranges);
     }
+    // Publishing changed live (the controller's API): the beat's swarm says so.
+    const publishing = publishingKey(b.swarm);
+    if (this.sup && publishing !== this.publishing) this.sup.setPublishing({ intervalMs: b.swarm.intervalMs, publish: b.swarm.publish !== false });
+    this.publishing = publishing;
     this.sup?.lease(this.leaseEnd());
   }
 

@@ -109,3 +109,8 @@ export interface MachineState {
 export function idsDigest(ids: readonly string[]): string {
   return new Bun.CryptoHasher("sha1").update(ids.join(",")).digest("hex").slice(0, 16);
 }
+
+/** What a beat says about publishing (interval, on/off): a machine applies it when it changes. */
+export function publishingKey(s: SwarmConfig): string {
+  return `${s.intervalMs[0]}..${s.intervalMs[1]}:${s.publish !== false}`;
+}

@@ -8,7 +8,7 @@ import type { Subprocess } from "bun";
 import type { StoreSettings } from "../store/redis.ts";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
-import { DEFAULT_DRAIN_MS, type SwarmConfig } from "../engine/config.ts";
+import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig } from "../engine/config.ts";
 import { leaseClock } from "../engine/scheduler.ts";
 import type { Range } from "./ranges.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
@@ -96,6 +96,16 @@ export class Supervisor implements Fleet {
   setRate(r: number): void {
     this.rate = r;
     this.reshare();
+  }
+
+  setPublishing(p: Partial<Publishing>): void {
+    const v = ++this.v;
+    for (const w of this.workers) {
+      // Kept in the spec too, so a worker that is replaced publishes as the others do.
+      if (p.intervalMs) w.spec.swarm.intervalMs = p.intervalMs;
+      if (p.publish !== undefined) w.spec.swarm.publish = p.publish;
+      this.post(w, { t: "set", v, publishing: p });
+    }
   }
 
   snapshot(): FleetSnapshot {

@@ -95,6 +95,7 @@ export async function runWorkerProcess(): Promise<number> {
       }
       if (m.users !== undefined) swarm?.setUsers(m.users);
       if (m.rate !== undefined) swarm?.setRate(m.rate);
+      if (m.publishing) swarm?.setPublishing(m.publishing);
       v = m.v;
     } else if (m.t === "lease") {
       swarm?.setLease(m.until);

@@ -10,6 +10,7 @@ import { CLUSTER_KEY_OPTION, keyIssue, readClusterKey } from "../cluster/seal.ts
 import { isStoreUrl, type StoreSettings } from "../store/redis.ts";
 import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
+import { TICK_MS } from "../engine/scheduler.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
@@ -103,6 +104,8 @@ export interface RunConfig {
   workers: number | "auto";
   reportPath?: string;
   resetStats: boolean;
+  /** --msg-rate: the total publish rate; each device's interval is users/rate and follows the users. */
+  msgRate?: number;
   /** The Redis certificate store, when --certs is a redis:// URL. */
   store?: StoreSettings;
   thresholds: Threshold[];
@@ -266,6 +269,7 @@ export function readRunConfig(o: Options): RunConfig {
     thresholds,
     ...(ui ? { ui } : {}),
     resetStats: o.bool("reset-stats"),
+    ...(msgRate !== undefined ? { msgRate } : {}),
     federation,
     ...(store ? { store } : {}),
     echo: {
@@ -325,8 +329,8 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
 }
 
 const MIN_TOKEN_CHARS = 16;
-/** A device's shortest publish interval: one timer-wheel tick (engine/scheduler.ts TICK_MS). */
-const MIN_PUBLISH_INTERVAL_MS = 10;
+/** A device's shortest publish interval: one timer-wheel tick. */
+const MIN_PUBLISH_INTERVAL_MS = TICK_MS;
 /** Messages per second one verifying link is planned for (auto --verify-connections). */
 const VERIFY_MSGS_PER_LINK = 500;
 

@@ -39,6 +39,14 @@ export interface SwarmConfig {
   lifecycle?: LifecyclePlan;
 }
 
+/** How devices publish, changeable while they run (the API's msg_rate and publish). */
+export interface Publishing {
+  /** Publish interval range, ms. */
+  intervalMs: [number, number];
+  /** false: publishing is paused (or off for the run). */
+  publish: boolean;
+}
+
 /** Where device identities come from (a certificate directory, later Redis). */
 export interface IdentitySource {
   readonly count: number;

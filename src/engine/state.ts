@@ -5,7 +5,7 @@
 import { DEFAULT_INFLIGHT, type Device } from "../mqtt/device.ts";
 import { Stats } from "../metrics/stats.ts";
 import { Outbox } from "../transport/outbox.ts";
-import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_PACKET_SIZE, type IdentitySource, type SwarmConfig } from "./config.ts";
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_PACKET_SIZE, type IdentitySource, type Publishing, type SwarmConfig } from "./config.ts";
 import type { Clock, Wheel } from "./scheduler.ts";
 
 export class SwarmState {
@@ -24,6 +24,8 @@ export class SwarmState {
   /** In-flight window per device (--inflight). */
   readonly window: number;
   readonly ackTimeoutMs: number;
+  /** How devices publish now: the settings' until changed live (Swarm.setPublishing). */
+  publishing: Publishing;
   private readonly epochOffset: number;
 
   constructor(
@@ -35,6 +37,7 @@ export class SwarmState {
     this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
     this.window = cfg.inflight ?? DEFAULT_INFLIGHT;
     this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
+    this.publishing = { intervalMs: [...cfg.intervalMs], publish: cfg.publish !== false };
     this.epochOffset = Date.now() - clock();
   }
 

@@ -14,7 +14,7 @@ import type { LifecycleHooks } from "../lifecycle/types.ts";
 import { Stats } from "../metrics/stats.ts";
 import { Lifecycle, State } from "../mqtt/device.ts";
 import type { ServerPins } from "../transport/pins.ts";
-import { DEFAULT_DRAIN_MS, type IdentitySource, type SwarmConfig } from "./config.ts";
+import { DEFAULT_DRAIN_MS, type IdentitySource, type Publishing, type SwarmConfig } from "./config.ts";
 import { Connections } from "./connections.ts";
 import { Ramp } from "./ramp.ts";
 import { TICK_MS, TIMER_KINDS, Timer, Wheel, leaseClock, type Clock } from "./scheduler.ts";
@@ -96,6 +96,13 @@ export class Swarm {
 
   setRate(r: number): void {
     this.ramp.rate = r;
+  }
+
+  /** Changes how devices publish (interval, pause/resume) while they run. */
+  setPublishing(p: Partial<Publishing>): void {
+    const st = this.st;
+    st.publishing = { intervalMs: p.intervalMs ?? st.publishing.intervalMs, publish: p.publish ?? st.publishing.publish };
+    this.traffic.rearm(st.clock());
   }
 
   /** Cuts a stop short: what is still in flight is counted unacked_at_stop at once, sockets are closed without waiting. */

@@ -16,7 +16,7 @@ export class Traffic {
   begin(dev: Device, now: number): void {
     const { wheel, cfg } = this.st;
     wheel.clear(dev.index, Timer.TIMEOUT);
-    if (cfg.publish !== false) {
+    if (this.st.publishing.publish) {
       dev.nextPublishAt = now + this.interval();
       wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
     }
@@ -25,8 +25,26 @@ export class Traffic {
   }
 
   private interval(): number {
-    const [lo, hi] = this.st.cfg.intervalMs;
+    const [lo, hi] = this.st.publishing.intervalMs;
     return lo + Math.random() * (hi - lo);
+  }
+
+  /**
+   * Publishing changed while devices run. Paused: the next timers find it paused and stop.
+   * Resumed, or made more frequent: a connected device whose next publish is further off than
+   * one new interval gets one within it (at a random point, so devices stay spread).
+   */
+  rearm(now: number): void {
+    const st = this.st;
+    if (!st.publishing.publish) return;
+    const hi = st.publishing.intervalMs[1];
+    for (const dev of st.devices) {
+      if (!dev || dev.state !== State.CONNECTED || !dev.conn) continue;
+      const due = st.wheel.deadline(dev.index, Timer.PUBLISH);
+      if (due !== Infinity && due - now <= hi) continue;
+      dev.nextPublishAt = now + Math.random() * this.interval();
+      st.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
+    }
   }
 
   /**
@@ -36,8 +54,8 @@ export class Traffic {
   publish(dev: Device, deadline: number, now: number): boolean {
     const st = this.st;
     const conn = dev.conn;
-    // Stopping: nothing new leaves while outstanding acks drain.
-    if (dev.state !== State.CONNECTED || !conn || st.stopping) return false;
+    // Stopping: nothing new leaves while outstanding acks drain. Paused: nothing leaves, and no next one is armed (rearm() does that).
+    if (dev.state !== State.CONNECTED || !conn || st.stopping || !st.publishing.publish) return false;
     const scheduled = intendedTime(deadline, st.prevTick, now);
     // The next one keeps to the schedule even when this one is late.
     let next = deadline + this.interval();

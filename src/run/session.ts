@@ -49,6 +49,10 @@ export class RunSession {
   private stopping: Promise<Report> | null = null;
   /** The verifying consumer (--verify). */
   private readonly verifier: Verifier | null;
+  /** Devices asked for (--users, or as changed since). */
+  private users: number;
+  /** The total publish rate, when it is the knob (--msg-rate, or set since). */
+  private msgRate: number | undefined;
 
   private constructor(
     readonly cfg: RunConfig,
@@ -59,6 +63,8 @@ export class RunSession {
     readonly capacity: number,
   ) {
     this.timeline = new Timeline();
+    this.users = cfg.swarm.users;
+    this.msgRate = cfg.msgRate;
     // Federated, each machine verifies its own devices: the controller runs no consumer.
     const v = cfg.federation ? undefined : cfg.verify;
     this.verifier = v
@@ -199,10 +205,36 @@ export class RunSession {
 
   setUsers(n: number): void {
     this.fleet.setUsers(n);
+    this.users = n;
+    // With a total rate as the knob, the devices there are share it.
+    if (this.msgRate !== undefined) this.setMsgRate(this.msgRate);
   }
 
   setRate(r: number): void {
     this.fleet.setRate(r);
+  }
+
+  /** Devices asked for now. */
+  get usersNow(): number {
+    return this.users;
+  }
+
+  /** The total publish rate when it is the knob. */
+  get msgRateNow(): number | undefined {
+    return this.msgRate;
+  }
+
+  /** A total publish rate from now on: every device publishes every users/r seconds. Returns the interval (ms). */
+  setMsgRate(r: number): number {
+    this.msgRate = r;
+    const each = (Math.max(1, this.users) * 1000) / r;
+    this.fleet.setPublishing({ intervalMs: [each, each] });
+    return each;
+  }
+
+  /** Pauses or resumes publishing; devices stay connected. */
+  setPublish(on: boolean): void {
+    this.fleet.setPublishing({ publish: on });
   }
 
   /** Forgets the stats so far (Locust's reset): the report covers what follows. */

@@ -160,7 +160,17 @@
     var body = {};
     if ($("#set-users").value !== "") body.users = Number($("#set-users").value);
     if ($("#set-rate").value !== "") body.rate = Number($("#set-rate").value);
+    if ($("#set-msg-rate").value !== "") body.msg_rate = Number($("#set-msg-rate").value);
     api("PATCH", "/api/runs/current", body).then(function () { showError(null); }).catch(showError);
+  });
+  $("#pause").addEventListener("click", function () {
+    var b = $("#pause");
+    var next = b.getAttribute("data-publish") === "on" ? "off" : "on";
+    api("PATCH", "/api/runs/current", { publish: next }).then(function () {
+      showError(null);
+      b.setAttribute("data-publish", next);
+      b.textContent = next === "on" ? "Pause publishing" : "Resume publishing";
+    }).catch(showError);
   });
   $("#reset").addEventListener("click", function () { api("POST", "/api/runs/current/reset-stats").then(function () { points = []; runId = null; }).catch(showError); });
   $("#stop").addEventListener("click", function () { api("POST", "/api/runs/current/stop").then(poll).then(history).catch(showError); });

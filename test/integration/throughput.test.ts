@@ -5,8 +5,11 @@ import { join } from "node:path";
 import { waitFor } from "../helpers/broker.ts";
 import { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
-import { HAVE_MOSQUITTO, issuedIdentity, startBroker } from "../helpers/testbed.ts";
+import { startRedis } from "../../scripts/lib/testbed.ts";
+import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker } from "../helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
+import { createApp } from "../../src/api/app.ts";
+import { RunManager } from "../../src/api/manager.ts";
 
 const publishes = (p: Probe) => p.packets.filter((x) => x.cmd === "publish").length;
 
@@ -38,6 +41,92 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     const topics = new Set(probe.packets.flatMap((p) => (p.cmd === "publish" ? [p.topic] : [])));
     expect(topics.size).toBe(40);
   }, 60_000);
+
+  test("live over the API, across two worker processes: msg_rate 100 → 400, then paused, then resumed", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 20);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const id = issuedIdentity(certDir);
+    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+    await probe.connack;
+    await probe.subscribe("+/attrs", 0);
+    const manager = new RunManager(["--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "100", "--workers", "2", "--duration", "2m"], join(tmp.path, "runs"), () => {});
+    const app = createApp(manager);
+    const call = (method: string, path: string, body?: unknown) => app.request(path, { method, headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    /** msg/s the broker delivers to the probe over `ms`. */
+    const rateOver = async (ms: number) => {
+      const n0 = publishes(probe);
+      const t0 = performance.now();
+      await Bun.sleep(ms);
+      return ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
+    };
+    try {
+      expect((await call("POST", "/api/runs", {})).status).toBe(201);
+      await waitFor(() => publishes(probe) > 0, "the first publish", 20_000);
+      await Bun.sleep(1000);
+      expect(Math.abs((await rateOver(3000)) - 100) / 100).toBeLessThan(0.05);
+      expect((await call("PATCH", "/api/runs/current", { msg_rate: 400 })).status).toBe(200);
+      await Bun.sleep(500);
+      expect(Math.abs((await rateOver(3000)) - 400) / 400).toBeLessThan(0.05);
+      // Past what one device can do: refused, nothing changed.
+      const tooFast = await call("PATCH", "/api/runs/current", { msg_rate: 5000 });
+      expect(tooFast.status).toBe(400);
+      expect(((await tooFast.json()) as { errors: string[] }).errors[0]).toContain("a device publishes at most every 10 ms");
+      expect((await call("PATCH", "/api/runs/current", { publish: "off" })).status).toBe(200);
+      await Bun.sleep(300);
+      expect(await rateOver(2000)).toBe(0);
+      expect((await call("PATCH", "/api/runs/current", { publish: "on" })).status).toBe(200);
+      await Bun.sleep(500);
+      expect(Math.abs((await rateOver(3000)) - 400) / 400).toBeLessThan(0.05);
+      // Paused devices stayed connected: nothing was lost or refused on the way.
+      const stopped = (await (await call("POST", "/api/runs/current/stop")).json()) as { report: { stats: Record<string, { count: number; failures: number }> } };
+      expect(stopped.report.stats.connect!.count).toBe(20);
+      expect(stopped.report.stats.publish!.failures).toBe(0);
+    } finally {
+      if (manager.session) await manager.stop(true);
+    }
+  }, 90_000);
+
+  test.skipIf(!HAVE_REDIS)("live over the API of a federated run: the machine applies a new msg_rate and a pause from the controller's beats", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 20);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using redis = await startRedis({ stateDir: tmp.path });
+    const id = issuedIdentity(certDir);
+    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+    await probe.connack;
+    await probe.subscribe("+/attrs", 0);
+    const machine = spawnCicada(["worker", "--redis", redis.url, "--certs", certDir, "--workers", "1", "--name", "m1", "--once"]);
+    const manager = new RunManager(["--redis", redis.url, "--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "50", "--duration", "2m"], join(tmp.path, "runs"), () => {});
+    const app = createApp(manager);
+    const call = (method: string, path: string, body?: unknown) => app.request(path, { method, headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    const rateOver = async (ms: number) => {
+      const n0 = publishes(probe);
+      const t0 = performance.now();
+      await Bun.sleep(ms);
+      return ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
+    };
+    try {
+      expect((await call("POST", "/api/runs", {})).status).toBe(201);
+      await waitFor(() => publishes(probe) > 0, "the first publish", 30_000);
+      await Bun.sleep(1000);
+      expect(Math.abs((await rateOver(3000)) - 50) / 50).toBeLessThan(0.1);
+      expect((await call("PATCH", "/api/runs/current", { msg_rate: 200 })).status).toBe(200);
+      // The next beat (every second) carries it.
+      await Bun.sleep(2000);
+      expect(Math.abs((await rateOver(3000)) - 200) / 200).toBeLessThan(0.05);
+      expect((await call("PATCH", "/api/runs/current", { publish: "off" })).status).toBe(200);
+      await Bun.sleep(2000);
+      expect(await rateOver(2000)).toBe(0);
+      await call("POST", "/api/runs/current/stop");
+      expect(await machine.proc.exited).toBe(0);
+    } finally {
+      if (manager.session) await manager.stop(true);
+      if (machine.proc.exitCode === null) machine.proc.kill("SIGKILL");
+    }
+  }, 90_000);
 
   test("--publish off: devices connect, subscribe and hold; not one publish", async () => {
     using tmp = tempDir();

@@ -57,6 +57,22 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_CHROMIUM)("dashboard in Chromium", () =
       // The label is shown as text: no element made of it, no script run.
       expect(await page.textContent("#run-label")).toBe(HOSTILE);
       expect(await page.locator("#run-label img, #history img").count()).toBe(0);
+      // Publishing paused from the page: the devices stay, the publish count stops; resumed, it goes on.
+      const published = async () => Number(await page.textContent("#stats tr[data-row=publish] td:nth-child(2)"));
+      await page.click("#pause");
+      await page.waitForSelector("#pause[data-publish=off]");
+      expect(await page.textContent("#pause")).toBe("Resume publishing");
+      await Bun.sleep(1500); // acks of what had left already
+      const paused = await published();
+      await Bun.sleep(2500);
+      expect(await published()).toBe(paused);
+      await page.fill("#set-msg-rate", "600");
+      await page.click("#apply");
+      await page.click("#pause");
+      await page.waitForSelector("#pause[data-publish=on]");
+      await page.waitForFunction((n) => Number(document.querySelector("#stats tr[data-row=publish] td:nth-child(2)")?.textContent ?? 0) > n + 600, paused, { timeout: 10_000 });
+      expect(await page.textContent("#summary")).toContain("300 / 300 connected");
+
       const before = Number(await page.getAttribute("#charts", "data-points"));
 
       // A reload loses nothing: the timeline and the run come back from the server.
