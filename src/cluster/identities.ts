@@ -134,6 +134,10 @@ export class StridedIdentities implements IdentitySource {
     return this.base.load(this.at(index));
   }
 
+  position(index: number): number {
+    return this.at(index);
+  }
+
   /** Fetches ahead what this worker's positions need (a store base); call before the ranges are used. */
   async prefetch(): Promise<void> {
     if (!this.base.prefetch) return;

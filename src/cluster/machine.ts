@@ -278,7 +278,7 @@ export class MachineAgent {
     }
     this.ownIds = idsIn(this.ids, a.ranges);
     const workers = this.o.workers === "auto" ? Math.max(availableParallelism(), Math.ceil(a.users / this.perProcess)) : this.o.workers;
-    const swarm = { ...b.swarm, users: a.users, rate: a.rate, sources: this.o.sources, caPem: this.o.caPem ?? b.swarm.caPem };
+    const swarm = { ...b.swarm, users: a.users, rate: a.rate, sources: this.o.sources, machine: this.id, caPem: this.o.caPem ?? b.swarm.caPem };
     const cap = checkCapacity({
       users: a.users,
       workers,

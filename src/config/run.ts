@@ -1,6 +1,7 @@
 /** Settings of `cicada run`: flags, config file and dojot's environment variables, validated together. */
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { hostname } from "node:os";
 import { isLoopbackHost } from "../sys/net.ts";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "./options.ts";
@@ -9,7 +10,8 @@ import { redactUrl } from "../sys/redact.ts";
 import { CLUSTER_KEY_OPTION, keyIssue, readClusterKey } from "../cluster/seal.ts";
 import { isStoreUrl, type StoreSettings } from "../store/redis.ts";
 import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
-import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
+import { DEFAULT_MAX_PACKET_SIZE, deviceTopic, type SwarmConfig } from "../engine/config.ts";
+import { PublishTemplate } from "../mqtt/codec.ts";
 import { TICK_MS } from "../engine/scheduler.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
@@ -40,6 +42,10 @@ export const RUN_SPEC: CommandSpec = {
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
     "msg-rate": { type: "string", arg: "N", help: "Total publishes per second, spread evenly over the devices: each publishes every users/N seconds (instead of --interval)" },
     publish: { type: "string", arg: "on|off", default: "on", help: "off: devices connect, subscribe and hold, and publish nothing (a connection benchmark)" },
+    topic: { type: "string", arg: "TEMPLATE", help: "Publish topic: {tenant}, {id}, {index}, {machine} per device, {seq}, {rand:N} per message (default: the device's CN + /attrs)" },
+    payload: { type: "string", arg: "TEMPLATE", help: "Payload template, e.g. '{\"t\":{timestamp},\"n\":{seq},\"v\":{rand:0..100},\"s\":\"{string:8}\"}'" },
+    "payload-file": { type: "string", arg: "FILE", help: "The payload template from a file" },
+    retain: { type: "boolean", help: "Publish with the retain flag" },
     "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
@@ -176,6 +182,7 @@ export function readRunConfig(o: Options): RunConfig {
     else intervalMs = [each, each];
   }
   const publish = o.choice("publish", ["on", "off"], "on") === "on";
+  const { topic, payload } = readTemplates(o, users);
 
   const certsArg = o.str("certs")!;
   const fromStore = isStoreUrl(certsArg);
@@ -249,6 +256,10 @@ export function readRunConfig(o: Options): RunConfig {
       keepaliveS,
       intervalMs,
       ...(publish ? {} : { publish: false }),
+      ...(topic !== undefined ? { topic } : {}),
+      ...(payload !== undefined ? { payload } : {}),
+      ...(o.bool("retain") ? { retain: true } : {}),
+      machine: hostname(),
       payloadSize,
       maxPacketSize: maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE,
       inflight,
@@ -286,6 +297,9 @@ export function readRunConfig(o: Options): RunConfig {
       interval_ms: intervalMs,
       ...(msgRate !== undefined ? { msg_rate: msgRate } : {}),
       publish: publish ? "on" : "off",
+      ...(topic !== undefined ? { topic } : {}),
+      ...(payload !== undefined ? { payload } : {}),
+      retain: o.bool("retain"),
       keepalive_s: keepaliveS,
       payload_size: payloadSize,
       max_packet_size: maxPacketSize,
@@ -310,6 +324,24 @@ export function readTenant(o: Options): string {
   const tenant = o.str("tenant")!;
   if (!/^[^\s/+#:]+$/.test(tenant)) o.fail("tenant", "must be a non-empty name without spaces, /, +, # or :", tenant);
   return tenant;
+}
+
+/** --topic and --payload/--payload-file, checked by building one device's PUBLISH from them. Problems go to `o.issues`. */
+function readTemplates(o: Options, users: number): { topic?: string; payload?: string } {
+  const topic = o.str("topic");
+  if (o.has("payload") && o.has("payload-file")) o.issues.push("--payload and --payload-file both give the payload: give one");
+  const payload = o.str("payload") ?? o.fileText("payload-file");
+  if (payload !== undefined && o.str("payload-size") !== "0") o.issues.push("--payload-size pads the default payload; a --payload template is its own size");
+  if (o.bool("verify") && topic !== undefined) o.issues.push("--verify reads each device's telemetry on <its CN>/attrs: it does not go with --topic");
+  if (o.bool("verify") && payload !== undefined && !/\{timestamp\}/.test(payload)) o.issues.push('--verify counts messages by their "timestamp" and "seq": a --payload template needs "timestamp":{timestamp} and "seq":{seq}');
+  if (topic !== undefined && /^\s*$|[#+\u0000]/.test(topic)) o.fail("topic", "must be a topic name: not empty, without # or +", topic);
+  try {
+    const sample = topic === undefined ? "t" : deviceTopic(topic, { tenant: "t", id: "d", index: users, machine: "m" });
+    new PublishTemplate(sample, 1, 5, 0, payload !== undefined ? { payload } : {});
+  } catch (err) {
+    o.issues.push(`${/^topic/.test((err as Error).message) ? "--topic" : o.has("payload") ? "--payload" : "--payload-file"} ${(err as Error).message.replace(/^(topic|payload) template: /, "")}`);
+  }
+  return { ...(topic !== undefined ? { topic } : {}), ...(payload !== undefined ? { payload } : {}) };
 }
 
 /** --source-address: local IP addresses only (a name or a typo would otherwise be ignored, and the kernel would choose). */

@@ -21,6 +21,14 @@ export interface SwarmConfig {
   /** false: devices connect and hold, and never publish (--publish off). */
   publish?: boolean;
   payloadSize: number;
+  /** Topic template (--topic): {tenant}, {id}, {index}, {machine} per device, {seq} and {rand:N} per message. Default: the device's identity (its certificate's CN) + `/attrs`. */
+  topic?: string;
+  /** Payload template (--payload): {timestamp}, {seq}, {rand:a..b}, {string:N} per message. Default: `{"timestamp":…,"seq":…}` padded to payloadSize. */
+  payload?: string;
+  /** Publish with the retain flag (--retain). */
+  retain?: boolean;
+  /** This machine's name, for {machine} (the host name, or the federated machine's name). */
+  machine?: string;
   /** Reconnect backoff bounds, ms. */
   reconnectMs: [number, number];
   connectTimeoutMs: number;
@@ -53,6 +61,13 @@ export interface IdentitySource {
   id(index: number): string;
   /** PEM certificate and key of device `index`. */
   load(index: number): { cert: string; key: string };
+  /** Device `index`'s place among the whole fleet's identities (for {index}); default `index`. */
+  position?(index: number): number;
+}
+
+/** A topic template with the per-device placeholders filled in ({seq} and {rand:N} stay, for each message). */
+export function deviceTopic(template: string, d: { tenant: string; id: string; index: number; machine: string }): string {
+  return template.replace(/\{(tenant|id|index|machine)\}/g, (_, k: "tenant" | "id" | "index" | "machine") => String(d[k]));
 }
 
 /** 1 MiB: far above what a device is sent (config, acks), far below what would hurt the process. */

@@ -13,6 +13,7 @@ import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import { Renewals, type Redialer } from "./renewal.ts";
 import { Timer } from "./scheduler.ts";
+import { deviceTopic } from "./config.ts";
 import type { SwarmState } from "./state.ts";
 import type { Traffic } from "./traffic.ts";
 
@@ -53,7 +54,7 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     // A slot whose identity changed (its machine handed ranges over) gets a fresh device.
     if (!dev || dev.id !== id) {
       const clientId = `${cfg.tenant}:${id}`;
-      dev = new Device(index, id, clientId, new PublishTemplate(`${clientId}/attrs`, cfg.qos, cfg.version, cfg.payloadSize), this.st.window);
+      dev = new Device(index, id, clientId, this.publishFor(index, id, clientId), this.st.window);
       devices[index] = dev;
     }
     dev.attempts = 0;
@@ -88,13 +89,21 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
       const cn = commonNameOf(ident.cert);
       if (cn && cn !== dev.clientId) {
         dev.clientId = cn;
-        dev.publish = new PublishTemplate(`${cn}/attrs`, cfg.qos, cfg.version, cfg.payloadSize);
+        if (cfg.topic === undefined) dev.publish = this.publishFor(dev.index, dev.id, cn);
       }
       // The CA store costs ~4 KB per connection: only until a broker certificate is pinned.
       tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
     }
     this.st.wheel.set(dev.index, Timer.TIMEOUT, now + cfg.connectTimeoutMs);
     this.transport.dial(conn, { target, source, tls });
+  }
+
+  /** Device `index`'s PUBLISH: on --topic with its placeholders filled, else on `<identity>/attrs`. */
+  private publishFor(index: number, id: string, identity: string): PublishTemplate {
+    const cfg = this.st.cfg;
+    const position = this.st.identities.position?.(index) ?? index;
+    const topic = cfg.topic === undefined ? `${identity}/attrs` : deviceTopic(cfg.topic, { tenant: cfg.tenant, id, index: position, machine: cfg.machine ?? "" });
+    return new PublishTemplate(topic, cfg.qos, cfg.version, cfg.payloadSize, { ...(cfg.payload !== undefined ? { payload: cfg.payload } : {}), ...(cfg.retain ? { retain: true } : {}) });
   }
 
   /** The connect timer fired: an attempt still short of CONNACK is dropped as a timeout. */

@@ -106,58 +106,180 @@ const PAYLOAD_HEAD = '{"timestamp":';
 const SEQ_HEAD = ',"seq":';
 /** The seq field's width: its digits, then spaces (JSON allows whitespace after a number; leading zeros it does not). */
 const SEQ_WIDTH = 10;
+/** {seq} in a topic: zero-padded to this many digits (a topic cannot hold padding spaces). */
+const TOPIC_SEQ_WIDTH = 10;
+const ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+/** A part of the PUBLISH written afresh for every message, at a fixed offset and width. */
+interface Field {
+  at: number;
+  width: number;
+  kind: 0 | 1 | 2 | 3 | 4 | 5;
+  lo: number;
+  hi: number;
+}
+const F = { TIMESTAMP: 0, SEQ: 1, SEQ_ZEROS: 2, RAND: 3, RAND_ZEROS: 4, STRING: 5 } as const;
+
+/** The per-message placeholders a topic or payload template may hold. */
+const PLACEHOLDER = /\{(timestamp|seq|rand:(-?\d+)\.\.(-?\d+)|rand:(\d+)|string:(\d+))\}/g;
 
 /**
- * A device's telemetry PUBLISH, encoded once: `{"timestamp":<ms>,"seq":<n>}` padded to
- * `payloadSize`. `seq` numbers the device's messages from 1, so a consumer can count loss,
- * duplicates and order (dojot ignores attributes it does not know). `fill()` writes the packet
- * id, timestamp and seq into a fresh copy; nothing else is encoded per message.
+ * Parses a template's per-message placeholders: in a payload {timestamp}, {seq},
+ * {rand:a..b} (an integer, padded with spaces) and {string:N} (N random letters and digits);
+ * in a topic {seq} and {rand:N} (0..N-1), zero-padded. Returns the text with each placeholder
+ * replaced by filler of its width, and the fields (offsets in bytes from the text's start), or
+ * the problem with it.
+ */
+export function compileTemplate(text: string, where: "topic" | "payload"): { text: string; fields: Field[] } | string {
+  const fields: Field[] = [];
+  let out = "";
+  let last = 0;
+  for (const m of text.matchAll(PLACEHOLDER)) {
+    out += text.slice(last, m.index);
+    last = m.index! + m[0].length;
+    let f: Omit<Field, "at">;
+    if (m[1] === "timestamp") f = { kind: F.TIMESTAMP, width: TIMESTAMP_DIGITS, lo: 0, hi: 0 };
+    else if (m[1] === "seq") f = where === "topic" ? { kind: F.SEQ_ZEROS, width: TOPIC_SEQ_WIDTH, lo: 0, hi: 0 } : { kind: F.SEQ, width: SEQ_WIDTH, lo: 0, hi: 0 };
+    else if (m[2] !== undefined) {
+      const lo = Number(m[2]);
+      const hi = Number(m[3]);
+      if (!(hi >= lo) || !Number.isSafeInteger(lo) || !Number.isSafeInteger(hi)) return `${m[0]}: needs integers a <= b`;
+      f = { kind: F.RAND, width: Math.max(String(lo).length, String(hi).length), lo, hi };
+    } else if (m[4] !== undefined) {
+      const n = Number(m[4]);
+      if (!(n >= 1 && n <= 1e9)) return `${m[0]}: N must be from 1 to 1000000000`;
+      f = { kind: F.RAND_ZEROS, width: String(n - 1).length, lo: 0, hi: n - 1 };
+    } else {
+      const n = Number(m[5]);
+      if (!(n >= 1 && n <= 1024 * 1024)) return `${m[0]}: N must be from 1 to 1048576`;
+      f = { kind: F.STRING, width: n, lo: 0, hi: 0 };
+    }
+    if (where === "topic" && (f.kind === F.TIMESTAMP || f.kind === F.RAND || f.kind === F.STRING)) return `${m[0]} is for payloads; a topic takes {seq} and {rand:N}`;
+    if (where === "payload" && f.kind === F.RAND_ZEROS) return `${m[0]} is for topics; a payload takes {rand:a..b}`;
+    fields.push({ ...f, at: Buffer.byteLength(out) });
+    out += "0".repeat(f.width);
+  }
+  out += text.slice(last);
+  // A JSON object's braces hold quotes or spaces; a placeholder is a bare word.
+  const stray = /\{[a-z_]+(?::[^}"]*)?\}/i.exec(out);
+  if (stray) return `unknown placeholder ${stray[0]}`;
+  return { text: out, fields };
+}
+
+export interface PublishOptions {
+  /** A payload template (compileTemplate); default `{"timestamp":…,"seq":…}` padded to payloadSize. */
+  payload?: string;
+  retain?: boolean;
+}
+
+/**
+ * A device's telemetry PUBLISH, encoded once: by default `{"timestamp":<ms>,"seq":<n>}` padded
+ * to `payloadSize`, or the payload template given. `seq` numbers the device's messages from 1,
+ * so a consumer can count loss, duplicates and order (dojot ignores attributes it does not
+ * know). `fill()` writes the packet id and each per-message field (timestamp, seq, random
+ * parts) into a fresh copy; nothing else is encoded per message.
  */
 export class PublishTemplate {
   private readonly bytes: Uint8Array;
   private readonly idAt: number;
-  private readonly tsAt: number;
-  private readonly seqAt: number;
+  private readonly fields: Field[];
 
-  constructor(topic: string, qos: QoS, version: ProtocolVersion, payloadSize: number) {
-    const head = `${PAYLOAD_HEAD}${"0".repeat(TIMESTAMP_DIGITS)}${SEQ_HEAD}${"0".padEnd(SEQ_WIDTH)}`;
-    const padding = Math.max(0, payloadSize - (head.length + 1));
-    // The padding is a JSON string field so the payload stays valid JSON.
-    const tail = padding > 0 ? `,"pad":"${"x".repeat(Math.max(0, padding - 9))}"}` : "}";
-    const payload = Buffer.from(`${head}${tail}`);
+  /** @param topic the device's topic, which may still hold {seq} and {rand:N} (see compileTemplate; a bad one throws) */
+  constructor(topic: string, qos: QoS, version: ProtocolVersion, payloadSize: number, opts: PublishOptions = {}) {
+    let payloadText: string;
+    let payloadFields: Field[];
+    if (opts.payload === undefined) {
+      const head = `${PAYLOAD_HEAD}${"0".repeat(TIMESTAMP_DIGITS)}${SEQ_HEAD}${"0".padEnd(SEQ_WIDTH)}`;
+      const padding = Math.max(0, payloadSize - (head.length + 1));
+      // The padding is a JSON string field so the payload stays valid JSON.
+      payloadText = `${head}${padding > 0 ? `,"pad":"${"x".repeat(Math.max(0, padding - 9))}"}` : "}"}`;
+      payloadFields = [
+        { kind: F.TIMESTAMP, at: PAYLOAD_HEAD.length, width: TIMESTAMP_DIGITS, lo: 0, hi: 0 },
+        { kind: F.SEQ, at: PAYLOAD_HEAD.length + TIMESTAMP_DIGITS + SEQ_HEAD.length, width: SEQ_WIDTH, lo: 0, hi: 0 },
+      ];
+    } else {
+      const c = compileTemplate(opts.payload, "payload");
+      if (typeof c === "string") throw new Error(`payload template: ${c}`);
+      payloadText = c.text;
+      payloadFields = c.fields;
+    }
+    const t = compileTemplate(topic, "topic");
+    if (typeof t === "string") throw new Error(`topic template: ${t}`);
+    const payload = Buffer.from(payloadText);
     const packet = mqtt.generate(
-      { cmd: "publish", topic, payload, qos, retain: false, dup: false, messageId: qos ? 1 : undefined, ...(version === 5 ? { properties: {} } : {}) },
+      { cmd: "publish", topic: t.text, payload, qos, retain: opts.retain ?? false, dup: false, messageId: qos ? 1 : undefined, ...(version === 5 ? { properties: {} } : {}) },
       { protocolVersion: version },
     );
     this.bytes = new Uint8Array(packet);
-    this.tsAt = this.bytes.length - payload.length + PAYLOAD_HEAD.length;
-    this.seqAt = this.tsAt + TIMESTAMP_DIGITS + SEQ_HEAD.length;
-    this.idAt = qos ? this.tsAt - PAYLOAD_HEAD.length - (version === 5 ? 1 : 0) - 2 : -1;
+    let header = 1;
+    while (this.bytes[header]! & 0x80) header++;
+    const topicAt = header + 1 + 2;
+    const payloadAt = this.bytes.length - payload.length;
+    this.fields = [...t.fields.map((f) => ({ ...f, at: topicAt + f.at })), ...payloadFields.map((f) => ({ ...f, at: payloadAt + f.at }))];
+    this.idAt = qos ? topicAt + Buffer.byteLength(t.text) : -1;
   }
 
   get length(): number {
     return this.bytes.length;
   }
 
-  /** Copies the packet into `out` at `at` with this id, timestamp and seq; returns bytes written. */
+  /** Copies the packet into `out` at `at` with this id, timestamp and seq, and fresh random parts; returns bytes written. */
   fill(out: Uint8Array, at: number, messageId: number, timestampMs: number, seq = 0): number {
     out.set(this.bytes, at);
     if (this.idAt >= 0) {
       out[at + this.idAt] = messageId >> 8;
       out[at + this.idAt + 1] = messageId & 0xff;
     }
-    let ts = timestampMs;
-    for (let i = TIMESTAMP_DIGITS - 1; i >= 0; i--) {
-      out[at + this.tsAt + i] = 48 + (ts % 10);
-      ts = Math.floor(ts / 10);
+    const fields = this.fields;
+    for (let k = 0; k < fields.length; k++) {
+      const f = fields[k]!;
+      const p = at + f.at;
+      switch (f.kind) {
+        case F.TIMESTAMP:
+          writeDigits(out, p, f.width, timestampMs, 48);
+          break;
+        case F.SEQ:
+          writeLeft(out, p, f.width, seq);
+          break;
+        case F.SEQ_ZEROS:
+          writeDigits(out, p, f.width, seq, 48);
+          break;
+        case F.RAND:
+          writeLeft(out, p, f.width, f.lo + Math.floor(Math.random() * (f.hi - f.lo + 1)));
+          break;
+        case F.RAND_ZEROS:
+          writeDigits(out, p, f.width, Math.floor(Math.random() * (f.hi + 1)), 48);
+          break;
+        case F.STRING:
+          for (let i = 0; i < f.width; i++) out[p + i] = ALNUM.charCodeAt(Math.floor(Math.random() * ALNUM.length));
+          break;
+      }
     }
-    // seq, left-aligned: its digits, then the template's spaces.
-    let digits = 1;
-    for (let n = seq; n >= 10; n = Math.floor(n / 10)) digits++;
-    for (let i = digits - 1, n = seq; i >= 0; i--, n = Math.floor(n / 10)) out[at + this.seqAt + i] = 48 + (n % 10);
-    for (let i = digits; i < SEQ_WIDTH; i++) out[at + this.seqAt + i] = 32;
     return this.bytes.length;
   }
+}
+
+/** `n` (>= 0) in exactly `width` digits, the unused high ones filled with `pad` (48: zeros). */
+function writeDigits(out: Uint8Array, p: number, width: number, n: number, pad: number): void {
+  let v = n;
+  for (let i = width - 1; i >= 0; i--) {
+    out[p + i] = v > 0 || i === width - 1 ? 48 + (v % 10) : pad;
+    v = Math.floor(v / 10);
+  }
+}
+
+/** An integer left-aligned in `width` bytes: its digits (and sign), then spaces. */
+function writeLeft(out: Uint8Array, p: number, width: number, n: number): void {
+  let i = 0;
+  let v = n;
+  if (v < 0) {
+    out[p + i++] = 45;
+    v = -v;
+  }
+  let digits = 1;
+  for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+  for (let d = digits - 1, x = v; d >= 0; d--, x = Math.floor(x / 10)) out[p + i + d] = 48 + (x % 10);
+  for (i += digits; i < width; i++) out[p + i] = 32;
 }
 
 /** The `"timestamp": <ms>` and `"seq": <n>` of a JSON payload, found without JSON.parse in one pass over its text (NaN where absent). */

@@ -151,6 +151,43 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     expect(rep.stats.disconnect.failures).toBe(0);
   }, 30_000);
 
+  test("--topic, --payload and --retain: what the broker delivers is the templates filled in, per device and per message", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 5);
+    // The ACL lets each device write under bench/<its CN>/.
+    await using broker = await startBroker({ certDir, stateDir: tmp.path, devicePublishPattern: "bench/%u/#" });
+    const id = issuedIdentity(certDir);
+    await using live = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+    await live.connack;
+    await live.subscribe("bench/#", 0);
+    const payload = '{"timestamp":{timestamp},"seq":{seq},"v":{rand:1..6},"s":"{string:4}"}';
+    const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "5", "--interval", "100ms", "--duration", "3s", "--topic", "bench/{tenant}:{id}/{rand:3}", "--payload", payload, "--retain"]);
+    expect(r.code).toBe(0);
+    const got = live.packets.flatMap((p) => (p.cmd === "publish" ? [p] : []));
+    expect(got.length).toBeGreaterThan(50);
+    const devices = new Set<string>();
+    for (const p of got) {
+      const m = /^bench\/(admin:d\d{5})\/([0-2])$/.exec(p.topic);
+      expect(m).not.toBeNull();
+      devices.add(m![1]!);
+      const body = JSON.parse(p.payload.toString());
+      expect(body.timestamp).toBeGreaterThan(Date.now() - 60_000);
+      expect(body.v).toBeGreaterThanOrEqual(1);
+      expect(body.v).toBeLessThanOrEqual(6);
+      expect(body.s).toMatch(/^[a-z0-9]{4}$/);
+    }
+    expect(devices.size).toBe(5);
+    // Retained: a subscriber that comes later still gets the last message of each topic, flagged so.
+    await using late = Probe.connect({ port: broker.port, clientId: `${id.cn}`, ...id });
+    await late.connack;
+    await late.subscribe("bench/#", 0);
+    await waitFor(() => late.packets.filter((p) => p.cmd === "publish").length >= 5, "retained messages");
+    const retained = late.packets.flatMap((p) => (p.cmd === "publish" ? [p] : []));
+    expect(retained.every((p) => p.retain)).toBe(true);
+    expect(new Set(retained.map((p) => p.topic)).size).toBe(retained.length);
+  }, 30_000);
+
   test("bad --msg-rate is bad input: every problem listed, exit 2", async () => {
     const r = await cicada(["run", "--no-tls", "--users", "10", "--msg-rate", "5000", "--interval", "1s", "--publish", "maybe"]);
     expect(r.code).toBe(2);

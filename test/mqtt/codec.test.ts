@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import * as mqtt from "mqtt-packet";
-import { PublishTemplate, decode, encodeAck, frameLength, payloadStamp } from "../../src/mqtt/codec.ts";
+import { PublishTemplate, compileTemplate, decode, encodeAck, frameLength, payloadStamp } from "../../src/mqtt/codec.ts";
 import { onData } from "../../src/mqtt/session.ts";
 import { Conn, Device, State } from "../../src/mqtt/device.ts";
 import { Stats } from "../../src/metrics/stats.ts";
@@ -149,4 +149,36 @@ test("numbered commands: a device counts the numbers it never saw as gaps", () =
   // 3, 4, 7 and 8 never came.
   expect(host.stats.health.command_gaps).toBe(4);
   expect(host.stats.rows.recv_message.count).toBe(6);
+});
+
+describe("topic and payload templates", () => {
+  test("per-message fields are written at fixed widths; the packet is what mqtt-packet reads", () => {
+    const t = new PublishTemplate("bench/{rand:100}/{seq}", 1, 5, 0, { payload: '{"t":{timestamp},"n":{seq},"v":{rand:-5..250},"s":"{string:8}"}', retain: true });
+    const out = new Uint8Array(t.length);
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      t.fill(out, 0, 42, 1_732_480_000_123, 77);
+      const p = decode(out, 5) as mqtt.IPublishPacket;
+      expect(p.topic).toMatch(/^bench\/\d{2}\/0000000077$/);
+      expect(p.retain).toBe(true);
+      expect(p.messageId).toBe(42);
+      const body = JSON.parse(p.payload.toString());
+      expect(body.t).toBe(1_732_480_000_123);
+      expect(body.n).toBe(77);
+      expect(body.v).toBeGreaterThanOrEqual(-5);
+      expect(body.v).toBeLessThanOrEqual(250);
+      expect(body.s).toMatch(/^[a-z0-9]{8}$/);
+      seen.add(`${p.topic} ${body.v} ${body.s}`);
+      expect(payloadStamp(p.payload as Uint8Array)).toEqual({ timestamp: NaN, seq: NaN });
+    }
+    // Random parts differ message to message.
+    expect(seen.size).toBeGreaterThan(150);
+  });
+
+  test("bad templates are refused with the reason", () => {
+    expect(compileTemplate("a/{nope}", "topic")).toBe("unknown placeholder {nope}");
+    expect(compileTemplate("{timestamp}/x", "topic")).toBe("{timestamp} is for payloads; a topic takes {seq} and {rand:N}");
+    expect(compileTemplate('{"v":{rand:9..3}}', "payload")).toBe("{rand:9..3}: needs integers a <= b");
+    expect(compileTemplate('{"a": {"b": 1}}', "payload")).toEqual({ text: '{"a": {"b": 1}}', fields: [] });
+  });
 });
