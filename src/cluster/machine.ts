@@ -278,7 +278,8 @@ export class MachineAgent {
     }
     this.ownIds = idsIn(this.ids, a.ranges);
     const workers = this.o.workers === "auto" ? Math.max(availableParallelism(), Math.ceil(a.users / this.perProcess)) : this.o.workers;
-    const swarm = { ...b.swarm, users: a.users, rate: a.rate, sources: this.o.sources, machine: this.id, caPem: this.o.caPem ?? b.swarm.caPem };
+    const churn = b.swarm.churn ? (b.swarm.churn * a.users) / Math.max(1, b.swarm.users) : 0;
+    const swarm = { ...b.swarm, users: a.users, rate: a.rate, churn, sources: this.o.sources, machine: this.id, caPem: this.o.caPem ?? b.swarm.caPem };
     const cap = checkCapacity({
       users: a.users,
       workers,

@@ -40,7 +40,7 @@ export function planWorkers(plan: FleetPlan): WorkerSpec[] {
     ranges: plan.ranges,
     synthetic: plan.synthetic,
     ...(plan.store ? { store: plan.store } : {}),
-    swarm: { ...plan.swarm, users: u, rate: (plan.swarm.rate * u) / Math.max(1, plan.swarm.users) },
+    swarm: { ...plan.swarm, users: u, rate: (plan.swarm.rate * u) / Math.max(1, plan.swarm.users), ...(plan.swarm.churn ? { churn: (plan.swarm.churn * u) / Math.max(1, plan.swarm.users) } : {}) },
   }));
 }
 

@@ -38,6 +38,7 @@ const swarm: z.ZodType<SwarmConfig> = z
     topic: z.string().min(1).max(65535).optional(),
     payload: z.string().max(16 * 1024 * 1024).optional(),
     retain: z.boolean().optional(),
+    churn: amount.optional(),
     machine: z.string().max(255).optional(),
     payloadSize: z.number().int().min(0).max(256 * 1024 * 1024),
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),

@@ -46,6 +46,7 @@ export const RUN_SPEC: CommandSpec = {
     payload: { type: "string", arg: "TEMPLATE", help: "Payload template, e.g. '{\"t\":{timestamp},\"n\":{seq},\"v\":{rand:0..100},\"s\":\"{string:8}\"}'" },
     "payload-file": { type: "string", arg: "FILE", help: "The payload template from a file" },
     retain: { type: "boolean", help: "Publish with the retain flag" },
+    churn: { type: "string", arg: "N", help: "Connected devices per second that disconnect and reconnect at once: a reconnect storm" },
     "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
@@ -183,6 +184,7 @@ export function readRunConfig(o: Options): RunConfig {
   }
   const publish = o.choice("publish", ["on", "off"], "on") === "on";
   const { topic, payload } = readTemplates(o, users);
+  const churn = o.has("churn") ? o.num("churn", 0, 0) : 0;
 
   const certsArg = o.str("certs")!;
   const fromStore = isStoreUrl(certsArg);
@@ -259,6 +261,7 @@ export function readRunConfig(o: Options): RunConfig {
       ...(topic !== undefined ? { topic } : {}),
       ...(payload !== undefined ? { payload } : {}),
       ...(o.bool("retain") ? { retain: true } : {}),
+      ...(churn > 0 ? { churn } : {}),
       machine: hostname(),
       payloadSize,
       maxPacketSize: maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE,
@@ -300,6 +303,7 @@ export function readRunConfig(o: Options): RunConfig {
       ...(topic !== undefined ? { topic } : {}),
       ...(payload !== undefined ? { payload } : {}),
       retain: o.bool("retain"),
+      ...(churn > 0 ? { churn_per_s: churn } : {}),
       keepalive_s: keepaliveS,
       payload_size: payloadSize,
       max_packet_size: maxPacketSize,

@@ -27,6 +27,8 @@ export interface SwarmConfig {
   payload?: string;
   /** Publish with the retain flag (--retain). */
   retain?: boolean;
+  /** Devices per second that disconnect and reconnect at once (--churn): a reconnect storm. */
+  churn?: number;
   /** This machine's name, for {machine} (the host name, or the federated machine's name). */
   machine?: string;
   /** Reconnect backoff bounds, ms. */

@@ -126,6 +126,16 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     this.dial(dev, this.st.clock());
   }
 
+  /** Churn: a connected device sends DISCONNECT and dials again at once (a reconnect storm, --churn). False when it is not connected. */
+  churn(dev: Device): boolean {
+    const conn = dev.conn;
+    if (dev.state !== State.CONNECTED || !conn?.socket) return false;
+    dev.churned = true;
+    this.st.wheel.clearAll(dev.index);
+    this.disconnect(dev, conn);
+    return true;
+  }
+
   // ---- leaving ----------------------------------------------------------------------------
 
   /** Takes a device out of the swarm: DISCONNECT if connected, then close. */
@@ -226,9 +236,14 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     switch (dev.state) {
       case State.STOPPING:
         st.stats.rows.disconnect.ok();
+        // Left on purpose (churn, a renew or revoke) with publishes unacknowledged: they end here, counted.
+        for (let i = 0; i < lostInflight; i++) st.stats.rows.publish.fail("connection_lost");
         dev.state = State.IDLE;
         // Disconnected to renew or to check a revocation: dial again at once.
-        if (live && (dev.lifecycle === Lifecycle.REVOKE_CHECK || dev.lifecycle === Lifecycle.RENEW_CONNECT)) this.dial(dev, st.clock());
+        if (live && (dev.churned || dev.lifecycle === Lifecycle.REVOKE_CHECK || dev.lifecycle === Lifecycle.RENEW_CONNECT)) {
+          dev.churned = false;
+          this.dial(dev, st.clock());
+        }
         return;
       case State.CONNECTED:
         st.connected--;

@@ -36,6 +36,9 @@ export class Swarm {
   private readonly links: Connections;
   private readonly traffic: Traffic;
   private readonly ramp: Ramp;
+  /** Paces churn (--churn) as the ramp paces new devices. */
+  private readonly churn: Ramp;
+  private churnNext = 0;
   private timer: ReturnType<typeof setInterval> | null = null;
   private lastTick = 0;
   private target: number;
@@ -64,6 +67,7 @@ export class Swarm {
     this.traffic = new Traffic(this.st);
     this.links = new Connections(this.st, this.traffic, lifecycle, () => !this.leaseLapsed());
     this.ramp = new Ramp(cfg.rate);
+    this.churn = new Ramp(cfg.churn ?? 0);
   }
 
   /** Everything counted since the start, or since the last takeStats(). */
@@ -186,6 +190,7 @@ export class Swarm {
     this.leaseLapsed();
     st.wheel.tick(now);
     for (let n = this.ramp.take(dt, st.stopping ? 0 : this.target - st.active); n > 0; n--) this.spawnGuarded(st.active++, now);
+    if (this.churn.rate > 0) this.churnSome(dt);
     st.outbox.flush(now);
   }
 
@@ -201,6 +206,16 @@ export class Swarm {
       this.st.stats.health.timer_errors++;
       const conn = this.st.devices[index]?.conn;
       if (conn) this.links.drop(conn, `internal:${err instanceof Error ? err.name : "error"}`);
+    }
+  }
+
+  /** Churn: the next connected devices in turn disconnect and reconnect, at the churn rate. */
+  private churnSome(dt: number): void {
+    const st = this.st;
+    let n = this.churn.take(dt, st.stopping ? 0 : st.connected);
+    for (let tried = 0; n > 0 && tried < st.active; tried++) {
+      const dev = st.devices[this.churnNext++ % st.active];
+      if (dev && this.links.churn(dev)) n--;
     }
   }
 

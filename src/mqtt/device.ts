@@ -152,6 +152,8 @@ export class Device {
   /** When the current connection's CONNACK came (ms, monotonic). */
   connectedAt = 0;
   lifecycle: LifecycleValue = Lifecycle.NONE;
+  /** Disconnected by churn (--churn): it dials again as soon as its connection has closed. */
+  churned = false;
   /** When the renew or revoke began (for its latency). */
   lifecycleAt = 0;
   /** A renewed identity, used instead of the source's from then on. */

@@ -7,7 +7,7 @@ import { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { startRedis } from "../../scripts/lib/testbed.ts";
 import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker } from "../helpers/testbed.ts";
-import { cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
+import { brokerConnections, cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
 import { createApp } from "../../src/api/app.ts";
 import { RunManager } from "../../src/api/manager.ts";
 
@@ -186,6 +186,28 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     const retained = late.packets.flatMap((p) => (p.cmd === "publish" ? [p] : []));
     expect(retained.every((p) => p.retain)).toBe(true);
     expect(new Set(retained.map((p) => p.topic)).size).toBe(retained.length);
+  }, 30_000);
+
+  test("--churn 10 over 10 devices: the broker sees about 10 reconnects a second, each counted once, every publish accounted for", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const report = join(tmp.path, "r.json");
+    const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--interval", "100ms", "--churn", "10", "--duration", "6s", "--report", report]);
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    const atBroker = brokerConnections(readFileSync(broker.log, "utf8")).length;
+    // ~6 s at 10/s, the first second partly ramp: every reconnect the report counts, the broker saw.
+    expect(rep.stats.connect.count).toBe(atBroker);
+    expect(atBroker - 10).toBeGreaterThan(40);
+    expect(atBroker - 10).toBeLessThan(70);
+    expect(rep.stats.connect.failures).toBe(0);
+    expect(rep.stats.disconnect.count).toBe(rep.stats.connect.count);
+    expect(rep.stats.disconnect.failures).toBe(0);
+    expect(rep.config.churn_per_s).toBe(10);
+    // Every publish ended one way: acked, or lost with a churned connection.
+    expect(rep.publishes.sent).toBe(rep.stats.publish.count);
   }, 30_000);
 
   test("bad --msg-rate is bad input: every problem listed, exit 2", async () => {
