@@ -71,8 +71,12 @@ export const RUN_SPEC: CommandSpec = {
     "cluster-key": CLUSTER_KEY_OPTION,
     ...STORE_OPTIONS,
     verify: { type: "boolean", help: "Consume every device's telemetry and account for each message end to end: delivered, lost, duplicated, out of order (report: integrity)" },
-    "verify-cert": { type: "string", arg: "FILE", help: "With --verify: the consumer's certificate (its CN is its username: the broker's ACL must let it read +/attrs)" },
-    "verify-key": { type: "string", arg: "FILE", help: "With --verify: the consumer's private key" },
+    "verify-cert": { type: "string", arg: "FILE", help: "With --verify or --subscribers: the consumer's certificate (its CN is its username: the broker's ACL must let it read what it subscribes to)" },
+    "verify-key": { type: "string", arg: "FILE", help: "With --verify or --subscribers: the consumer's private key" },
+    subscribers: { type: "string", arg: "N", help: "Connections that only subscribe (with the consumer's identity) and count what is delivered: messages, bytes, publish → delivery latency" },
+    "sub-topic": { type: "string", arg: "FILTER", default: "+/attrs", help: "What the subscribers subscribe to" },
+    "sub-qos": { type: "string", arg: "0|1|2", default: "1", help: "QoS of the subscriptions" },
+    shared: { type: "string", arg: "GROUP", help: "The subscribers share one subscription ($share/GROUP/FILTER): each message goes to one of them (without it, each gets every message: fan-out)" },
     "verify-connections": { type: "string", arg: "auto|N", default: "auto", help: "With --verify: subscriber connections per broker address (auto: one per 500 msg/s it receives; more than one link in all share a $share subscription)" },
     "verify-wait": { type: "string", arg: "TIME", default: "5s", help: "With --verify: after the devices stop, wait up to this long for messages still on their way" },
     actuate: { type: "string", arg: "N", help: "With --verify: commands per second published to devices' tenant:id/config topics (cloud → device), counted end to end" },
@@ -122,6 +126,8 @@ export interface RunConfig {
   ui?: { host: string; port: number; token?: string; allowHosts: string[]; historyDir: string; autostart: boolean };
   /** Set with --verify: the verifying consumer. */
   verify?: { connections: number; cert?: string; key?: string; waitMs: number; actuateRate: number };
+  /** --subscribers: plain subscriber connections, counting what is delivered. */
+  subscribers?: { connections: number; filter: string; qos: 0 | 1 | 2; cert?: string; key?: string; waitMs: number };
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number; clusterKey: string | null };
   /** The settings as given, for the report. */
@@ -244,8 +250,22 @@ export function readRunConfig(o: Options): RunConfig {
     if (waitMs === undefined) o.fail("verify-wait", "must be a duration such as 5s", o.str("verify-wait"));
     verify = { connections, ...(cert ? { cert } : {}), ...(key ? { key } : {}), waitMs: waitMs ?? 5000, actuateRate: rate };
   } else if (o.has("actuate")) o.issues.push("--actuate needs --verify: the verifying consumer is the backend side that sends the commands");
+  let subscribers: RunConfig["subscribers"];
+  if (o.has("subscribers")) {
+    const connections = o.int("subscribers", 1, 1, 10_000);
+    const topic = o.str("sub-topic")!;
+    const qos = o.int("sub-qos", 1, 0, 2) as 0 | 1 | 2;
+    const group = o.str("shared");
+    if (group !== undefined && !/^[^/+#]+$/.test(group)) o.fail("shared", "must be a group name without /, + or #", group);
+    const cert = o.fileText("verify-cert");
+    const key = o.fileText("verify-key");
+    if (tls && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--subscribers over TLS need the consumer's own --verify-cert and --verify-key");
+    const waitMs = parseDuration(o.str("verify-wait") ?? "5s") ?? 5000;
+    subscribers = { connections, filter: group ? `$share/${group}/${topic}` : topic, qos, ...(cert ? { cert } : {}), ...(key ? { key } : {}), waitMs };
+  } else if (o.has("shared")) o.issues.push("--shared needs --subscribers");
   return {
     ...(verify ? { verify } : {}),
+    ...(subscribers ? { subscribers } : {}),
     swarm: {
       targets,
       sources,

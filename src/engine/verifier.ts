@@ -83,6 +83,21 @@ export interface VerifierOptions {
   own?: (device: string) => boolean;
   /** Said after the client id (its certificate's CN), so consumers sharing one identity on several machines do not take each other's session. */
   clientIdSuffix?: string;
+  /**
+   * Plain subscribers (--subscribers) instead of the verifying consumer: `connections` links in
+   * all (not per address), each subscribing to `filter` at `qos`; every delivery is counted,
+   * with its bytes and publish → delivery latency, but no per-device accounting (with several
+   * links each may rightly get every message: fan-out).
+   */
+  subscribe?: { filter: string; qos: 0 | 1 | 2 };
+}
+
+/** What plain subscribers counted. */
+export interface SubscriberTotals {
+  messages: number;
+  bytes: number;
+  /** Publish → delivery latency, sparse buckets. */
+  latency: number[];
 }
 
 /** What a verifier counted, as running totals: shipped from machines to the controller, which adds them up. */
@@ -116,6 +131,9 @@ export class Verifier {
   readonly tracker = new DeliveryTracker();
   readonly latency = new Latency();
   commandsSent = 0;
+  /** Every delivery, and its payload bytes. */
+  messages = 0;
+  bytes = 0;
   private readonly links: Link[] = [];
   private actuator: ReturnType<typeof setInterval> | null = null;
   private pinger: ReturnType<typeof setInterval> | null = null;
@@ -128,7 +146,7 @@ export class Verifier {
 
   /** Links: `connections` per broker address, so independent brokers are all heard. */
   private get linkCount(): number {
-    return this.o.targets.length * this.o.connections;
+    return this.o.subscribe ? this.o.connections : this.o.targets.length * this.o.connections;
   }
 
   /**
@@ -137,12 +155,14 @@ export class Verifier {
    * one cluster (MQTT 5 §4.8.2; mosquitto and EMQX take it from 3.1.1 clients too).
    */
   filter(): string {
+    if (this.o.subscribe) return this.o.subscribe.filter;
     return this.linkCount > 1 ? "$share/cicada-verify/+/attrs" : "+/attrs";
   }
 
   /** Connects and subscribes every link; rejects with the reason when one cannot. */
   async start(timeoutMs = 10_000): Promise<void> {
-    const base = `${this.o.cert ? (commonNameOf(this.o.cert) ?? "cicada-verify") : "cicada-verify"}${this.o.clientIdSuffix ?? ""}`;
+    const fallback = this.o.subscribe ? "cicada-sub" : "cicada-verify";
+    const base = `${this.o.cert ? (commonNameOf(this.o.cert) ?? fallback) : fallback}${this.o.subscribe ? "-sub" : ""}${this.o.clientIdSuffix ?? ""}`;
     for (let i = 0; i < this.linkCount; i++) this.links.push(this.open(i, this.linkCount > 1 ? `${base}-${i}` : base));
     const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no SUBACK within ${timeoutMs / 1000} s`)), timeoutMs));
     await Promise.race([Promise.all(this.links.map((l) => l.ready.promise)), timer]);
@@ -200,15 +220,26 @@ export class Verifier {
       case "connack": {
         const code = p.reasonCode ?? p.returnCode ?? 0;
         if (code !== 0) return link.ready.reject(new Error(`the broker refused the verifying consumer (code ${code})`));
-        return send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: this.filter(), qos: 1 }] });
+        return send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: this.filter(), qos: this.o.subscribe?.qos ?? 1 }] });
       }
       case "suback": {
         const granted = p.granted[0];
         if (typeof granted !== "number" || granted >= 0x80) return link.ready.reject(new Error(`the broker refused the subscription to ${this.filter()}`));
         return link.ready.resolve();
       }
+      case "pubrel":
+        link.acks.push(encodeAck(CMD.PUBCOMP, p.messageId!));
+        return;
       case "publish": {
         if (p.qos === 1) link.acks.push(encodeAck(CMD.PUBACK, p.messageId!));
+        else if (p.qos === 2) link.acks.push(encodeAck(CMD.PUBREC, p.messageId!));
+        this.messages++;
+        this.bytes += p.payload.length;
+        if (this.o.subscribe) {
+          const { timestamp } = payloadStamp(p.payload as Uint8Array);
+          if (Number.isFinite(timestamp)) this.latency.recordMs(Math.max(0, Date.now() - timestamp));
+          return;
+        }
         if (!p.topic.endsWith("/attrs")) return;
         const device = p.topic.slice(0, -"/attrs".length);
         if (this.o.own && !this.o.own(device)) return;
@@ -255,6 +286,23 @@ export class Verifier {
     return { delivered: t.delivered, duplicated: t.duplicated, reordered: t.reordered, commands_sent: this.commandsSent, latency: this.latency.toSparse() };
   }
 
+  /** Counts afresh (a stats reset). */
+  resetMessages(): void {
+    this.messages = this.bytes = 0;
+    this.latency.reset();
+  }
+
+  /** What plain subscribers counted so far. */
+  subscriberTotals(): SubscriberTotals {
+    return { messages: this.messages, bytes: this.bytes, latency: this.latency.toSparse() };
+  }
+
+  /** Subscribers, after the devices stopped: wait up to `waitMs`, until `expected` messages came or none for a second, then close. */
+  async settleMessages(expected: number, waitMs: number): Promise<void> {
+    await this.untilQuiet(() => this.messages >= expected, () => this.messages, waitMs);
+    this.close();
+  }
+
   /** Stops commanding while the devices still listen, and gives what was sent up to 3 s to be counted by `received()` (workers report every second). */
   async settleCommands(received: () => number): Promise<void> {
     this.stopActuating();
@@ -265,18 +313,23 @@ export class Verifier {
   /** After the devices stopped: waits up to `waitMs` for messages on their way — until `sent` are delivered, or none came for a second — then closes. */
   async settle(sent: number, waitMs: number): Promise<void> {
     this.stopActuating();
+    await this.untilQuiet(() => this.tracker.delivered >= sent, () => this.tracker.delivered + this.tracker.duplicated, waitMs);
+    this.close();
+  }
+
+  /** Waits up to `waitMs` until `done()`, or until `heard()` has not moved for a second. */
+  private async untilQuiet(done: () => boolean, heard: () => number, waitMs: number): Promise<void> {
     const end = performance.now() + waitMs;
     let last = -1;
     let quietSince = performance.now();
-    while (performance.now() < end && this.tracker.delivered < sent) {
-      const now = this.tracker.delivered + this.tracker.duplicated;
+    while (performance.now() < end && !done()) {
+      const now = heard();
       if (now !== last) {
         last = now;
         quietSince = performance.now();
       } else if (performance.now() - quietSince > 1000) break;
       await Bun.sleep(50);
     }
-    this.close();
   }
 
   close(): void {

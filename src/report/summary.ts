@@ -46,6 +46,8 @@ export interface Report {
   dropped_messages?: Record<string, number>;
   /** Every message accounted for end to end (--verify): what the devices published and the consumer received. */
   integrity?: Integrity;
+  /** What the plain subscribers (--subscribers) were delivered. */
+  subscribers?: SubscribersReport;
   /** The run's verdict against its --threshold expressions, when it had any. */
   thresholds?: { passed: boolean; held: string[]; broken: { expr: string; actual: number }[] };
   /** Renewals and revocations, when the run made any. */
@@ -95,6 +97,29 @@ export function integrityOf(stats: Stats, v: { delivered: number; duplicated: nu
     delivery_p99_ms: l.p99_ms,
     delivery_max_ms: l.max_ms,
   };
+}
+
+/** Throughput out of the broker, as the subscribers saw it: messages and bytes per second over the run, and publish → delivery latency (from each payload's timestamp; same clock). */
+export interface SubscribersReport {
+  connections: number;
+  filter: string;
+  qos: number;
+  delivered: number;
+  delivered_per_s: number;
+  bytes_per_s: number;
+  /** Messages published by the devices, to set against `delivered` (fan-out multiplies it, a shared subscription does not). */
+  published: number;
+  e2e_p50_ms: number;
+  e2e_p99_ms: number;
+  e2e_max_ms: number;
+}
+
+export function subscribersOf(stats: Stats, sub: { connections: number; filter: string; qos: number }, t: { messages: number; bytes: number; latency: number[] }, seconds: number): SubscribersReport {
+  const lat = new Latency();
+  lat.addSparse(t.latency);
+  const l = lat.summary();
+  const per = (n: number) => Math.round((n / Math.max(1e-3, seconds)) * 10) / 10;
+  return { ...sub, delivered: t.messages, delivered_per_s: per(t.messages), bytes_per_s: per(t.bytes), published: stats.sent, e2e_p50_ms: l.p50_ms, e2e_p99_ms: l.p99_ms, e2e_max_ms: l.max_ms };
 }
 
 export interface CertificatesReport {
@@ -246,6 +271,8 @@ export function renderTable(rep: Report): string {
       (i.commands_sent ? `; commands ${i.commands_received} of ${i.commands_sent} received, ${i.commands_lost} lost` : "") +
       ".";
   }
+  const sub = rep.subscribers;
+  if (sub) out += `\nSubscribers: ${sub.connections} on ${sub.filter} got ${sub.delivered} messages (${sub.delivered_per_s}/s, ${(sub.bytes_per_s / 1024).toFixed(1)} KiB/s) of ${sub.published} published; e2e p50 ${f(sub.e2e_p50_ms)} ms, p99 ${f(sub.e2e_p99_ms)} ms.`;
   const h = rep.health;
   out +=
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +

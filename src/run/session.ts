@@ -25,8 +25,8 @@ import type { RunConfig } from "../config/run.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
-import { buildReport, integrityOf, type Integrity, type Report } from "../report/summary.ts";
-import { Verifier } from "../engine/verifier.ts";
+import { buildReport, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
+import { Verifier, type VerifierOptions } from "../engine/verifier.ts";
 import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
 import { CA_KEY, isStoreUrl, RedisStore } from "../store/redis.ts";
@@ -49,6 +49,8 @@ export class RunSession {
   private stopping: Promise<Report> | null = null;
   /** The verifying consumer (--verify). */
   private readonly verifier: Verifier | null;
+  /** Plain subscribers (--subscribers), in this process. */
+  private readonly subscribers: Verifier | null;
   /** Devices asked for (--users, or as changed since). */
   private users: number;
   /** The total publish rate, when it is the knob (--msg-rate, or set since). */
@@ -65,21 +67,24 @@ export class RunSession {
     this.timeline = new Timeline();
     this.users = cfg.swarm.users;
     this.msgRate = cfg.msgRate;
+    // A consumer on the devices' brokers, with its own identity: the verifying one, or plain subscribers.
+    const consumer = (c: { cert?: string; key?: string; connections: number }, extra: Pick<VerifierOptions, "actuateRate" | "subscribe">) =>
+      new Verifier({
+        targets: cfg.swarm.targets,
+        tls: cfg.swarm.tls,
+        insecure: cfg.swarm.insecure,
+        ...(cfg.swarm.caPem ? { caPem: cfg.swarm.caPem } : {}),
+        ...(c.cert ? { cert: c.cert } : {}),
+        ...(c.key ? { key: c.key } : {}),
+        version: cfg.swarm.version,
+        connections: c.connections,
+        ...extra,
+      });
+    const sub = cfg.subscribers;
+    this.subscribers = sub ? consumer(sub, { actuateRate: 0, subscribe: { filter: sub.filter, qos: sub.qos } }) : null;
     // Federated, each machine verifies its own devices: the controller runs no consumer.
     const v = cfg.federation ? undefined : cfg.verify;
-    this.verifier = v
-      ? new Verifier({
-          targets: cfg.swarm.targets,
-          tls: cfg.swarm.tls,
-          insecure: cfg.swarm.insecure,
-          ...(cfg.swarm.caPem ? { caPem: cfg.swarm.caPem } : {}),
-          ...(v.cert ? { cert: v.cert } : {}),
-          ...(v.key ? { key: v.key } : {}),
-          version: cfg.swarm.version,
-          connections: v.connections,
-          actuateRate: v.actuateRate,
-        })
-      : null;
+    this.verifier = v ? consumer(v, { actuateRate: v.actuateRate }) : null;
   }
 
   get federated(): boolean {
@@ -180,6 +185,15 @@ export class RunSession {
         throw new LoadError(`--verify: the verifying consumer could not subscribe: ${messageOf(err)} (its certificate, and the broker's ACL for +/attrs)`, EXIT.BAD_INPUT);
       }
     }
+    if (this.subscribers) {
+      try {
+        await this.subscribers.start();
+      } catch (err) {
+        this.subscribers.close();
+        this.verifier?.close();
+        throw new LoadError(`--subscribers: could not subscribe to ${this.cfg.subscribers!.filter}: ${messageOf(err)} (the consumer's certificate, and the broker's ACL)`, EXIT.BAD_INPUT);
+      }
+    }
     await this.fleet.start();
     this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
     if (this.cfg.resetStats) {
@@ -245,6 +259,7 @@ export class RunSession {
     this.cpuFrom = this.cpu(s);
     this.timeline.reset();
     this.verifier?.tracker.resetCounts();
+    this.subscribers?.resetMessages();
   }
 
   /** CPU of this process and its workers, so the report's CPU covers the same window as its stats. */
@@ -272,6 +287,12 @@ export class RunSession {
       if (this.verifier?.commandsSent) await this.verifier.settleCommands(() => this.fleet.snapshot().stats.rows.recv_message.count);
       const after = await this.fleet.stop();
       if (this.verifier) await this.verifier.settle(after.stats.sent, this.cfg.verify!.waitMs);
+      if (this.subscribers) {
+        // Each subscriber gets every message unless they share one subscription.
+        const sub = this.cfg.subscribers!;
+        const copies = sub.filter.startsWith("$share/") ? 1 : sub.connections;
+        await this.subscribers.settleMessages(after.stats.sent * copies, sub.waitMs);
+      }
       this.timeline.sample(after.stats, after.target, after.connected);
       const report = this.build(after, interrupted);
       // The verdict travels with the report, for runs started from the CLI and the API alike.
@@ -320,7 +341,10 @@ export class RunSession {
         : undefined,
     });
     const integrity = this.integrity(s);
-    return { ...report, ...(integrity ? { integrity } : {}), timeline: this.timeline.points };
+    const sub = this.cfg.subscribers;
+    const seconds = (Date.now() - this.statsFrom.getTime()) / 1000;
+    const subscribers = sub && this.subscribers ? subscribersOf(s.stats, { connections: sub.connections, filter: sub.filter, qos: sub.qos }, this.subscribers.subscriberTotals(), seconds) : undefined;
+    return { ...report, ...(integrity ? { integrity } : {}), ...(subscribers ? { subscribers } : {}), timeline: this.timeline.points };
   }
 }
 

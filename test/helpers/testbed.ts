@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { PROBE_CN, startBroker, type Broker } from "../../scripts/lib/testbed.ts";
 import { issueDevice } from "../../src/pki/issue.ts";
 import { openLocalCa } from "../../src/pki/signers/local.ts";
+import { Probe } from "./probe.ts";
 import { ensureCertDir } from "../../src/store/dir.ts";
 
 function installed(cmd: string): boolean {
@@ -47,3 +48,12 @@ export function issuedIdentity(certDir: string, cn = PROBE_CN): Identity {
 }
 
 export { PROBE_CN, startBroker, type Broker };
+
+/** A probe with the broker's all-reading identity, subscribed to `filter` (a subscriber outside cicada, to count what the broker delivers). */
+export async function probeOn(certDir: string, broker: { port: number }, filter = "+/attrs", qos: 0 | 1 = 1): Promise<Probe> {
+  const id = issuedIdentity(certDir);
+  const p = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+  await p.connack;
+  await p.subscribe(filter, qos);
+  return p;
+}

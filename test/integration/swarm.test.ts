@@ -7,19 +7,11 @@ import { DirIdentities } from "../../src/store/dir.ts";
 import { Probe } from "../helpers/probe.ts";
 import { waitFor } from "../helpers/broker.ts";
 import { makeCerts, startSwarm, swarmConfig } from "../helpers/swarm.ts";
-import { HAVE_MOSQUITTO, issuedIdentity, startBroker, type Broker } from "../helpers/testbed.ts";
+import { HAVE_MOSQUITTO, issuedIdentity, probeOn, startBroker, type Broker } from "../helpers/testbed.ts";
 import { cicada, tempDir } from "../helpers/tmp.ts";
 
 function tlsConfig(certDir: string, broker: Broker, over: Parameters<typeof swarmConfig>[1] = {}) {
   return swarmConfig([{ host: "127.0.0.1", port: broker.port }], { tls: true, caPem: readFileSync(join(certDir, "ca.crt"), "utf8"), ...over });
-}
-
-async function probeOn(certDir: string, broker: Broker, topic: string): Promise<Probe> {
-  const id = issuedIdentity(certDir);
-  const p = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
-  await p.connack;
-  await p.subscribe(topic, 1);
-  return p;
 }
 
 describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {

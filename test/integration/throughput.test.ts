@@ -1,17 +1,31 @@
 /** Rate as the knob (--msg-rate) and connection-only runs (--publish off), against real mosquitto with mutual TLS, counted at the broker. */
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitFor } from "../helpers/broker.ts";
 import { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { startRedis } from "../../scripts/lib/testbed.ts";
-import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker } from "../helpers/testbed.ts";
+import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, probeOn, startBroker } from "../helpers/testbed.ts";
 import { brokerConnections, cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
 import { createApp } from "../../src/api/app.ts";
 import { RunManager } from "../../src/api/manager.ts";
 
 const publishes = (p: Probe) => p.packets.filter((x) => x.cmd === "publish").length;
+
+/** msg/s the broker delivers to `probe` over the next `ms`, timed here. */
+async function rateAt(probe: Probe, ms: number): Promise<number> {
+  const n0 = publishes(probe);
+  const t0 = performance.now();
+  await Bun.sleep(ms);
+  return ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
+}
+
+/** A run's control API, driven in process. */
+function apiOf(manager: RunManager) {
+  const app = createApp(manager);
+  return (method: string, path: string, body?: unknown) => app.request(path, { method, headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}) });
+}
 
 describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (mTLS)", () => {
   test("--msg-rate 200 over 40 devices in two processes: the broker sees 200 msg/s, within 2 %", async () => {
@@ -19,19 +33,13 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 40);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
-    const id = issuedIdentity(certDir);
-    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
-    await probe.connack;
-    await probe.subscribe("+/attrs", 0);
+    await using probe = await probeOn(certDir, broker, "+/attrs", 0);
     const report = join(tmp.path, "r.json");
     const run = spawnCicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "40", "--rate", "400", "--msg-rate", "200", "--workers", "2", "--duration", "12s", "--report", report]);
     await waitFor(() => publishes(probe) > 0, "the first publish", 20_000);
     // Past the ramp and every device's first interval: count over 5 s, timed here.
     await Bun.sleep(2000);
-    const n0 = publishes(probe);
-    const t0 = performance.now();
-    await Bun.sleep(5000);
-    const rate = ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
+    const rate = await rateAt(probe, 5000);
     expect(Math.abs(rate - 200) / 200).toBeLessThan(0.02);
     expect(await run.proc.exited).toBe(0);
     const r = JSON.parse(readFileSync(report, "utf8"));
@@ -47,20 +55,10 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 20);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
-    const id = issuedIdentity(certDir);
-    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
-    await probe.connack;
-    await probe.subscribe("+/attrs", 0);
+    await using probe = await probeOn(certDir, broker, "+/attrs", 0);
     const manager = new RunManager(["--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "100", "--workers", "2", "--duration", "2m"], join(tmp.path, "runs"), () => {});
-    const app = createApp(manager);
-    const call = (method: string, path: string, body?: unknown) => app.request(path, { method, headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}) });
-    /** msg/s the broker delivers to the probe over `ms`. */
-    const rateOver = async (ms: number) => {
-      const n0 = publishes(probe);
-      const t0 = performance.now();
-      await Bun.sleep(ms);
-      return ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
-    };
+    const call = apiOf(manager);
+    const rateOver = (ms: number) => rateAt(probe, ms);
     try {
       expect((await call("POST", "/api/runs", {})).status).toBe(201);
       await waitFor(() => publishes(probe) > 0, "the first publish", 20_000);
@@ -94,20 +92,11 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     await makeCerts(certDir, 20);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
     await using redis = await startRedis({ stateDir: tmp.path });
-    const id = issuedIdentity(certDir);
-    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
-    await probe.connack;
-    await probe.subscribe("+/attrs", 0);
+    await using probe = await probeOn(certDir, broker, "+/attrs", 0);
     const machine = spawnCicada(["worker", "--redis", redis.url, "--certs", certDir, "--workers", "1", "--name", "m1", "--once"]);
     const manager = new RunManager(["--redis", redis.url, "--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "50", "--duration", "2m"], join(tmp.path, "runs"), () => {});
-    const app = createApp(manager);
-    const call = (method: string, path: string, body?: unknown) => app.request(path, { method, headers: { "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}) });
-    const rateOver = async (ms: number) => {
-      const n0 = publishes(probe);
-      const t0 = performance.now();
-      await Bun.sleep(ms);
-      return ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
-    };
+    const call = apiOf(manager);
+    const rateOver = (ms: number) => rateAt(probe, ms);
     try {
       expect((await call("POST", "/api/runs", {})).status).toBe(201);
       await waitFor(() => publishes(probe) > 0, "the first publish", 30_000);
@@ -133,10 +122,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 10);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
-    const id = issuedIdentity(certDir);
-    await using probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
-    await probe.connack;
-    await probe.subscribe("+/attrs", 0);
+    await using probe = await probeOn(certDir, broker, "+/attrs", 0);
     const report = join(tmp.path, "r.json");
     const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--msg-rate", "1000", "--publish", "off", "--duration", "3s", "--report", report]);
     expect(r.code).toBe(0);
@@ -157,10 +143,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     await makeCerts(certDir, 5);
     // The ACL lets each device write under bench/<its CN>/.
     await using broker = await startBroker({ certDir, stateDir: tmp.path, devicePublishPattern: "bench/%u/#" });
-    const id = issuedIdentity(certDir);
-    await using live = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
-    await live.connack;
-    await live.subscribe("bench/#", 0);
+    await using live = await probeOn(certDir, broker, "bench/#", 0);
     const payload = '{"timestamp":{timestamp},"seq":{seq},"v":{rand:1..6},"s":"{string:4}"}';
     const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "5", "--interval", "100ms", "--duration", "3s", "--topic", "bench/{tenant}:{id}/{rand:3}", "--payload", payload, "--retain"]);
     expect(r.code).toBe(0);
@@ -179,9 +162,8 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     }
     expect(devices.size).toBe(5);
     // Retained: a subscriber that comes later still gets the last message of each topic, flagged so.
-    await using late = Probe.connect({ port: broker.port, clientId: `${id.cn}`, ...id });
-    await late.connack;
-    await late.subscribe("bench/#", 0);
+    live.close();
+    await using late = await probeOn(certDir, broker, "bench/#", 0);
     await waitFor(() => late.packets.filter((p) => p.cmd === "publish").length >= 5, "retained messages");
     const retained = late.packets.flatMap((p) => (p.cmd === "publish" ? [p] : []));
     expect(retained.every((p) => p.retain)).toBe(true);
@@ -209,6 +191,38 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     // Every publish ended one way: acked, or lost with a churned connection.
     expect(rep.publishes.sent).toBe(rep.stats.publish.count);
   }, 30_000);
+
+  test("--subscribers: fan-in, fan-out and a shared subscription, each delivery counted against what was published", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    // The consumer's identity: the probe's, which the broker's ACL lets read every topic.
+    const id = issuedIdentity(certDir);
+    writeFileSync(join(tmp.path, "sub.crt"), id.cert);
+    writeFileSync(join(tmp.path, "sub.key"), id.key, { mode: 0o600 });
+    const run = async (extra: string[]) => {
+      const report = join(tmp.path, `r-${extra.join("")}.json`);
+      const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--interval", "100ms", "--duration", "4s", "--verify-cert", join(tmp.path, "sub.crt"), "--verify-key", join(tmp.path, "sub.key"), "--report", report, ...extra]);
+      expect(r.code).toBe(0);
+      return JSON.parse(readFileSync(report, "utf8")) as { stats: { publish: { count: number } }; publishes: { sent: number }; subscribers: { connections: number; filter: string; delivered: number; published: number; delivered_per_s: number; bytes_per_s: number; e2e_p50_ms: number } };
+    };
+    // Fan-in: ten devices, one subscriber; QoS 1 both ways, so every acked publish is delivered once.
+    const fanIn = await run(["--subscribers", "1"]);
+    expect(fanIn.subscribers.published).toBe(fanIn.publishes.sent);
+    expect(fanIn.publishes.sent).toBeGreaterThan(200);
+    expect(fanIn.subscribers.delivered).toBe(fanIn.stats.publish.count);
+    expect(fanIn.subscribers.delivered_per_s).toBeGreaterThan(50);
+    expect(fanIn.subscribers.bytes_per_s).toBeGreaterThan(fanIn.subscribers.delivered_per_s * 30);
+    expect(fanIn.subscribers.e2e_p50_ms).toBeGreaterThan(0);
+    // Fan-out: three subscribers on the same filter, each gets every message.
+    const fanOut = await run(["--subscribers", "3", "--sub-qos", "2"]);
+    expect(fanOut.subscribers.delivered).toBe(3 * fanOut.stats.publish.count);
+    // Shared: three subscribers in one group, each message goes to one of them.
+    const shared = await run(["--subscribers", "3", "--shared", "g1"]);
+    expect(shared.subscribers.filter).toBe("$share/g1/+/attrs");
+    expect(shared.subscribers.delivered).toBe(shared.stats.publish.count);
+  }, 60_000);
 
   test("bad --msg-rate is bad input: every problem listed, exit 2", async () => {
     const r = await cicada(["run", "--no-tls", "--users", "10", "--msg-rate", "5000", "--interval", "1s", "--publish", "maybe"]);
