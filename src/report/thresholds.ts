@@ -3,10 +3,11 @@
  * and lists what broke, with the value it had.
  */
 import { ROWS } from "../metrics/stats.ts";
-import type { Integrity, Report } from "./summary.ts";
+import type { Integrity, Report, SubscribersReport } from "./summary.ts";
 
 const ROW_METRICS = ["count", "failures", "failure_rate", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "rate_per_s"] as const;
 export const INTEGRITY_METRICS = ["published", "acked", "delivered", "lost", "duplicated", "reordered", "commands_sent", "commands_received", "commands_lost"] as const;
+const SUBSCRIBER_METRICS = ["delivered", "delivered_per_s", "bytes_per_s", "published", "e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"] as const;
 const HEALTH_METRICS = ["late_sends", "backpressure_skips", "protocol_errors", "command_gaps", "timer_errors", "loop_lag_p99_ms", "loop_lag_max_ms", "cpu_percent", "rss_bytes"] as const;
 const OPS = {
   "<=": (a: number, b: number) => a <= b,
@@ -43,8 +44,10 @@ export function parseThreshold(expr: string): Threshold | string {
     if (!(HEALTH_METRICS as readonly string[]).includes(metric)) return `"${expr}": health has ${HEALTH_METRICS.join(", ")}`;
   } else if (scope === "integrity") {
     if (!(INTEGRITY_METRICS as readonly string[]).includes(metric)) return `"${expr}": integrity has ${INTEGRITY_METRICS.join(", ")} (with --verify)`;
+  } else if (scope === "subscribers") {
+    if (!(SUBSCRIBER_METRICS as readonly string[]).includes(metric)) return `"${expr}": subscribers has ${SUBSCRIBER_METRICS.join(", ")} (with --subscribers)`;
   } else {
-    if (!(ROWS as readonly string[]).includes(scope)) return `"${expr}": no row "${scope}" (rows: ${ROWS.join(", ")}, and health, integrity)`;
+    if (!(ROWS as readonly string[]).includes(scope)) return `"${expr}": no row "${scope}" (rows: ${ROWS.join(", ")}, and health, integrity, subscribers)`;
     if (!(ROW_METRICS as readonly string[]).includes(metric)) return `"${expr}": a row has ${ROW_METRICS.join(", ")}`;
   }
   return { expr: expr.trim(), scope, metric, op, value: Number(value) };
@@ -54,6 +57,7 @@ function actual(report: Report, t: Threshold): number {
   if (t.scope === "health") return Number(report.health[t.metric as keyof Report["health"]]);
   // Without --verify there is nothing to hold it to: NaN breaks every comparison, so the threshold fails, as it should.
   if (t.scope === "integrity") return report.integrity ? Number(report.integrity[t.metric as keyof Integrity]) : NaN;
+  if (t.scope === "subscribers") return report.subscribers ? Number(report.subscribers[t.metric as keyof SubscribersReport]) : NaN;
   const row = report.stats[t.scope]!;
   if (t.metric === "failure_rate") return row.count + row.failures ? row.failures / (row.count + row.failures) : 0;
   return Number(row[t.metric as keyof typeof row]);

@@ -205,16 +205,17 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
       const report = join(tmp.path, `r-${extra.join("")}.json`);
       const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--interval", "100ms", "--duration", "4s", "--verify-cert", join(tmp.path, "sub.crt"), "--verify-key", join(tmp.path, "sub.key"), "--report", report, ...extra]);
       expect(r.code).toBe(0);
-      return JSON.parse(readFileSync(report, "utf8")) as { stats: { publish: { count: number } }; publishes: { sent: number }; subscribers: { connections: number; filter: string; delivered: number; published: number; delivered_per_s: number; bytes_per_s: number; e2e_p50_ms: number } };
+      return JSON.parse(readFileSync(report, "utf8")) as { thresholds?: { passed: boolean }; stats: { publish: { count: number } }; publishes: { sent: number }; subscribers: { connections: number; filter: string; delivered: number; published: number; delivered_per_s: number; bytes_per_s: number; e2e_p50_ms: number } };
     };
     // Fan-in: ten devices, one subscriber; QoS 1 both ways, so every acked publish is delivered once.
-    const fanIn = await run(["--subscribers", "1"]);
+    const fanIn = await run(["--subscribers", "1", "--threshold", "subscribers.delivered_per_s>50", "--threshold", "subscribers.e2e_p99_ms<2000"]);
     expect(fanIn.subscribers.published).toBe(fanIn.publishes.sent);
     expect(fanIn.publishes.sent).toBeGreaterThan(200);
     expect(fanIn.subscribers.delivered).toBe(fanIn.stats.publish.count);
     expect(fanIn.subscribers.delivered_per_s).toBeGreaterThan(50);
     expect(fanIn.subscribers.bytes_per_s).toBeGreaterThan(fanIn.subscribers.delivered_per_s * 30);
     expect(fanIn.subscribers.e2e_p50_ms).toBeGreaterThan(0);
+    expect(fanIn.thresholds?.passed).toBe(true);
     // Fan-out: three subscribers on the same filter, each gets every message.
     const fanOut = await run(["--subscribers", "3", "--sub-qos", "2"]);
     expect(fanOut.subscribers.delivered).toBe(3 * fanOut.stats.publish.count);
@@ -225,10 +226,12 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
   }, 60_000);
 
   test("bad --msg-rate is bad input: every problem listed, exit 2", async () => {
-    const r = await cicada(["run", "--no-tls", "--users", "10", "--msg-rate", "5000", "--interval", "1s", "--publish", "maybe"]);
+    const r = await cicada(["run", "--no-tls", "--users", "10", "--msg-rate", "5000", "--interval", "1s", "--publish", "maybe", "--threshold", "subscribers.bogus<1", "--shared", "g"]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--msg-rate and --interval both set how often devices publish: give one");
     expect(r.stderr).toContain("--msg-rate 5000 over 10 devices is a publish every 2.00 ms per device; a device publishes at most every 10 ms: raise --users to at least 50 or lower --msg-rate");
     expect(r.stderr).toContain('--publish must be one of on, off (got "maybe")');
+    expect(r.stderr).toContain('"subscribers.bogus<1": subscribers has delivered, delivered_per_s, bytes_per_s, published, e2e_p50_ms, e2e_p99_ms, e2e_max_ms (with --subscribers)');
+    expect(r.stderr).toContain("--shared needs --subscribers");
   });
 });
