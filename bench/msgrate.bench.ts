@@ -1,9 +1,11 @@
 #!/usr/bin/env bun
 /**
- * --msg-rate as the knob: the whole `cicada run` (one process, mTLS, QoS 1) is asked for a
- * total rate; a subscriber on the broker counts what arrives over a timed window, and the run's
- * CPU over that window gives µs per publish + PUBACK. One JSON line per rate:
- *   bun bench/msgrate.bench.ts [--rates 500,2000] [--devices 1000] [--window 10]
+ * --msg-rate as the knob: the whole `cicada run` (one process, mTLS) is asked for a total rate,
+ * or `max`; a subscriber on the broker counts what arrives over a timed window, and the run's
+ * CPU over that window gives µs per publish (+ PUBACK at QoS 1). With --pin, cicada runs on
+ * core 0 and mosquitto on core 1 (taskset), so "max" shows what one cicada core sustains and
+ * the broker's core load shows when it became the limit. One JSON line per rate and QoS:
+ *   bun bench/msgrate.bench.ts [--rates 500,2000,max] [--qos 1] [--devices 1000] [--window 10] [--pin]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,6 +21,9 @@ import { issuedIdentity } from "../test/helpers/testbed.ts";
 const { values } = parseArgs({
   options: {
     rates: { type: "string", default: "500,2000" },
+    qos: { type: "string", default: "1" },
+    inflight: { type: "string", default: "8" },
+    pin: { type: "boolean", default: false },
     devices: { type: "string", default: "1000" },
     window: { type: "string", default: "10" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
@@ -52,24 +57,46 @@ try {
   await probe.connack;
   await probe.subscribe("+/attrs", 0);
   const seen = () => probe.packets.length;
-  for (const target of values.rates!.split(",").map(Number)) {
-    const ramp = devices / 500;
-    const run = Bun.spawn([process.execPath, MAIN, "run", "--certs", root, "--port", String(broker.port), "--users", String(devices), "--rate", "500", "--msg-rate", String(target), "--workers", "1", "--duration", `${Math.ceil(ramp + windowS + 8)}s`], {
-      stdio: ["ignore", "ignore", "inherit"],
-    });
-    // Past the ramp and every device's first interval.
-    await Bun.sleep((ramp + 2 + devices / target) * 1000);
-    const n0 = seen();
-    const c0 = cpuUs(run.pid);
-    const t0 = performance.now();
-    await Bun.sleep(windowS * 1000);
-    const n = seen() - n0;
-    const cpu = cpuUs(run.pid) - c0;
-    const secs = (performance.now() - t0) / 1000;
-    await run.exited;
-    const measured = n / secs;
-    console.log(JSON.stringify({ bench: "msgrate", devices, target_msgs_per_s: target, measured_msgs_per_s: Math.round(measured * 10) / 10, error_percent: Math.round(((measured - target) / target) * 1000) / 10, client_cpu_us_per_msg: Math.round((cpu / n) * 10) / 10, window_s: windowS }));
-    probe.packets.length = 0;
+  const pin = (core: number, argv: string[]) => (values.pin ? ["taskset", "-c", String(core), ...argv] : argv);
+  if (values.pin) Bun.spawnSync(["taskset", "-pc", "1", String(broker.pid)]);
+  for (const qos of values.qos!.split(",")) {
+    for (const target of values.rates!.split(",")) {
+      const ramp = devices / 500;
+      const max = target === "max";
+      const run = Bun.spawn(
+        pin(0, [process.execPath, MAIN, "run", "--certs", root, "--port", String(broker.port), "--users", String(devices), "--rate", "500", "--qos", qos, "--inflight", values.inflight!, "--msg-rate", target, "--workers", "1", "--duration", `${Math.ceil(ramp + windowS + 8)}s`]),
+        { stdio: ["ignore", "ignore", "inherit"] },
+      );
+      // Past the ramp and every device's first interval.
+      await Bun.sleep((ramp + 2 + (max ? 0 : devices / Number(target))) * 1000);
+      const n0 = seen();
+      const c0 = cpuUs(run.pid);
+      const b0 = cpuUs(broker.pid);
+      const t0 = performance.now();
+      await Bun.sleep(windowS * 1000);
+      const n = seen() - n0;
+      const cpu = cpuUs(run.pid) - c0;
+      const brokerCpu = cpuUs(broker.pid) - b0;
+      const secs = (performance.now() - t0) / 1000;
+      await run.exited;
+      const measured = n / secs;
+      console.log(
+        JSON.stringify({
+          bench: "msgrate",
+          devices,
+          qos: Number(qos),
+          target_msgs_per_s: max ? "max" : Number(target),
+          measured_msgs_per_s: Math.round(measured * 10) / 10,
+          ...(max ? {} : { error_percent: Math.round(((measured - Number(target)) / Number(target)) * 1000) / 10 }),
+          client_cpu_us_per_msg: Math.round((cpu / n) * 10) / 10,
+          client_cpu_percent: Math.round((cpu / 1e4 / secs) * 10) / 10,
+          broker_cpu_percent: Math.round((brokerCpu / 1e4 / secs) * 10) / 10,
+          pinned: values.pin,
+          window_s: windowS,
+        }),
+      );
+      probe.packets.length = 0;
+    }
   }
   probe.close();
 } finally {

@@ -134,7 +134,7 @@ export class Controller implements Fleet {
 
   /** Every beat carries the swarm's publishing settings: machines apply a change when they see it. */
   setPublishing(p: Partial<Publishing>): void {
-    this.wireSwarm = { ...this.wireSwarm, ...(p.intervalMs ? { intervalMs: p.intervalMs } : {}), ...(p.publish !== undefined ? { publish: p.publish } : {}) };
+    this.wireSwarm = { ...this.wireSwarm, ...(p.intervalMs ? { intervalMs: p.intervalMs } : {}), ...(p.publish !== undefined ? { publish: p.publish } : {}), ...(p.max !== undefined ? { max: p.max } : {}) };
     this.tick();
   }
 

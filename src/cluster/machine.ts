@@ -238,7 +238,7 @@ export class MachineAgent {
     }
     // Publishing changed live (the controller's API): the beat's swarm says so.
     const publishing = publishingKey(b.swarm);
-    if (this.sup && publishing !== this.publishing) this.sup.setPublishing({ intervalMs: b.swarm.intervalMs, publish: b.swarm.publish !== false });
+    if (this.sup && publishing !== this.publishing) this.sup.setPublishing({ intervalMs: b.swarm.intervalMs, publish: b.swarm.publish !== false, max: b.swarm.max === true });
     this.publishing = publishing;
     this.sup?.lease(this.leaseEnd());
   }

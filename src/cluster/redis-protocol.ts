@@ -112,5 +112,5 @@ export function idsDigest(ids: readonly string[]): string {
 
 /** What a beat says about publishing (interval, on/off): a machine applies it when it changes. */
 export function publishingKey(s: SwarmConfig): string {
-  return `${s.intervalMs[0]}..${s.intervalMs[1]}:${s.publish !== false}`;
+  return `${s.intervalMs[0]}..${s.intervalMs[1]}:${s.publish !== false}:${s.max === true}`;
 }

@@ -104,6 +104,7 @@ export class Supervisor implements Fleet {
       // Kept in the spec too, so a worker that is replaced publishes as the others do.
       if (p.intervalMs) w.spec.swarm.intervalMs = p.intervalMs;
       if (p.publish !== undefined) w.spec.swarm.publish = p.publish;
+      if (p.max !== undefined) w.spec.swarm.max = p.max;
       this.post(w, { t: "set", v, publishing: p });
     }
   }

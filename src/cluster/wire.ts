@@ -39,6 +39,7 @@ const swarm: z.ZodType<SwarmConfig> = z
     payload: z.string().max(16 * 1024 * 1024).optional(),
     retain: z.boolean().optional(),
     churn: amount.optional(),
+    max: z.boolean().optional(),
     machine: z.string().max(255).optional(),
     payloadSize: z.number().int().min(0).max(256 * 1024 * 1024),
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),

@@ -40,7 +40,7 @@ export const RUN_SPEC: CommandSpec = {
     tls: { type: "boolean", negatable: true, default: "true", help: "Mutual TLS with each device's certificate (--no-tls: plain TCP)" },
     insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
-    "msg-rate": { type: "string", arg: "N", help: "Total publishes per second, spread evenly over the devices: each publishes every users/N seconds (instead of --interval)" },
+    "msg-rate": { type: "string", arg: "N|max", help: "Total publishes per second, spread evenly over the devices: each publishes every users/N seconds (instead of --interval); max: each as fast as its --inflight window allows" },
     publish: { type: "string", arg: "on|off", default: "on", help: "off: devices connect, subscribe and hold, and publish nothing (a connection benchmark)" },
     topic: { type: "string", arg: "TEMPLATE", help: "Publish topic: {tenant}, {id}, {index}, {machine} per device, {seq}, {rand:N} per message (default: the device's CN + /attrs)" },
     payload: { type: "string", arg: "TEMPLATE", help: "Payload template, e.g. '{\"t\":{timestamp},\"n\":{seq},\"v\":{rand:0..100},\"s\":\"{string:8}\"}'" },
@@ -180,7 +180,12 @@ export function readRunConfig(o: Options): RunConfig {
     if (!(lo > 0) || !(hi >= lo)) o.issues.push(`${o.source("task-min-time")}/${o.source("task-max-time")} must be ms with 0 < min <= max (got ${min}, ${max})`);
     else intervalMs = [lo, hi];
   }
-  const msgRate = o.has("msg-rate") ? o.num("msg-rate", 1, Number.MIN_VALUE) : undefined;
+  const max = o.str("msg-rate") === "max";
+  const msgRate = o.has("msg-rate") && !max ? o.num("msg-rate", 1, Number.MIN_VALUE) : undefined;
+  if (max) {
+    if (o.has("interval")) o.issues.push(`--msg-rate and --interval both set how often devices publish: give one`);
+    intervalMs = [TICK_MS, TICK_MS];
+  }
   if (msgRate !== undefined) {
     if (o.has("interval")) o.issues.push(`--msg-rate and --interval both set how often devices publish: give one`);
     // Every device publishes on the same fixed interval; devices connect spread over the ramp, so their turns are spread too.
@@ -278,6 +283,7 @@ export function readRunConfig(o: Options): RunConfig {
       keepaliveS,
       intervalMs,
       ...(publish ? {} : { publish: false }),
+      ...(max ? { max: true } : {}),
       ...(topic !== undefined ? { topic } : {}),
       ...(payload !== undefined ? { payload } : {}),
       ...(o.bool("retain") ? { retain: true } : {}),
@@ -318,7 +324,7 @@ export function readRunConfig(o: Options): RunConfig {
       tls,
       insecure: o.bool("insecure"),
       interval_ms: intervalMs,
-      ...(msgRate !== undefined ? { msg_rate: msgRate } : {}),
+      ...(msgRate !== undefined ? { msg_rate: msgRate } : max ? { msg_rate: "max" } : {}),
       publish: publish ? "on" : "off",
       ...(topic !== undefined ? { topic } : {}),
       ...(payload !== undefined ? { payload } : {}),

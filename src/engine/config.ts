@@ -20,6 +20,8 @@ export interface SwarmConfig {
   intervalMs: [number, number];
   /** false: devices connect and hold, and never publish (--publish off). */
   publish?: boolean;
+  /** --msg-rate max: as fast as each device's in-flight window allows. */
+  max?: boolean;
   payloadSize: number;
   /** Topic template (--topic): {tenant}, {id}, {index}, {machine} per device, {seq} and {rand:N} per message. Default: the device's identity (its certificate's CN) + `/attrs`. */
   topic?: string;
@@ -55,6 +57,8 @@ export interface Publishing {
   intervalMs: [number, number];
   /** false: publishing is paused (or off for the run). */
   publish: boolean;
+  /** --msg-rate max: each device publishes as fast as its in-flight window allows (the interval is ignored). */
+  max?: boolean;
 }
 
 /** Where device identities come from (a certificate directory, later Redis). */

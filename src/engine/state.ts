@@ -37,7 +37,7 @@ export class SwarmState {
     this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
     this.window = cfg.inflight ?? DEFAULT_INFLIGHT;
     this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
-    this.publishing = { intervalMs: [...cfg.intervalMs], publish: cfg.publish !== false };
+    this.publishing = { intervalMs: [...cfg.intervalMs], publish: cfg.publish !== false, ...(cfg.max ? { max: true } : {}) };
     this.epochOffset = Date.now() - clock();
   }
 

@@ -105,7 +105,8 @@ export class Swarm {
   /** Changes how devices publish (interval, pause/resume) while they run. */
   setPublishing(p: Partial<Publishing>): void {
     const st = this.st;
-    st.publishing = { intervalMs: p.intervalMs ?? st.publishing.intervalMs, publish: p.publish ?? st.publishing.publish };
+    const max = p.max ?? (p.intervalMs ? false : st.publishing.max);
+    st.publishing = { intervalMs: p.intervalMs ?? st.publishing.intervalMs, publish: p.publish ?? st.publishing.publish, ...(max ? { max: true } : {}) };
     this.traffic.rearm(st.clock());
   }
 

@@ -4,7 +4,7 @@
  * outcome: ok, or one of window_full, backpressure, ack_timeout, connection_lost, unacked_at_stop.
  */
 import { PINGREQ } from "../mqtt/codec.ts";
-import { State, type Device } from "../mqtt/device.ts";
+import { State, type Conn, type Device } from "../mqtt/device.ts";
 import { LATE_MS } from "./config.ts";
 import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
 import type { SwarmState } from "./state.ts";
@@ -56,6 +56,7 @@ export class Traffic {
     const conn = dev.conn;
     // Stopping: nothing new leaves while outstanding acks drain. Paused: nothing leaves, and no next one is armed (rearm() does that).
     if (dev.state !== State.CONNECTED || !conn || st.stopping || !st.publishing.publish) return false;
+    if (st.publishing.max) return this.burst(dev, conn, now);
     const scheduled = intendedTime(deadline, st.prevTick, now);
     // The next one keeps to the schedule even when this one is late.
     let next = deadline + this.interval();
@@ -69,14 +70,35 @@ export class Traffic {
       stats.rows.publish.fail("backpressure");
       return false;
     }
+    // A full window is a skipped publish, counted, never a silently reused slot.
+    if (st.cfg.qos > 0 && dev.inflight.count >= dev.inflight.size) {
+      stats.rows.publish.fail("window_full");
+      return false;
+    }
+    this.send(dev, conn, scheduled, now);
+    return true;
+  }
+
+  /**
+   * --msg-rate max: every tick, a device fills its in-flight window (QoS 0: sends the window's
+   * size); a full window or a full socket is the pace, not a failure.
+   */
+  private burst(dev: Device, conn: Conn, now: number): boolean {
+    const st = this.st;
+    dev.nextPublishAt = now + TICK_MS;
+    st.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
+    const w = dev.inflight;
+    let n = st.cfg.qos > 0 ? w.size - w.count : w.size;
+    for (; n > 0 && !conn.pending; n--) this.send(dev, conn, now, now);
+    return true;
+  }
+
+  /** Sends one publish scheduled at `scheduled` (QoS 1/2: into the in-flight window, which has room). */
+  private send(dev: Device, conn: Conn, scheduled: number, now: number): void {
+    const st = this.st;
     const qos = st.cfg.qos;
     let id = 0;
     if (qos > 0) {
-      // A full window is a skipped publish, counted, never a silently reused slot.
-      if (dev.inflight.count >= dev.inflight.size) {
-        stats.rows.publish.fail("window_full");
-        return false;
-      }
       id = dev.packetId();
       dev.inflight.add(id, scheduled, now);
       // One ack timer per device, at the oldest outstanding publish's deadline.
@@ -85,9 +107,8 @@ export class Traffic {
     const bytes = new Uint8Array(dev.publish.length);
     dev.publish.fill(bytes, 0, id, Math.round(st.wallClock(scheduled)), dev.nextSeq++);
     st.outbox.send(conn, bytes);
-    stats.sent++;
-    if (qos === 0) stats.rows.publish.ok();
-    return true;
+    st.stats.sent++;
+    if (qos === 0) st.stats.rows.publish.ok();
   }
 
   /**

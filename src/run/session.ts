@@ -242,7 +242,7 @@ export class RunSession {
   setMsgRate(r: number): number {
     this.msgRate = r;
     const each = (Math.max(1, this.users) * 1000) / r;
-    this.fleet.setPublishing({ intervalMs: [each, each] });
+    this.fleet.setPublishing({ intervalMs: [each, each], max: false });
     return each;
   }
 

@@ -225,6 +225,24 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     expect(shared.subscribers.delivered).toBe(shared.stats.publish.count);
   }, 60_000);
 
+  test("--msg-rate max: each device keeps its in-flight window full; the window is the pace, never a failure", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using probe = await probeOn(certDir, broker, "+/attrs", 0);
+    const report = join(tmp.path, "r.json");
+    const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--msg-rate", "max", "--inflight", "4", "--duration", "4s", "--report", report]);
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.config.msg_rate).toBe("max");
+    // Far past one publish per device per tick (10 devices × 100/s), with nothing skipped or failed.
+    expect(rep.publishes.sent).toBeGreaterThan(4000);
+    expect(rep.stats.publish.failures).toBe(0);
+    expect(rep.publishes.sent).toBe(rep.stats.publish.count);
+    await waitFor(() => publishes(probe) >= rep.stats.publish.count, "every acked publish at the probe");
+  }, 30_000);
+
   test("bad --msg-rate is bad input: every problem listed, exit 2", async () => {
     const r = await cicada(["run", "--no-tls", "--users", "10", "--msg-rate", "5000", "--interval", "1s", "--publish", "maybe", "--threshold", "subscribers.bogus<1", "--shared", "g"]);
     expect(r.code).toBe(2);
