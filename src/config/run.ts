@@ -10,9 +10,8 @@ import { redactUrl } from "../sys/redact.ts";
 import { CLUSTER_KEY_OPTION, keyIssue, readClusterKey } from "../cluster/seal.ts";
 import { isStoreUrl, type StoreSettings } from "../store/redis.ts";
 import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
-import { DEFAULT_MAX_PACKET_SIZE, deviceTopic, type SwarmConfig } from "../engine/config.ts";
-import { PublishTemplate } from "../mqtt/codec.ts";
-import { TICK_MS } from "../engine/scheduler.ts";
+import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
+import { readSubscribers, readTraffic, TRAFFIC_OPTIONS, type SubscribersConfig } from "./traffic.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
@@ -40,13 +39,7 @@ export const RUN_SPEC: CommandSpec = {
     tls: { type: "boolean", negatable: true, default: "true", help: "Mutual TLS with each device's certificate (--no-tls: plain TCP)" },
     insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
-    "msg-rate": { type: "string", arg: "N|max", help: "Total publishes per second, spread evenly over the devices: each publishes every users/N seconds (instead of --interval); max: each as fast as its --inflight window allows" },
-    publish: { type: "string", arg: "on|off", default: "on", help: "off: devices connect, subscribe and hold, and publish nothing (a connection benchmark)" },
-    topic: { type: "string", arg: "TEMPLATE", help: "Publish topic: {tenant}, {id}, {index}, {machine} per device, {seq}, {rand:N} per message (default: the device's CN + /attrs)" },
-    payload: { type: "string", arg: "TEMPLATE", help: "Payload template, e.g. '{\"t\":{timestamp},\"n\":{seq},\"v\":{rand:0..100},\"s\":\"{string:8}\"}'" },
-    "payload-file": { type: "string", arg: "FILE", help: "The payload template from a file" },
-    retain: { type: "boolean", help: "Publish with the retain flag" },
-    churn: { type: "string", arg: "N", help: "Connected devices per second that disconnect and reconnect at once: a reconnect storm" },
+    ...TRAFFIC_OPTIONS,
     "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
@@ -73,10 +66,6 @@ export const RUN_SPEC: CommandSpec = {
     verify: { type: "boolean", help: "Consume every device's telemetry and account for each message end to end: delivered, lost, duplicated, out of order (report: integrity)" },
     "verify-cert": { type: "string", arg: "FILE", help: "With --verify or --subscribers: the consumer's certificate (its CN is its username: the broker's ACL must let it read what it subscribes to)" },
     "verify-key": { type: "string", arg: "FILE", help: "With --verify or --subscribers: the consumer's private key" },
-    subscribers: { type: "string", arg: "N", help: "Connections that only subscribe (with the consumer's identity) and count what is delivered: messages, bytes, publish → delivery latency" },
-    "sub-topic": { type: "string", arg: "FILTER", default: "+/attrs", help: "What the subscribers subscribe to" },
-    "sub-qos": { type: "string", arg: "0|1|2", default: "1", help: "QoS of the subscriptions" },
-    shared: { type: "string", arg: "GROUP", help: "The subscribers share one subscription ($share/GROUP/FILTER): each message goes to one of them (without it, each gets every message: fan-out)" },
     "verify-connections": { type: "string", arg: "auto|N", default: "auto", help: "With --verify: subscriber connections per broker address (auto: one per 500 msg/s it receives; more than one link in all share a $share subscription)" },
     "verify-wait": { type: "string", arg: "TIME", default: "5s", help: "With --verify: after the devices stop, wait up to this long for messages still on their way" },
     actuate: { type: "string", arg: "N", help: "With --verify: commands per second published to devices' tenant:id/config topics (cloud → device), counted end to end" },
@@ -127,7 +116,7 @@ export interface RunConfig {
   /** Set with --verify: the verifying consumer. */
   verify?: { connections: number; cert?: string; key?: string; waitMs: number; actuateRate: number };
   /** --subscribers: plain subscriber connections, counting what is delivered. */
-  subscribers?: { connections: number; filter: string; qos: 0 | 1 | 2; cert?: string; key?: string; waitMs: number };
+  subscribers?: SubscribersConfig;
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number; clusterKey: string | null };
   /** The settings as given, for the report. */
@@ -180,22 +169,9 @@ export function readRunConfig(o: Options): RunConfig {
     if (!(lo > 0) || !(hi >= lo)) o.issues.push(`${o.source("task-min-time")}/${o.source("task-max-time")} must be ms with 0 < min <= max (got ${min}, ${max})`);
     else intervalMs = [lo, hi];
   }
-  const max = o.str("msg-rate") === "max";
-  const msgRate = o.has("msg-rate") && !max ? o.num("msg-rate", 1, Number.MIN_VALUE) : undefined;
-  if (max) {
-    if (o.has("interval")) o.issues.push(`--msg-rate and --interval both set how often devices publish: give one`);
-    intervalMs = [TICK_MS, TICK_MS];
-  }
-  if (msgRate !== undefined) {
-    if (o.has("interval")) o.issues.push(`--msg-rate and --interval both set how often devices publish: give one`);
-    // Every device publishes on the same fixed interval; devices connect spread over the ramp, so their turns are spread too.
-    const each = (users * 1000) / msgRate;
-    if (each < MIN_PUBLISH_INTERVAL_MS) o.issues.push(`${o.source("msg-rate")} ${msgRate} over ${users} devices is a publish every ${each.toFixed(2)} ms per device; a device publishes at most every ${MIN_PUBLISH_INTERVAL_MS} ms: raise --users to at least ${Math.ceil((msgRate * MIN_PUBLISH_INTERVAL_MS) / 1000)} or lower --msg-rate`);
-    else intervalMs = [each, each];
-  }
-  const publish = o.choice("publish", ["on", "off"], "on") === "on";
-  const { topic, payload } = readTemplates(o, users);
-  const churn = o.has("churn") ? o.num("churn", 0, 0) : 0;
+  const traffic = readTraffic(o, users, intervalMs);
+  intervalMs = traffic.intervalMs;
+  const { msgRate, max, publish, topic, payload, churn } = traffic;
 
   const certsArg = o.str("certs")!;
   const fromStore = isStoreUrl(certsArg);
@@ -255,19 +231,7 @@ export function readRunConfig(o: Options): RunConfig {
     if (waitMs === undefined) o.fail("verify-wait", "must be a duration such as 5s", o.str("verify-wait"));
     verify = { connections, ...(cert ? { cert } : {}), ...(key ? { key } : {}), waitMs: waitMs ?? 5000, actuateRate: rate };
   } else if (o.has("actuate")) o.issues.push("--actuate needs --verify: the verifying consumer is the backend side that sends the commands");
-  let subscribers: RunConfig["subscribers"];
-  if (o.has("subscribers")) {
-    const connections = o.int("subscribers", 1, 1, 10_000);
-    const topic = o.str("sub-topic")!;
-    const qos = o.int("sub-qos", 1, 0, 2) as 0 | 1 | 2;
-    const group = o.str("shared");
-    if (group !== undefined && !/^[^/+#]+$/.test(group)) o.fail("shared", "must be a group name without /, + or #", group);
-    const cert = o.fileText("verify-cert");
-    const key = o.fileText("verify-key");
-    if (tls && (!o.has("verify-cert") || !o.has("verify-key"))) o.issues.push("--subscribers over TLS need the consumer's own --verify-cert and --verify-key");
-    const waitMs = parseDuration(o.str("verify-wait") ?? "5s") ?? 5000;
-    subscribers = { connections, filter: group ? `$share/${group}/${topic}` : topic, qos, ...(cert ? { cert } : {}), ...(key ? { key } : {}), waitMs };
-  } else if (o.has("shared")) o.issues.push("--shared needs --subscribers");
+  const subscribers = readSubscribers(o, tls);
   return {
     ...(verify ? { verify } : {}),
     ...(subscribers ? { subscribers } : {}),
@@ -356,24 +320,6 @@ export function readTenant(o: Options): string {
   return tenant;
 }
 
-/** --topic and --payload/--payload-file, checked by building one device's PUBLISH from them. Problems go to `o.issues`. */
-function readTemplates(o: Options, users: number): { topic?: string; payload?: string } {
-  const topic = o.str("topic");
-  if (o.has("payload") && o.has("payload-file")) o.issues.push("--payload and --payload-file both give the payload: give one");
-  const payload = o.str("payload") ?? o.fileText("payload-file");
-  if (payload !== undefined && o.str("payload-size") !== "0") o.issues.push("--payload-size pads the default payload; a --payload template is its own size");
-  if (o.bool("verify") && topic !== undefined) o.issues.push("--verify reads each device's telemetry on <its CN>/attrs: it does not go with --topic");
-  if (o.bool("verify") && payload !== undefined && !/\{timestamp\}/.test(payload)) o.issues.push('--verify counts messages by their "timestamp" and "seq": a --payload template needs "timestamp":{timestamp} and "seq":{seq}');
-  if (topic !== undefined && /^\s*$|[#+\u0000]/.test(topic)) o.fail("topic", "must be a topic name: not empty, without # or +", topic);
-  try {
-    const sample = topic === undefined ? "t" : deviceTopic(topic, { tenant: "t", id: "d", index: users, machine: "m" });
-    new PublishTemplate(sample, 1, 5, 0, payload !== undefined ? { payload } : {});
-  } catch (err) {
-    o.issues.push(`${/^topic/.test((err as Error).message) ? "--topic" : o.has("payload") ? "--payload" : "--payload-file"} ${(err as Error).message.replace(/^(topic|payload) template: /, "")}`);
-  }
-  return { ...(topic !== undefined ? { topic } : {}), ...(payload !== undefined ? { payload } : {}) };
-}
-
 /** --source-address: local IP addresses only (a name or a typo would otherwise be ignored, and the kernel would choose). */
 export function readSourceAddresses(o: Options): string[] {
   const list = o.list("source-address") ?? [];
@@ -391,8 +337,7 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
 }
 
 const MIN_TOKEN_CHARS = 16;
-/** A device's shortest publish interval: one timer-wheel tick. */
-const MIN_PUBLISH_INTERVAL_MS = TICK_MS;
+
 /** Messages per second one verifying link is planned for (auto --verify-connections). */
 const VERIFY_MSGS_PER_LINK = 500;
 
