@@ -118,6 +118,7 @@ export function createApp(manager: RunManager, opts: GuardOptions = {}): OpenAPI
       connected: running ? snap!.connected : 0,
       workers: running ? snap!.workers.filter((w) => w.alive).length : 0,
       machines: running ? (snap!.machines?.filter((m) => !m.lost && !m.rejected).length ?? 0) : 0,
+      subscribers: manager.latest?.subscriberCounts() ?? null,
     });
     return c.body(body, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
   });

@@ -17,6 +17,8 @@ export interface MetricsInput {
   connected: number;
   workers: number;
   machines: number;
+  /** What the run's plain subscribers (--subscribers) were delivered so far. */
+  subscribers?: { messages: number; bytes: number; latency: Latency } | null;
 }
 
 const label = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -50,6 +52,17 @@ export function renderMetrics(m: MetricsInput): string {
   if (s) for (const r of ROWS) for (const [why, n] of s.rows[r].reasons) out.push(`cicada_failures_total{row="${r}",reason="${label(why)}"} ${n}`);
   head("cicada_latency_seconds", "histogram", "Latency per stats row (publish: from the scheduled send to the PUBACK).");
   if (s) for (const r of ROWS) histogram(out, "cicada_latency_seconds", `row="${r}"`, s.rows[r].latency);
+  head("cicada_published_total", "counter", "Messages the devices sent (QoS 0 and unacknowledged ones included).");
+  out.push(`cicada_published_total ${s?.sent ?? 0}`);
+  const sub = m.subscribers;
+  if (sub) {
+    head("cicada_delivered_total", "counter", "Messages the subscribers (--subscribers) were delivered.");
+    out.push(`cicada_delivered_total ${sub.messages}`);
+    head("cicada_delivered_bytes_total", "counter", "Payload bytes the subscribers were delivered.");
+    out.push(`cicada_delivered_bytes_total ${sub.bytes}`);
+    head("cicada_delivery_latency_seconds", "histogram", "Publish → delivery latency at the subscribers, from each payload's timestamp.");
+    histogram(out, "cicada_delivery_latency_seconds", "", sub.latency);
+  }
   head("cicada_event_loop_lag_seconds", "histogram", "How late the scheduler's 10 ms tick ran: the generator's own delay.");
   if (s) histogram(out, "cicada_event_loop_lag_seconds", "", s.loopLag);
   head("cicada_late_sends_total", "counter", "Publishes that left more than 100 ms after their scheduled time.");

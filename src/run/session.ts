@@ -27,6 +27,7 @@ import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
 import { buildReport, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
 import { Verifier, type VerifierOptions } from "../engine/verifier.ts";
+import type { Latency } from "../metrics/histogram.ts";
 import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
 import { CA_KEY, isStoreUrl, RedisStore } from "../store/redis.ts";
@@ -226,6 +227,12 @@ export class RunSession {
 
   setRate(r: number): void {
     this.fleet.setRate(r);
+  }
+
+  /** What the plain subscribers were delivered so far (null without --subscribers). */
+  subscriberCounts(): { messages: number; bytes: number; latency: Latency } | null {
+    const v = this.subscribers;
+    return v ? { messages: v.messages, bytes: v.bytes, latency: v.latency } : null;
   }
 
   /** Devices asked for now. */

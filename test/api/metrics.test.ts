@@ -5,6 +5,7 @@ import { createApp } from "../../src/api/app.ts";
 import { RunManager } from "../../src/api/manager.ts";
 import { renderMetrics } from "../../src/api/metrics.ts";
 import { Stats } from "../../src/metrics/stats.ts";
+import { Latency } from "../../src/metrics/histogram.ts";
 import { tempDir } from "../helpers/tmp.ts";
 
 function sampleStats(): Stats {
@@ -36,6 +37,22 @@ describe("/metrics", () => {
     expect(bucket("+Inf")).toBe(5);
     const sum = Number(/cicada_latency_seconds_sum\{row="publish"\} (\S+)/.exec(text)![1]);
     expect(sum).toBeCloseTo(0.7455, 2);
+  });
+
+  test("with --subscribers: delivered messages, bytes and delivery latency; published counts every send", () => {
+    const stats = sampleStats();
+    stats.sent = 9;
+    const latency = new Latency();
+    for (const ms of [3, 30]) latency.recordMs(ms);
+    const families = parsePrometheus(renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 1, machines: 0, subscribers: { messages: 18, bytes: 720, latency } }));
+    const value = (name: string) => Number(families.find((f) => f.name === name)!.metrics[0]!.value ?? (families.find((f) => f.name === name)!.metrics[0] as { count?: string }).count);
+    expect(value("cicada_published_total")).toBe(9);
+    expect(value("cicada_delivered_total")).toBe(18);
+    expect(value("cicada_delivered_bytes_total")).toBe(720);
+    expect(value("cicada_delivery_latency_seconds")).toBe(2);
+    // Without subscribers the delivery families are absent, not zero.
+    const plain = parsePrometheus(renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 1, machines: 0 })).map((f) => f.name);
+    expect(plain).not.toContain("cicada_delivered_total");
   });
 
   test("the Grafana dashboard queries only metrics /metrics exposes, with panels for rate, devices, latency and failures", async () => {

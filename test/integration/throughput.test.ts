@@ -56,7 +56,12 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     await makeCerts(certDir, 20);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
     await using probe = await probeOn(certDir, broker, "+/attrs", 0);
-    const manager = new RunManager(["--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "100", "--workers", "2", "--duration", "2m"], join(tmp.path, "runs"), () => {});
+    // With a subscriber too, whose deliveries /metrics exposes.
+    const id = issuedIdentity(certDir);
+    writeFileSync(join(tmp.path, "sub.crt"), id.cert);
+    writeFileSync(join(tmp.path, "sub.key"), id.key, { mode: 0o600 });
+    const sub = ["--subscribers", "1", "--verify-cert", join(tmp.path, "sub.crt"), "--verify-key", join(tmp.path, "sub.key")];
+    const manager = new RunManager(["--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "100", "--workers", "2", "--duration", "2m", ...sub], join(tmp.path, "runs"), () => {});
     const call = apiOf(manager);
     const rateOver = (ms: number) => rateAt(probe, ms);
     try {
@@ -77,6 +82,13 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
       expect((await call("PATCH", "/api/runs/current", { publish: "on" })).status).toBe(200);
       await Bun.sleep(500);
       expect(Math.abs((await rateOver(3000)) - 400) / 400).toBeLessThan(0.05);
+      // The subscriber's deliveries, scraped: as many as the probe got (both subscribed before the first publish).
+      const metrics = await (await call("GET", "/metrics")).text();
+      const delivered = Number(/^cicada_delivered_total (\d+)$/m.exec(metrics)?.[1]);
+      expect(delivered).toBeGreaterThan(1000);
+      expect(Math.abs(delivered - publishes(probe))).toBeLessThan(50);
+      // The devices' counts reach the top once a second from each worker: behind by at most that.
+      expect(Number(/^cicada_published_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(delivered - 2 * 400);
       // Paused devices stayed connected: nothing was lost or refused on the way.
       const stopped = (await (await call("POST", "/api/runs/current/stop")).json()) as { report: { stats: Record<string, { count: number; failures: number }> } };
       expect(stopped.report.stats.connect!.count).toBe(20);
