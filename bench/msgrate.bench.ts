@@ -5,7 +5,8 @@
  * CPU over that window gives µs per publish (+ PUBACK at QoS 1). With --pin, cicada runs on
  * core 0 and mosquitto on core 1 (taskset), so "max" shows what one cicada core sustains and
  * the broker's core load shows when it became the limit. One JSON line per rate and QoS:
- *   bun bench/msgrate.bench.ts [--rates 500,2000,max] [--qos 1] [--devices 1000] [--window 10] [--pin]
+ * With --tcp the broker listens on plain TCP and the devices are made-up ids without TLS.
+ *   bun bench/msgrate.bench.ts [--rates 500,2000,max] [--qos 1] [--devices 1000] [--window 10] [--pin] [--tcp]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     qos: { type: "string", default: "1" },
     inflight: { type: "string", default: "8" },
     pin: { type: "boolean", default: false },
+    tcp: { type: "boolean", default: false },
     devices: { type: "string", default: "1000" },
     window: { type: "string", default: "10" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
@@ -50,10 +52,10 @@ if (have < devices) {
   await issueParallel({ root, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
 }
 const state = mkdtempSync(join(tmpdir(), "cicada-msgrate-"));
-const broker = await startBroker({ certDir: root, stateDir: state, verbose: false });
+const broker = await startBroker({ certDir: root, stateDir: state, verbose: false, plain: values.tcp });
 try {
   const id = issuedIdentity(root);
-  const probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+  const probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id, plain: values.tcp });
   await probe.connack;
   await probe.subscribe("+/attrs", 0);
   const seen = () => probe.packets.length;
@@ -64,7 +66,7 @@ try {
       const ramp = devices / 500;
       const max = target === "max";
       const run = Bun.spawn(
-        pin(0, [process.execPath, MAIN, "run", "--certs", root, "--port", String(broker.port), "--users", String(devices), "--rate", "500", "--qos", qos, "--inflight", values.inflight!, "--msg-rate", target, "--workers", "1", "--duration", `${Math.ceil(ramp + windowS + 8)}s`]),
+        pin(0, [process.execPath, MAIN, "run", ...(values.tcp ? ["--no-tls", "--certs", join(state, "none")] : ["--certs", root]), "--port", String(broker.port), "--users", String(devices), "--rate", "500", "--qos", qos, "--inflight", values.inflight!, "--msg-rate", target, "--workers", "1", "--duration", `${Math.ceil(ramp + windowS + 8)}s`]),
         { stdio: ["ignore", "ignore", "inherit"] },
       );
       // Past the ramp and every device's first interval.
@@ -92,6 +94,7 @@ try {
           client_cpu_percent: Math.round((cpu / 1e4 / secs) * 10) / 10,
           broker_cpu_percent: Math.round((brokerCpu / 1e4 / secs) * 10) / 10,
           pinned: values.pin,
+          transport: values.tcp ? "tcp" : "mtls",
           window_s: windowS,
         }),
       );

@@ -102,6 +102,8 @@ export interface BrokerOptions {
   serverCert?: { cert: string; key: string };
   /** What each device may publish to, as an ACL pattern (default `%u/attrs`; a platform that drops telemetry: another topic). */
   devicePublishPattern?: string;
+  /** Plain TCP, anonymous clients, no ACL: for throughput benchmarks without TLS (never for tests of the mTLS contract). */
+  plain?: boolean;
 }
 
 /** Starts one mosquitto with mutual TLS like dojot's VerneMQ setup. */
@@ -122,7 +124,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
     conf,
     [
       "per_listener_settings false",
-      "allow_anonymous false",
+      `allow_anonymous ${opts.plain ? "true" : "false"}`,
       "persistence false",
       "user root",
       `log_dest file ${log}`,
@@ -131,16 +133,13 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       ...(opts.verbose === false ? [] : ["log_type notice"]),
       `connection_messages ${opts.verbose === false ? "false" : "true"}`,
       "sys_interval 1",
-      `acl_file ${acl}`,
+      ...(opts.plain ? [] : [`acl_file ${acl}`]),
       `listener ${port} ${host}`,
       "max_connections -1",
       "set_tcp_nodelay true",
-      `cafile ${resolve(dir.caCert)}`,
-      `certfile ${resolve(cert)}`,
-      `keyfile ${resolve(key)}`,
-      "require_certificate true",
-      "use_identity_as_username true",
-      `crlfile ${resolve(dir.crl)}`,
+      ...(opts.plain
+        ? []
+        : [`cafile ${resolve(dir.caCert)}`, `certfile ${resolve(cert)}`, `keyfile ${resolve(key)}`, "require_certificate true", "use_identity_as_username true", `crlfile ${resolve(dir.crl)}`]),
       "",
     ].join("\n"),
   );

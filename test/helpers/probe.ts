@@ -15,6 +15,8 @@ export interface ProbeOptions {
   clientId: string;
   protocolVersion?: 4 | 5;
   keepalive?: number;
+  /** Plain TCP (a benchmark broker without TLS). */
+  plain?: boolean;
 }
 
 export class Probe {
@@ -45,7 +47,7 @@ export class Probe {
     Bun.connect({
       hostname: opts.host ?? "127.0.0.1",
       port: opts.port,
-      tls: { ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: true },
+      ...(opts.plain ? {} : { tls: { ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: true } }),
       socket: {
         open: (s) => {
           this.socket = s;
