@@ -39,6 +39,12 @@ export function onData(host: SessionHost, conn: Conn, bytes: Uint8Array, now: nu
   }
   let off = 0;
   while (off < buf.length && !conn.closed) {
+    // A plain PUBACK (most inbound traffic at QoS 1) is read in place, without a view on it.
+    if (buf[off] === 0x40 && buf[off + 1] === 2 && off + 4 <= buf.length) {
+      settle(host, conn, (buf[off + 2]! << 8) | buf[off + 3]!, now, undefined);
+      off += 4;
+      continue;
+    }
     const len = frameLength(buf, off);
     if (len < 0) return protocolError(host, conn, "malformed_remaining_length");
     const need = len > 0 ? len : claimedLength(buf, off);
