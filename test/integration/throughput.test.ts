@@ -193,7 +193,10 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     const rep = JSON.parse(readFileSync(report, "utf8"));
     const atBroker = brokerConnections(readFileSync(broker.log, "utf8")).length;
     // ~6 s at 10/s, the first second partly ramp: every reconnect the report counts, the broker saw.
-    expect(rep.stats.connect.count).toBe(atBroker);
+    // A reconnect still waiting for its CONNACK when the run stops is dropped uncounted, so the
+    // broker may have seen one or two more.
+    expect(atBroker - rep.stats.connect.count).toBeGreaterThanOrEqual(0);
+    expect(atBroker - rep.stats.connect.count).toBeLessThanOrEqual(2);
     expect(atBroker - 10).toBeGreaterThan(40);
     expect(atBroker - 10).toBeLessThan(70);
     expect(rep.stats.connect.failures).toBe(0);
