@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startRedis } from "../scripts/lib/testbed.ts";
 import { FAKE_PASSWORD, startFakeDojot } from "./helpers/fake-dojot.ts";
-import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker, type Broker } from "./helpers/testbed.ts";
+import { consumerFiles, HAVE_MOSQUITTO, HAVE_REDIS, startBroker, type Broker } from "./helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir } from "./helpers/tmp.ts";
 
 const README = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
@@ -142,9 +142,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("the README's commands", () => {
     const bed: Bed = { broker, redisPort: redis.port };
     writeFileSync(join(local, "cluster.key"), `${"k".repeat(64)}\n`, { mode: 0o600 });
     // A consumer identity the broker's ACL lets read every topic, for the subscriber lines.
-    const consumer = issuedIdentity(join(local, "cert"));
-    writeFileSync(join(local, "sub.crt"), consumer.cert);
-    writeFileSync(join(local, "sub.key"), consumer.key, { mode: 0o600 });
+    consumerFiles(join(local, "cert"), local);
     const subst = (c: string) => (c === "pidof mosquitto" ? String(broker.pid) : c === "openssl rand -hex 16" ? "0123456789abcdef0123456789abcdef" : `$(${c})`);
     const dojotEnv = { DOJOT_URL: dojot.url, DOJOT_PASSWD: FAKE_PASSWORD };
 

@@ -1,6 +1,6 @@
 /** Test-side access to the real test bed: skips integration suites, with a reason, when a server is not installed. */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PROBE_CN, startBroker, type Broker } from "../../scripts/lib/testbed.ts";
 import { issueDevice } from "../../src/pki/issue.ts";
@@ -56,4 +56,12 @@ export async function probeOn(certDir: string, broker: { port: number }, filter 
   await p.connack;
   await p.subscribe(filter, qos);
   return p;
+}
+
+/** Writes the all-reading identity (issuedIdentity) as `dir/sub.crt` and `dir/sub.key` (0600), for --verify-cert/--verify-key; returns the flags. */
+export function consumerFiles(certDir: string, dir: string): string[] {
+  const id = issuedIdentity(certDir);
+  writeFileSync(join(dir, "sub.crt"), id.cert);
+  writeFileSync(join(dir, "sub.key"), id.key, { mode: 0o600 });
+  return ["--verify-cert", join(dir, "sub.crt"), "--verify-key", join(dir, "sub.key")];
 }

@@ -1,12 +1,12 @@
 /** Rate as the knob (--msg-rate) and connection-only runs (--publish off), against real mosquitto with mutual TLS, counted at the broker. */
 import { describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitFor } from "../helpers/broker.ts";
 import { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { startRedis } from "../../scripts/lib/testbed.ts";
-import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, probeOn, startBroker } from "../helpers/testbed.ts";
+import { consumerFiles, HAVE_MOSQUITTO, HAVE_REDIS, probeOn, startBroker } from "../helpers/testbed.ts";
 import { brokerConnections, cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
 import { createApp } from "../../src/api/app.ts";
 import { RunManager } from "../../src/api/manager.ts";
@@ -57,10 +57,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
     await using probe = await probeOn(certDir, broker, "+/attrs", 0);
     // With a subscriber too, whose deliveries /metrics exposes.
-    const id = issuedIdentity(certDir);
-    writeFileSync(join(tmp.path, "sub.crt"), id.cert);
-    writeFileSync(join(tmp.path, "sub.key"), id.key, { mode: 0o600 });
-    const sub = ["--subscribers", "1", "--verify-cert", join(tmp.path, "sub.crt"), "--verify-key", join(tmp.path, "sub.key")];
+    const sub = ["--subscribers", "1", ...consumerFiles(certDir, tmp.path)];
     const manager = new RunManager(["--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--msg-rate", "100", "--workers", "2", "--duration", "2m", ...sub], join(tmp.path, "runs"), () => {});
     const call = apiOf(manager);
     const rateOver = (ms: number) => rateAt(probe, ms);
@@ -213,12 +210,10 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
     await makeCerts(certDir, 10);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
     // The consumer's identity: the probe's, which the broker's ACL lets read every topic.
-    const id = issuedIdentity(certDir);
-    writeFileSync(join(tmp.path, "sub.crt"), id.cert);
-    writeFileSync(join(tmp.path, "sub.key"), id.key, { mode: 0o600 });
+    const consumer = consumerFiles(certDir, tmp.path);
     const run = async (extra: string[]) => {
       const report = join(tmp.path, `r-${extra.join("")}.json`);
-      const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--interval", "100ms", "--duration", "4s", "--verify-cert", join(tmp.path, "sub.crt"), "--verify-key", join(tmp.path, "sub.key"), "--report", report, ...extra]);
+      const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--interval", "100ms", "--duration", "4s", ...consumer, "--report", report, ...extra]);
       expect(r.code).toBe(0);
       return JSON.parse(readFileSync(report, "utf8")) as { thresholds?: { passed: boolean }; stats: { publish: { count: number } }; publishes: { sent: number }; subscribers: { connections: number; filter: string; delivered: number; published: number; delivered_per_s: number; bytes_per_s: number; e2e_p50_ms: number } };
     };
