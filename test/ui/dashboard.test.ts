@@ -62,7 +62,8 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_CHROMIUM)("dashboard in Chromium", () =
       await page.click("#pause");
       await page.waitForSelector("#pause[data-publish=off]");
       expect(await page.textContent("#pause")).toBe("Resume publishing");
-      await Bun.sleep(1500); // acks of what had left already
+      // Acks of what had left already, then each worker's once-a-second stats and the page's once-a-second poll.
+      await Bun.sleep(3000);
       const paused = await published();
       await Bun.sleep(2500);
       expect(await published()).toBe(paused);
