@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cicada needs on a Debian machine with Node and npm: Bun (from npm), mosquitto
 # and redis-server (from apt), then the project's packages. `--test` adds what only the tests
-# need: Debian's chromium, which the dashboard tests drive headless through playwright-core.
+# need: Debian's chromium, which the dashboard tests drive headless through playwright-core, and
+# websockify, which puts a WebSocket front on mosquitto for the ws/wss transport tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 apt_pkgs=(mosquitto redis-server openssl ca-certificates)
-[ "${1:-}" = "--test" ] && apt_pkgs+=(chromium)
+[ "${1:-}" = "--test" ] && apt_pkgs+=(chromium websockify)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -104,6 +104,8 @@ export interface BrokerOptions {
   devicePublishPattern?: string;
   /** Plain TCP, anonymous clients, no ACL: for throughput benchmarks without TLS (never for tests of the mTLS contract). */
   plain?: boolean;
+  /** More mosquitto.conf lines (general settings, e.g. `max_inflight_messages 2`). */
+  extra?: string[];
 }
 
 /** Starts one mosquitto with mutual TLS like dojot's VerneMQ setup. */
@@ -133,6 +135,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       ...(opts.verbose === false ? [] : ["log_type notice"]),
       `connection_messages ${opts.verbose === false ? "false" : "true"}`,
       "sys_interval 1",
+      ...(opts.extra ?? []),
       ...(opts.plain ? [] : [`acl_file ${acl}`]),
       `listener ${port} ${host}`,
       "max_connections -1",
@@ -146,6 +149,28 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   // mosquitto warns on stderr about running as root; keep that out of test output but on disk.
   const { proc, stop } = await spawnServer(["mosquitto", "-c", conf], host, port, join(wd, "stderr.log"), opts.detached);
   return { pid: proc.pid, host, port, dir: wd, log, reload: () => proc.kill("SIGHUP"), stop, [Symbol.asyncDispose]: stop };
+}
+
+export interface WebsockifyOptions {
+  /** The MQTT broker it forwards to (plain TCP). */
+  target: { host: string; port: number };
+  stateDir: string;
+  /** wss: TLS with this server certificate, and clients must present a certificate this CA signed. */
+  tls?: { cert: string; key: string; ca: string };
+}
+
+/**
+ * Debian's websockify in front of a broker: MQTT over WebSocket (ws, or wss with client
+ * certificates) where mosquitto's own websockets listener is not built in. It forwards the
+ * frames' payload to the broker's TCP port.
+ */
+export async function startWebsockify(opts: WebsockifyOptions): Promise<{ host: string; port: number; pid: number; stop: () => Promise<void>; [Symbol.asyncDispose]: () => Promise<void> }> {
+  const host = "127.0.0.1";
+  const port = await freePort(host);
+  const tls = opts.tls ? ["--cert", opts.tls.cert, "--key", opts.tls.key, "--ssl-only", "--verify-client", "--cafile", opts.tls.ca] : [];
+  mkdirSync(opts.stateDir, { recursive: true });
+  const { proc, stop } = await spawnServer(["websockify", ...tls, `${host}:${port}`, `${opts.target.host}:${opts.target.port}`], host, port, join(opts.stateDir, `websockify-${port}.log`));
+  return { host, port, pid: proc.pid, stop, [Symbol.asyncDispose]: stop };
 }
 
 /** Starts `count` brokers on consecutive free ports (one mosquitto holds ~20k connections here). */

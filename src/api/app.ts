@@ -38,7 +38,7 @@ const Change = z
   .object({
     users: z.number().int().min(0).optional(),
     rate: z.number().positive().optional(),
-    msg_rate: z.number().positive().optional().openapi({ description: "Total publishes per second from now on, spread over the devices" }),
+    msg_rate: z.union([z.number().positive(), z.literal("max")]).optional().openapi({ description: 'Total publishes per second from now on, spread over the devices; "max": each device as fast as its in-flight window allows' }),
     publish: z.enum(["on", "off"]).optional().openapi({ description: "off pauses publishing (devices stay connected); on resumes it" }),
   })
   .strict()

@@ -112,14 +112,14 @@ export class RunManager {
     return this.viewOf(cur);
   }
 
-  set(change: { users?: number; rate?: number; msg_rate?: number; publish?: "on" | "off" }): typeof change {
+  set(change: { users?: number; rate?: number; msg_rate?: number | "max"; publish?: "on" | "off" }): typeof change {
     const s = this.session;
     if (!s) throw new ApiError(409, ["no run is going"]);
     if (change.users !== undefined && change.users > s.capacity) {
       throw new ApiError(400, [`users must be at most ${s.capacity}: the run has ${s.capacity} identities (make more with cicada certs create, then start a new run)`]);
     }
     const msgRate = change.msg_rate ?? s.msgRateNow;
-    const each = msgRate !== undefined ? (Math.max(1, change.users ?? s.usersNow) * 1000) / msgRate : Infinity;
+    const each = typeof msgRate === "number" ? (Math.max(1, change.users ?? s.usersNow) * 1000) / msgRate : Infinity;
     if (each < TICK_MS) throw new ApiError(400, [`msg_rate ${msgRate} over ${change.users ?? s.usersNow} devices is a publish every ${each.toFixed(2)} ms per device; a device publishes at most every ${TICK_MS} ms`]);
     if (change.users !== undefined) s.setUsers(change.users);
     if (change.rate !== undefined) s.setRate(change.rate);

@@ -54,6 +54,8 @@ export function renderMetrics(m: MetricsInput): string {
   if (s) for (const r of ROWS) histogram(out, "cicada_latency_seconds", `row="${r}"`, s.rows[r].latency);
   head("cicada_published_total", "counter", "Messages the devices sent (QoS 0 and unacknowledged ones included).");
   out.push(`cicada_published_total ${s?.sent ?? 0}`);
+  head("cicada_published_bytes_total", "counter", "Bytes of those publishes, whole MQTT packets as written.");
+  out.push(`cicada_published_bytes_total ${s?.sentBytes ?? 0}`);
   const sub = m.subscribers;
   if (sub) {
     head("cicada_delivered_total", "counter", "Messages the subscribers (--subscribers) were delivered.");

@@ -30,7 +30,7 @@ async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
   });
   process.stderr.write(
     `cicada: ${fmtInt(cfg.swarm.users)} devices → ${cfg.echo.targets} at ${cfg.swarm.rate}/s for ${cfg.durationMs / 1000}s` +
-      ` (${cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ` +
+      ` (${cfg.swarm.ws ? (cfg.swarm.tls ? "WebSocket over mTLS" : "WebSocket") : cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ` +
       `${session.federated ? `${fleet.snapshot().machines?.filter((m) => !m.lost && !m.rejected).length} machines` : `${session.workers} process${session.workers > 1 ? "es" : ""}`})\n`,
   );
 

@@ -253,6 +253,7 @@ export class MachineAgent {
     this.verifier = new Verifier({
       targets: swarm.targets,
       tls: swarm.tls,
+      ...(swarm.ws ? { ws: swarm.ws } : {}),
       insecure: swarm.insecure,
       ...(swarm.caPem ? { caPem: swarm.caPem } : {}),
       ...(this.o.verifyIdentity ?? {}),

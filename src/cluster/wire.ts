@@ -42,6 +42,7 @@ const swarm: z.ZodType<SwarmConfig> = z
     max: z.boolean().optional(),
     machine: z.string().max(255).optional(),
     payloadSize: z.number().int().min(0).max(256 * 1024 * 1024),
+    payloadSizeMax: z.number().int().min(0).max(256 * 1024 * 1024).optional(),
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
     inflight: z.number().int().min(1).max(65535).optional(),
     ackTimeoutMs: ms.optional(),
@@ -86,6 +87,7 @@ const packed: z.ZodType<PackedStats> = z
     lag: z.string().max(1024 * 1024),
     health: z.record(z.string().max(64), count),
     sent: count,
+    sent_bytes: count.optional(),
   })
   .strict() as unknown as z.ZodType<PackedStats>;
 

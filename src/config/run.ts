@@ -12,6 +12,7 @@ import { isStoreUrl, type StoreSettings } from "../store/redis.ts";
 import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
 import { readSubscribers, readTraffic, TRAFFIC_OPTIONS, type SubscribersConfig } from "./traffic.ts";
+import { MQTT_OPTIONS, readMqtt } from "./mqtt.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
@@ -36,11 +37,12 @@ export const RUN_SPEC: CommandSpec = {
     interval: { type: "string", arg: "MIN..MAX", help: "Time between a device's publishes, uniformly jittered (default 29.5s..30s; env TASK_MIN_TIME/TASK_MAX_TIME, ms)" },
     keepalive: { type: "string", arg: "SECONDS", env: "DOJOT_MQTT_TIMEOUT", default: "60", help: "MQTT keepalive; PINGREQ only when idle" },
     mqtt: { type: "string", arg: "3.1.1|5", default: "3.1.1", help: "MQTT protocol version" },
-    tls: { type: "boolean", negatable: true, default: "true", help: "Mutual TLS with each device's certificate (--no-tls: plain TCP)" },
+    tls: { type: "boolean", negatable: true, default: "true", help: "Mutual TLS with each device's certificate (--no-tls: plain TCP; see --transport)" },
+    ...MQTT_OPTIONS,
     insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
     ...TRAFFIC_OPTIONS,
-    "payload-size": { type: "string", arg: "BYTES", default: "0", help: "Pad the JSON payload to this size" },
+    "payload-size": { type: "string", arg: "BYTES|MIN..MAX", default: "0", help: "Pad the JSON payload to this size (e.g. 1KiB), or with a range give each device its own size in it (e.g. 100..4KiB)" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
     "ack-timeout": { type: "string", arg: "TIME", default: "30s", help: "A QoS 1/2 publish not acknowledged this long after it was sent fails as ack_timeout" },
@@ -140,7 +142,7 @@ export function readRunConfig(o: Options): RunConfig {
   const qos = o.int("qos", 1, 0, 2) as QoS;
   const keepaliveS = o.int("keepalive", 60, 0, 65535);
   const mqtt = o.choice("mqtt", ["3.1.1", "5"], "3.1.1");
-  const payloadSize = o.int("payload-size", 0, 0, 256 * 1024 * 1024);
+  const [payloadSize, payloadSizeMax] = readPayloadSize(o);
   const maxPacketSize = parseBytes(o.str("max-packet-size") ?? "1MiB");
   // 268,435,455 is the largest Remaining Length MQTT can express (§2.2.3); 64 bytes leaves room for any ack.
   if (maxPacketSize === undefined || maxPacketSize < 64 || maxPacketSize > 268_435_460) o.fail("max-packet-size", "must be a size from 64 bytes to 256MiB, e.g. 65536, 256KiB or 1MiB", o.str("max-packet-size"));
@@ -177,7 +179,8 @@ export function readRunConfig(o: Options): RunConfig {
   const fromStore = isStoreUrl(certsArg);
   const store = fromStore ? readStoreSettings(o, "certs") : undefined;
   const certDir = store ? store.redis.url : certsArg;
-  const tls = o.bool("tls");
+  const wire = readMqtt(o, mqtt === "5" ? 5 : 4);
+  const tls = wire.tls;
   let caPem: string | undefined;
   // A store's CA is read from the store itself (runCommand), unless --broker-ca names one.
   if (tls && !(fromStore && !o.has("broker-ca"))) {
@@ -239,6 +242,10 @@ export function readRunConfig(o: Options): RunConfig {
       targets,
       sources,
       tls,
+      ...(wire.ws ? { ws: wire.ws } : {}),
+      ...(wire.session.clean && !wire.session.expiryS ? {} : { session: wire.session }),
+      ...(wire.properties ? { properties: wire.properties } : {}),
+      ...(wire.topicAlias ? { topicAlias: true } : {}),
       insecure: o.bool("insecure"),
       caPem,
       tenant: readTenant(o),
@@ -254,6 +261,7 @@ export function readRunConfig(o: Options): RunConfig {
       ...(churn > 0 ? { churn } : {}),
       machine: hostname(),
       payloadSize,
+      ...(payloadSizeMax > payloadSize ? { payloadSizeMax } : {}),
       maxPacketSize: maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE,
       inflight,
       ackTimeoutMs,
@@ -286,6 +294,12 @@ export function readRunConfig(o: Options): RunConfig {
       qos,
       mqtt,
       tls,
+      transport: wire.transport,
+      ...(wire.ws ? { ws_path: wire.ws.path, ws_protocol: wire.ws.protocol ?? "none" } : {}),
+      clean: wire.session.clean,
+      ...(wire.session.expiryS ? { session_expiry_s: wire.session.expiryS } : {}),
+      ...(wire.properties ? { publish_properties: wire.properties } : {}),
+      ...(wire.topicAlias ? { topic_alias: true } : {}),
       insecure: o.bool("insecure"),
       interval_ms: intervalMs,
       ...(msgRate !== undefined ? { msg_rate: msgRate } : max ? { msg_rate: "max" } : {}),
@@ -295,7 +309,7 @@ export function readRunConfig(o: Options): RunConfig {
       retain: o.bool("retain"),
       ...(churn > 0 ? { churn_per_s: churn } : {}),
       keepalive_s: keepaliveS,
-      payload_size: payloadSize,
+      payload_size: payloadSizeMax > payloadSize ? [payloadSize, payloadSizeMax] : payloadSize,
       max_packet_size: maxPacketSize,
       inflight,
       ack_timeout_ms: ackTimeoutMs,
@@ -325,6 +339,20 @@ export function readSourceAddresses(o: Options): string[] {
   const list = o.list("source-address") ?? [];
   for (const a of list) if (isIP(a) === 0) o.fail("source-address", "must list IP addresses of this machine, e.g. 127.0.0.2,127.0.0.3", a);
   return list;
+}
+
+/** --payload-size BYTES or MIN..MAX (units as 4KiB); [size, size] when fixed. Problems go to `o.issues`. */
+function readPayloadSize(o: Options): [number, number] {
+  const text = o.str("payload-size") ?? "0";
+  const [a, b = a] = text.split("..");
+  const lo = parseBytes(a!);
+  const hi = parseBytes(b);
+  const max = 256 * 1024 * 1024;
+  if (lo === undefined || hi === undefined || lo > hi || hi > max) {
+    o.fail("payload-size", "must be a size or MIN..MAX up to 256MiB, e.g. 512, 4KiB or 100..4KiB", text);
+    return [0, 0];
+  }
+  return [lo, hi];
 }
 
 function positiveDuration(o: Options, name: string, fallback: string): number {

@@ -1,5 +1,5 @@
 /** What a swarm is told: its settings, where its identities come from, and their defaults. */
-import type { ProtocolVersion, QoS } from "../mqtt/codec.ts";
+import type { MqttSession, ProtocolVersion, PublishProperties, QoS } from "../mqtt/codec.ts";
 import type { LifecyclePlan } from "../lifecycle/types.ts";
 import type { Target } from "../transport/connect.ts";
 
@@ -8,6 +8,14 @@ export interface SwarmConfig {
   /** Local addresses to connect from, spread over devices (empty: the kernel chooses). */
   sources: string[];
   tls: boolean;
+  /** MQTT over WebSocket at this path, offering this subprotocol (--transport ws|wss; TLS under it with `tls`). */
+  ws?: { path: string; protocol?: string };
+  /** Clean or persistent sessions (--clean, --session-expiry); default clean. */
+  session?: MqttSession;
+  /** MQTT 5 properties on every publish (--user-property, --message-expiry, --content-type). */
+  properties?: PublishProperties;
+  /** MQTT 5: publish with a topic alias once the broker allows one (--topic-alias). */
+  topicAlias?: boolean;
   /** Skip verifying the broker's certificate (dojot's tool did). */
   insecure: boolean;
   /** CA that signed the broker certificate (PEM). */
@@ -22,7 +30,9 @@ export interface SwarmConfig {
   publish?: boolean;
   /** --msg-rate max: as fast as each device's in-flight window allows. */
   max?: boolean;
+  /** Pad the default payload to this size (--payload-size), or with payloadSizeMax to one size per device in [payloadSize, payloadSizeMax]. */
   payloadSize: number;
+  payloadSizeMax?: number;
   /** Topic template (--topic): {tenant}, {id}, {index}, {machine} per device, {seq} and {rand:N} per message. Default: the device's identity (its certificate's CN) + `/attrs`. */
   topic?: string;
   /** Payload template (--payload): {timestamp}, {seq}, {rand:a..b}, {string:N} per message. Default: `{"timestamp":…,"seq":…}` padded to payloadSize. */

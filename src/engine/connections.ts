@@ -13,7 +13,7 @@ import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import { Renewals, type Redialer } from "./renewal.ts";
 import { Timer } from "./scheduler.ts";
-import { deviceTopic } from "./config.ts";
+import { deviceTopic, type IdentitySource, type SwarmConfig } from "./config.ts";
 import type { SwarmState } from "./state.ts";
 import type { Traffic } from "./traffic.ts";
 
@@ -55,6 +55,7 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     if (!dev || dev.id !== id) {
       const clientId = `${cfg.tenant}:${id}`;
       dev = new Device(index, id, clientId, this.publishFor(index, id, clientId), this.st.window);
+      dev.alias = this.aliasesFor(dev);
       devices[index] = dev;
     }
     dev.attempts = 0;
@@ -89,21 +90,45 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
       const cn = commonNameOf(ident.cert);
       if (cn && cn !== dev.clientId) {
         dev.clientId = cn;
-        if (cfg.topic === undefined) dev.publish = this.publishFor(dev.index, dev.id, cn);
+        if (cfg.topic === undefined) {
+          dev.publish = this.publishFor(dev.index, dev.id, cn);
+          dev.alias = this.aliasesFor(dev);
+        }
       }
       // The CA store costs ~4 KB per connection: only until a broker certificate is pinned.
       tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
     }
     this.st.wheel.set(dev.index, Timer.TIMEOUT, now + cfg.connectTimeoutMs);
-    this.transport.dial(conn, { target, source, tls });
+    const ws = cfg.ws ? { ...cfg.ws, host: `${target.host}:${target.port}` } : undefined;
+    this.transport.dial(conn, { target, source, tls, ...(ws ? { ws } : {}) });
   }
 
   /** Device `index`'s PUBLISH: on --topic with its placeholders filled, else on `<identity>/attrs`. */
-  private publishFor(index: number, id: string, identity: string): PublishTemplate {
+  private publishFor(index: number, id: string, identity: string, topicAlias?: number): PublishTemplate {
     const cfg = this.st.cfg;
-    const position = this.st.identities.position?.(index) ?? index;
-    const topic = cfg.topic === undefined ? `${identity}/attrs` : deviceTopic(cfg.topic, { tenant: cfg.tenant, id, index: position, machine: cfg.machine ?? "" });
-    return new PublishTemplate(topic, cfg.qos, cfg.version, cfg.payloadSize, { ...(cfg.payload !== undefined ? { payload: cfg.payload } : {}), ...(cfg.retain ? { retain: true } : {}) });
+    const topic = cfg.topic === undefined ? `${identity}/attrs` : deviceTopic(cfg.topic, { tenant: cfg.tenant, id, index: position(this.st.identities, index), machine: cfg.machine ?? "" });
+    return this.template(index, topic, topicAlias);
+  }
+
+  private template(index: number, topic: string, topicAlias?: number): PublishTemplate {
+    const cfg = this.st.cfg;
+    return new PublishTemplate(topic, cfg.qos, cfg.version, payloadSizeOf(cfg, position(this.st.identities, index)), {
+      ...(cfg.payload !== undefined ? { payload: cfg.payload } : {}),
+      ...(cfg.retain ? { retain: true } : {}),
+      ...(cfg.properties ? { properties: cfg.properties } : {}),
+      ...(topicAlias ? { topicAlias } : {}),
+    });
+  }
+
+  /**
+   * --topic-alias: a device's one topic as alias 1. None when its topic changes per message, or
+   * is too short for an alias to save more than setting it costs.
+   */
+  private aliasesFor(dev: Device): Device["alias"] {
+    if (!this.st.cfg.topicAlias || dev.publish.topicVaries) return null;
+    const first = this.publishFor(dev.index, dev.id, dev.clientId, 1);
+    const next = this.template(dev.index, "", 1);
+    return dev.publish.length - next.length >= first.length - dev.publish.length ? { first, next } : null;
   }
 
   /** The connect timer fired: an attempt still short of CONNACK is dropped as a timeout. */
@@ -195,7 +220,7 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     if (this.st.cfg.tls) this.st.stats.phases.tls_handshake.recordMs(now - conn.tcpAt);
     dev.state = State.CONNECTING;
     conn.connectSentAt = now;
-    this.st.outbox.send(conn, encodeConnect(dev.clientId, this.st.cfg.keepaliveS, conn.version, this.st.maxPacketSize));
+    this.st.outbox.send(conn, encodeConnect(dev.clientId, this.st.cfg.keepaliveS, conn.version, this.st.maxPacketSize, this.st.cfg.session));
     this.st.outbox.flush(now);
   }
 
@@ -296,4 +321,19 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
   wallClock(monotonic: number): number {
     return this.st.wallClock(monotonic);
   }
+}
+
+/** Device `index`'s place among the whole fleet's identities (for {index} and its payload size). */
+function position(ids: IdentitySource, index: number): number {
+  return ids.position?.(index) ?? index;
+}
+
+/**
+ * The padded payload's size for the device at fleet position `p`: --payload-size, or with a
+ * range one size per device spread over it (the same on every reconnect and machine).
+ */
+function payloadSizeOf(cfg: SwarmConfig, p: number): number {
+  const hi = cfg.payloadSizeMax;
+  if (hi === undefined || hi <= cfg.payloadSize) return cfg.payloadSize;
+  return cfg.payloadSize + (Math.imul(p + 1, 0x9e3779b1) >>> 0) % (hi - cfg.payloadSize + 1);
 }

@@ -1,9 +1,10 @@
 /**
  * A connected device's traffic: publishing on its schedule (with the in-flight window), failing
  * publishes whose ack is overdue, and keepalive. Every publish ends in exactly one counted
- * outcome: ok, or one of window_full, backpressure, ack_timeout, connection_lost, unacked_at_stop.
+ * outcome: ok, or one of window_full, receive_maximum_full, over_server_maximum_packet_size,
+ * backpressure, ack_timeout, connection_lost, unacked_at_stop (or a reason code the broker gave).
  */
-import { PINGREQ } from "../mqtt/codec.ts";
+import { PINGREQ, type PublishTemplate } from "../mqtt/codec.ts";
 import { State, type Conn, type Device } from "../mqtt/device.ts";
 import { LATE_MS } from "./config.ts";
 import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
@@ -75,6 +76,15 @@ export class Traffic {
       stats.rows.publish.fail("window_full");
       return false;
     }
+    // MQTT 5: the server's Receive Maximum and Maximum Packet Size bind the client (§4.9, §3.1.2.11.4).
+    if (st.cfg.qos > 0 && dev.inflight.count >= conn.sendMax) {
+      stats.rows.publish.fail("receive_maximum_full");
+      return false;
+    }
+    if (dev.publish.length > conn.serverMaxPacket) {
+      stats.rows.publish.fail("over_server_maximum_packet_size");
+      return false;
+    }
     this.send(dev, conn, scheduled, now);
     return true;
   }
@@ -88,7 +98,11 @@ export class Traffic {
     dev.nextPublishAt = now + TICK_MS;
     st.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
     const w = dev.inflight;
-    let n = st.cfg.qos > 0 ? w.size - w.count : w.size;
+    let n = st.cfg.qos > 0 ? Math.min(w.size, conn.sendMax) - w.count : w.size;
+    if (dev.publish.length > conn.serverMaxPacket) {
+      st.stats.rows.publish.fail("over_server_maximum_packet_size");
+      return true;
+    }
     for (; n > 0 && !conn.pending; n--) this.send(dev, conn, now, now);
     return true;
   }
@@ -104,11 +118,29 @@ export class Traffic {
       // One ack timer per device, at the oldest outstanding publish's deadline.
       if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
     }
-    const bytes = new Uint8Array(dev.publish.length);
-    dev.publish.fill(bytes, 0, id, Math.round(st.wallClock(scheduled)), dev.nextSeq++);
+    const t = this.template(dev, conn);
+    const bytes = new Uint8Array(t.length);
+    t.fill(bytes, 0, id, Math.round(st.wallClock(scheduled)), dev.nextSeq++);
     st.outbox.send(conn, bytes);
     st.stats.sent++;
+    st.stats.sentBytes += bytes.length;
     if (qos === 0) st.stats.rows.publish.ok();
+  }
+
+  /** The device's PUBLISH for this connection: with --topic-alias, topic and alias first, then the alias alone (§3.3.2.3.4). */
+  private template(dev: Device, conn: Conn): PublishTemplate {
+    const a = dev.alias;
+    if (!a || conn.aliasMax < 1) return dev.publish;
+    if (conn.aliasState === 0) {
+      conn.aliasState = 1;
+      return a.first;
+    }
+    // Saved: the topic's bytes less the alias's, each time; the first aliased publish also pays
+    // back what setting the alias cost (aliasesFor makes sure it can), so the count never falls.
+    const saved = dev.publish.length - a.next.length;
+    this.st.stats.health.topic_alias_bytes_saved += conn.aliasState === 1 ? saved - (a.first.length - dev.publish.length) : saved;
+    conn.aliasState = 2;
+    return a.next;
   }
 
   /**

@@ -6,12 +6,14 @@
  * publish → delivery latency on the same clock as the devices (same machine). With `--actuate`
  * it is also the backend: it publishes numbered commands to devices' `…/config` topics.
  */
-import type { Socket, TLSOptions } from "bun";
+import type { TLSOptions } from "bun";
 import * as mqtt from "mqtt-packet";
 import { CMD, encodeAck, payloadStamp, type ProtocolVersion } from "../mqtt/codec.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { commonNameOf } from "../pki/subject.ts";
-import type { Target } from "../transport/connect.ts";
+import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
+import type { Link as SocketLink } from "../transport/link.ts";
+import { wsFrame } from "../transport/ws.ts";
 
 /** Messages within this many of a device's highest seq are told apart as late or duplicate; older ones count as late. */
 const WINDOW = 32;
@@ -79,6 +81,8 @@ export interface VerifierOptions {
   connections: number;
   /** Commands per second to devices' config topics (0: none). */
   actuateRate: number;
+  /** MQTT over WebSocket (as the devices: --transport ws|wss). */
+  ws?: { path: string; protocol?: string };
   /** Only these devices are counted (a federated machine verifies its own); all when absent. */
   own?: (device: string) => boolean;
   /** Said after the client id (its certificate's CN), so consumers sharing one identity on several machines do not take each other's session. */
@@ -118,13 +122,18 @@ export function addVerified(a: VerifiedTotals, b: VerifiedTotals): VerifiedTotal
   return { delivered: a.delivered + b.delivered, duplicated: a.duplicated + b.duplicated, reordered: a.reordered + b.reordered, commands_sent: a.commands_sent + b.commands_sent, latency: l.toSparse() };
 }
 
-interface Link {
-  socket: Socket<Link> | null;
+interface Link extends SocketLink {
   parser: mqtt.Parser;
   /** PUBACKs for the packets of the read being handled: written together, once per read. */
   acks: Uint8Array[];
   ready: PromiseWithResolvers<void>;
   index: number;
+  clientId: string;
+}
+
+/** Writes straight to a link's socket (a consumer sends little; no batching), as one frame over WebSocket. */
+function write(link: Link, bytes: Uint8Array): void {
+  link.socket?.write(link.ws ? wsFrame(bytes) : bytes);
 }
 
 export class Verifier {
@@ -142,7 +151,39 @@ export class Verifier {
   /** Each device's last command number: devices see their own commands numbered 1, 2, 3… and count gaps. */
   private readonly commandSeqs = new Map<string, number>();
 
-  constructor(private readonly o: VerifierOptions) {}
+  private readonly transport: Transport;
+
+  constructor(private readonly o: VerifierOptions) {
+    this.transport = new Transport(this.linkEvents(), o.tls, !o.insecure);
+  }
+
+  /** Socket events of every link: CONNECT once the transport is up, packets parsed, acks written once per read. */
+  private linkEvents(): LinkEvents {
+    return {
+      opened: () => {},
+      ready: (l) => {
+        const link = l as Link;
+        const clientId = link.clientId;
+        write(link, mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: this.o.version, clientId, clean: true, keepalive: 60 }, { protocolVersion: this.o.version }));
+      },
+      data: (l, d) => {
+        const link = l as Link;
+        link.parser.parse(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+        if (link.acks.length) {
+          write(link, link.acks.length === 1 ? link.acks[0]! : Buffer.concat(link.acks));
+          link.acks = [];
+        }
+      },
+      drained: () => {},
+      closed: (l, reason) => {
+        const link = l as Link;
+        link.socket = null;
+        link.ready.reject(new Error(reason ? `the connection closed: ${reason}` : "the connection closed"));
+      },
+      unpinned: (l) => l.socket?.end(),
+      crashed: (l) => l.socket?.end(),
+    };
+  }
 
   /** Links: `connections` per broker address, so independent brokers are all heard. */
   private get linkCount(): number {
@@ -164,58 +205,47 @@ export class Verifier {
     const fallback = this.o.subscribe ? "cicada-sub" : "cicada-verify";
     const base = `${this.o.cert ? (commonNameOf(this.o.cert) ?? fallback) : fallback}${this.o.subscribe ? "-sub" : ""}${this.o.clientIdSuffix ?? ""}`;
     for (let i = 0; i < this.linkCount; i++) this.links.push(this.open(i, this.linkCount > 1 ? `${base}-${i}` : base));
-    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no SUBACK within ${timeoutMs / 1000} s`)), timeoutMs));
-    await Promise.race([Promise.all(this.links.map((l) => l.ready.promise)), timer]);
+    let timeout: ReturnType<typeof setTimeout> | undefined;
+    const timer = new Promise<never>((_, reject) => (timeout = setTimeout(() => reject(new Error(`no SUBACK within ${timeoutMs / 1000} s`)), timeoutMs)));
+    // Cleared either way: a pending timer would hold a short run's process open for the rest of it.
+    await Promise.race([Promise.all(this.links.map((l) => l.ready.promise)), timer]).finally(() => clearTimeout(timeout));
     this.pinger = setInterval(() => {
-      for (const l of this.links) l.socket?.write(mqtt.generate({ cmd: "pingreq" }));
+      for (const l of this.links) write(l, mqtt.generate({ cmd: "pingreq" }));
     }, 20_000);
     if (this.o.actuateRate > 0) this.startActuating();
   }
 
   private open(index: number, clientId: string): Link {
-    const self = this;
     const parser = mqtt.parser({ protocolVersion: this.o.version });
-    const link: Link = { socket: null, parser, acks: [], ready: Promise.withResolvers<void>(), index };
+    const link: Link = {
+      socket: null,
+      queue: [],
+      pending: null,
+      dirty: false,
+      lastTx: 0,
+      failReason: null,
+      closed: false,
+      pins: null,
+      pinned: false,
+      ws: null,
+      parser,
+      acks: [],
+      ready: Promise.withResolvers<void>(),
+      index,
+      clientId,
+    };
     link.ready.promise.catch(() => {});
-    parser.on("packet", (p) => self.onPacket(link, p));
+    parser.on("packet", (p) => this.onPacket(link, p));
     parser.on("error", () => link.socket?.end());
     const target = this.o.targets[index % this.o.targets.length]!;
     const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure } : undefined;
-    const connect = mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: this.o.version, clientId, clean: true, keepalive: 60 }, { protocolVersion: this.o.version });
-    void Bun.connect<Link>({
-      hostname: target.host,
-      port: target.port,
-      ...(tls ? { tls } : {}),
-      data: link,
-      socket: {
-        open(s) {
-          link.socket = s;
-          s.write(connect);
-        },
-        data(s, d) {
-          link.parser.parse(Buffer.from(d));
-          if (link.acks.length) {
-            s.write(link.acks.length === 1 ? link.acks[0]! : Buffer.concat(link.acks));
-            link.acks = [];
-          }
-        },
-        close() {
-          link.socket = null;
-          link.ready.reject(new Error("the connection closed"));
-        },
-        error(_s, err) {
-          link.ready.reject(err);
-        },
-        connectError(_s, err) {
-          link.ready.reject(err);
-        },
-      },
-    }).catch((err) => link.ready.reject(err));
+    const ws = this.o.ws ? { ...this.o.ws, host: `${target.host}:${target.port}` } : undefined;
+    this.transport.dial(link, { target, ...(tls ? { tls } : {}), ...(ws ? { ws } : {}) });
     return link;
   }
 
   private onPacket(link: Link, p: mqtt.Packet): void {
-    const send = (packet: mqtt.Packet): void => void link.socket?.write(mqtt.generate(packet, { protocolVersion: this.o.version }));
+    const send = (packet: mqtt.Packet): void => write(link, mqtt.generate(packet, { protocolVersion: this.o.version }));
     switch (p.cmd) {
       case "connack": {
         const code = p.reasonCode ?? p.returnCode ?? 0;
@@ -268,7 +298,7 @@ export class Verifier {
         this.commandSeqs.set(device, seq);
         const payload = JSON.stringify({ timestamp: Date.now(), seq });
         ++this.commandSeq;
-        link.socket!.write(mqtt.generate({ cmd: "publish", topic: `${device}/config`, payload, qos: 1, retain: false, dup: false, messageId: (this.commandSeq % 65535) + 1 }, { protocolVersion: this.o.version }));
+        write(link, mqtt.generate({ cmd: "publish", topic: `${device}/config`, payload, qos: 1, retain: false, dup: false, messageId: (this.commandSeq % 65535) + 1 }, { protocolVersion: this.o.version }));
         this.commandsSent++;
       }
     }, 50);
@@ -336,7 +366,7 @@ export class Verifier {
     this.stopActuating();
     if (this.pinger) clearInterval(this.pinger);
     for (const l of this.links) {
-      l.socket?.write(mqtt.generate({ cmd: "disconnect" }, { protocolVersion: this.o.version }));
+      write(l, mqtt.generate({ cmd: "disconnect" }, { protocolVersion: this.o.version }));
       l.socket?.end();
     }
   }

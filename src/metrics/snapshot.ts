@@ -21,6 +21,8 @@ export interface EncodedStats {
   health: Health;
   /** Stats.sent. */
   sent: number;
+  /** Stats.sentBytes (absent from older senders). */
+  sent_bytes?: number;
 }
 
 const enc = (l: Latency) => l.toSparse();
@@ -33,7 +35,7 @@ export function encodeStats(s: Stats): EncodedStats {
   }
   const phases: Record<string, number[]> = {};
   for (const p of PHASES) phases[p] = enc(s.phases[p]);
-  return { rows, phases, lag: enc(s.loopLag), health: { ...s.health }, sent: s.sent };
+  return { rows, phases, lag: enc(s.loopLag), health: { ...s.health }, sent: s.sent, sent_bytes: s.sentBytes };
 }
 
 /** Adds an encoded delta into `into` (counters add, histograms merge). */
@@ -50,6 +52,7 @@ export function addEncoded(into: Stats, e: EncodedStats): void {
   for (const p of PHASES) if (e.phases[p]?.length) into.phases[p].addSparse(e.phases[p]!);
   if (e.lag?.length) into.loopLag.addSparse(e.lag);
   into.sent += e.sent ?? 0;
+  into.sentBytes += e.sent_bytes ?? 0;
   for (const k of Object.keys(into.health) as (keyof Health)[]) into.health[k] += e.health[k] ?? 0;
 }
 
@@ -84,7 +87,7 @@ export function diffEncoded(newer: EncodedStats, older: EncodedStats | null): En
   for (const [p, h] of Object.entries(newer.phases)) phases[p] = diffSparse(h, older.phases[p]);
   const health = { ...newer.health };
   for (const k of Object.keys(health) as (keyof Health)[]) health[k] -= older.health[k] ?? 0;
-  return { rows, phases, lag: diffSparse(newer.lag, older.lag), health, sent: newer.sent - (older.sent ?? 0) };
+  return { rows, phases, lag: diffSparse(newer.lag, older.lag), health, sent: newer.sent - (older.sent ?? 0), sent_bytes: (newer.sent_bytes ?? 0) - (older.sent_bytes ?? 0) };
 }
 
 /** Nothing counted in it. */
@@ -125,7 +128,7 @@ export function sumEncoded(a: EncodedStats, b: EncodedStats): EncodedStats {
   for (const p of new Set([...Object.keys(a.phases), ...Object.keys(b.phases)])) phases[p] = sumSparse(a.phases[p] ?? [], b.phases[p] ?? []);
   const health = { ...a.health };
   for (const k of Object.keys(health) as (keyof typeof health)[]) health[k] += b.health[k] ?? 0;
-  return { rows, phases, lag: sumSparse(a.lag, b.lag), health, sent: (a.sent ?? 0) + (b.sent ?? 0) };
+  return { rows, phases, lag: sumSparse(a.lag, b.lag), health, sent: (a.sent ?? 0) + (b.sent ?? 0), sent_bytes: (a.sent_bytes ?? 0) + (b.sent_bytes ?? 0) };
 }
 
 // ---- compact form for running totals between machines ---------------------------------------
@@ -185,7 +188,7 @@ export function packStats(e: EncodedStats): PackedStats {
   for (const [name, r] of Object.entries(e.rows)) rows[name] = { ...r, h: packSparse(r.h) };
   const phases: Record<string, string> = {};
   for (const [p, h] of Object.entries(e.phases)) phases[p] = packSparse(h);
-  return { rows, phases, lag: packSparse(e.lag), health: e.health, sent: e.sent };
+  return { rows, phases, lag: packSparse(e.lag), health: e.health, sent: e.sent, sent_bytes: e.sent_bytes ?? 0 };
 }
 
 export function unpackStats(p: PackedStats): EncodedStats {
@@ -193,5 +196,5 @@ export function unpackStats(p: PackedStats): EncodedStats {
   for (const [name, r] of Object.entries(p.rows)) rows[name] = { ...r, h: unpackSparse(r.h) };
   const phases: Record<string, number[]> = {};
   for (const [k, h] of Object.entries(p.phases)) phases[k] = unpackSparse(h);
-  return { rows, phases, lag: unpackSparse(p.lag), health: p.health, sent: p.sent };
+  return { rows, phases, lag: unpackSparse(p.lag), health: p.health, sent: p.sent, sent_bytes: p.sent_bytes ?? 0 };
 }

@@ -51,6 +51,12 @@ export interface Health {
   command_gaps: number;
   /** Timer callbacks that threw: each cost its device its connection, not the process. */
   timer_errors: number;
+  /** MQTT 5 acks with reason 0x10, No matching subscribers: accepted, but nobody was listening. */
+  no_matching_subscribers: number;
+  /** Connections whose CONNACK said Session Present (--clean false): the broker had kept their session. */
+  sessions_resumed: number;
+  /** Bytes --topic-alias kept off the wire (topics not sent, less the alias properties). */
+  topic_alias_bytes_saved: number;
 }
 
 export class Stats {
@@ -58,9 +64,11 @@ export class Stats {
   readonly phases: Record<PhaseName, Latency>;
   /** Event-loop lag: how late the scheduler's tick ran. */
   readonly loopLag = new Latency();
-  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0, command_gaps: 0, timer_errors: 0 };
+  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0, command_gaps: 0, timer_errors: 0, no_matching_subscribers: 0, sessions_resumed: 0, topic_alias_bytes_saved: 0 };
   /** Publishes handed to a socket, whatever became of them: sent = acked + failed after sending + in flight. */
   sent = 0;
+  /** Bytes of those publishes (whole packets, as written). */
+  sentBytes = 0;
 
   constructor() {
     this.rows = Object.fromEntries(ROWS.map((r) => [r, new Row()])) as Record<RowName, Row>;
@@ -72,6 +80,7 @@ export class Stats {
     for (const p of PHASES) this.phases[p].add(other.phases[p]);
     this.loopLag.add(other.loopLag);
     this.sent += other.sent;
+    this.sentBytes += other.sentBytes;
     for (const k of Object.keys(this.health) as (keyof Health)[]) this.health[k] += other.health[k];
   }
 }

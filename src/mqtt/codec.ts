@@ -80,10 +80,22 @@ export function decode(frame: Uint8Array, version: ProtocolVersion): mqtt.Packet
   return decoded;
 }
 
+/** Clean or persistent sessions: MQTT 3.1.1's Clean Session flag, MQTT 5's Clean Start with Session Expiry Interval. */
+export interface MqttSession {
+  clean: boolean;
+  /** MQTT 5: seconds the broker keeps the session after the connection ends (0: it ends with it). */
+  expiryS: number;
+}
+
+export const CLEAN_SESSION: MqttSession = { clean: true, expiryS: 0 };
+
 /** CONNECT; MQTT 5 also tells the server the largest packet this client takes (§3.1.2.11.4). */
-export function encodeConnect(clientId: string, keepalive: number, version: ProtocolVersion, maxPacketSize?: number): Buffer {
-  const properties = version === 5 && maxPacketSize ? { properties: { maximumPacketSize: maxPacketSize } } : {};
-  return mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: true, keepalive, ...properties }, { protocolVersion: version });
+export function encodeConnect(clientId: string, keepalive: number, version: ProtocolVersion, maxPacketSize?: number, session: MqttSession = CLEAN_SESSION): Buffer {
+  const props: mqtt.IConnectPacket["properties"] = {};
+  if (version === 5 && maxPacketSize) props.maximumPacketSize = maxPacketSize;
+  if (version === 5 && session.expiryS > 0) props.sessionExpiryInterval = session.expiryS;
+  const properties = version === 5 && Object.keys(props).length ? { properties: props } : {};
+  return mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: session.clean, keepalive, ...properties }, { protocolVersion: version });
 }
 
 export function encodeSubscribe(messageId: number, topic: string, qos: QoS, version: ProtocolVersion): Buffer {
@@ -166,10 +178,21 @@ export function compileTemplate(text: string, where: "topic" | "payload"): { tex
   return { text: out, fields };
 }
 
+/** MQTT 5 properties every publish carries (--user-property, --message-expiry, --content-type). */
+export interface PublishProperties {
+  userProperties?: Record<string, string[]>;
+  messageExpiryInterval?: number;
+  contentType?: string;
+}
+
 export interface PublishOptions {
   /** A payload template (compileTemplate); default `{"timestamp":…,"seq":…}` padded to payloadSize. */
   payload?: string;
   retain?: boolean;
+  /** MQTT 5 only. */
+  properties?: PublishProperties;
+  /** MQTT 5: the Topic Alias property (§3.3.2.3.4); with an empty topic, the alias alone names it. */
+  topicAlias?: number;
 }
 
 /**
@@ -183,6 +206,8 @@ export class PublishTemplate {
   private readonly bytes: Uint8Array;
   private readonly idAt: number;
   private readonly fields: Field[];
+  /** The topic holds per-message parts ({seq}, {rand:N}): no alias can stand for it. */
+  readonly topicVaries: boolean;
 
   /** @param topic the device's topic, which may still hold {seq} and {rand:N} (see compileTemplate; a bad one throws) */
   constructor(topic: string, qos: QoS, version: ProtocolVersion, payloadSize: number, opts: PublishOptions = {}) {
@@ -206,10 +231,8 @@ export class PublishTemplate {
     const t = compileTemplate(topic, "topic");
     if (typeof t === "string") throw new Error(`topic template: ${t}`);
     const payload = Buffer.from(payloadText);
-    const packet = mqtt.generate(
-      { cmd: "publish", topic: t.text, payload, qos, retain: opts.retain ?? false, dup: false, messageId: qos ? 1 : undefined, ...(version === 5 ? { properties: {} } : {}) },
-      { protocolVersion: version },
-    );
+    const properties = version === 5 ? { properties: { ...opts.properties, ...(opts.topicAlias ? { topicAlias: opts.topicAlias } : {}) } } : {};
+    const packet = mqtt.generate({ cmd: "publish", topic: t.text, payload, qos, retain: opts.retain ?? false, dup: false, messageId: qos ? 1 : undefined, ...properties }, { protocolVersion: version });
     this.bytes = new Uint8Array(packet);
     let header = 1;
     while (this.bytes[header]! & 0x80) header++;
@@ -217,6 +240,7 @@ export class PublishTemplate {
     const payloadAt = this.bytes.length - payload.length;
     this.fields = [...t.fields.map((f) => ({ ...f, at: topicAt + f.at })), ...payloadFields.map((f) => ({ ...f, at: payloadAt + f.at }))];
     this.idAt = qos ? topicAt + Buffer.byteLength(t.text) : -1;
+    this.topicVaries = t.fields.length > 0;
   }
 
   get length(): number {

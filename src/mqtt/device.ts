@@ -2,6 +2,7 @@
 import type { Socket } from "bun";
 import type { ProtocolVersion, PublishTemplate, QoS } from "./codec.ts";
 import type { PinSet } from "../transport/pins.ts";
+import type { WsState } from "../transport/ws.ts";
 
 export const State = {
   IDLE: 0,
@@ -158,6 +159,8 @@ export class Device {
   lifecycleAt = 0;
   /** A renewed identity, used instead of the source's from then on. */
   renewed: { cert: string; key: string } | null = null;
+  /** --topic-alias: the publish that sets the alias (topic + alias) and the one that uses it (alias only). */
+  alias: { first: PublishTemplate; next: PublishTemplate } | null = null;
 
   /**
    * @param clientId client id = username = topic prefix: `tenant:id` until the device's
@@ -207,6 +210,16 @@ export class Conn {
   pins: PinSet | null = null;
   /** Dialled without a CA store: the broker must present a pinned certificate. */
   pinned = false;
+  /** MQTT over WebSocket: upgrade and framing state (null for TCP and TLS). */
+  ws: WsState | null = null;
+  /** The server's Receive Maximum (MQTT 5 CONNACK): QoS 1/2 publishes it takes unacknowledged. */
+  sendMax = 65535;
+  /** The server's Maximum Packet Size (MQTT 5 CONNACK): a bigger publish is not sent. */
+  serverMaxPacket = Infinity;
+  /** The server's Topic Alias Maximum (MQTT 5 CONNACK; 0: no aliases). */
+  aliasMax = 0;
+  /** The device's topic alias on this connection: 0 not set, 1 set (its first publish carried topic and alias), 2 used since. */
+  aliasState = 0;
 
   constructor(
     readonly device: Device,

@@ -9,6 +9,9 @@ const V3_CONNACK: Record<number, string> = {
   5: "not_authorized",
 };
 
+/** PUBACK/PUBREC 0x10: the publish was accepted, and no subscription matched it. */
+export const NO_MATCHING_SUBSCRIBERS = 0x10;
+
 /** MQTT 5 reason codes (§2.4). */
 const V5: Record<number, string> = {
   0x04: "disconnect_with_will",

@@ -8,7 +8,7 @@ import type { IConnackPacket, IPublishPacket, ISubackPacket, Packet } from "mqtt
 import { Conn, State } from "./device.ts";
 import type { Stats } from "../metrics/stats.ts";
 import { claimedLength, CMD, decode, encodeAck, encodeSubscribe, frameLength, payloadStamp } from "./codec.ts";
-import { connackReason, isFailure, reasonName } from "./reasons.ts";
+import { connackReason, isFailure, NO_MATCHING_SUBSCRIBERS, reasonName } from "./reasons.ts";
 
 export interface SessionHost {
   readonly stats: Stats;
@@ -153,6 +153,14 @@ function onConnack(host: SessionHost, conn: Conn, p: IConnackPacket, now: number
   if (dev.state !== State.CONNECTING) return protocolError(host, conn, "unexpected_connack");
   const code = conn.version === 5 ? (p.reasonCode ?? 0) : (p.returnCode ?? 0);
   if (code !== 0) return host.drop(conn, connackReason(code, conn.version));
+  if (p.sessionPresent) host.stats.health.sessions_resumed++;
+  const limits = conn.version === 5 ? p.properties : undefined;
+  if (limits) {
+    // The server's limits on what this client sends (§3.2.2.3.3, .6, .8).
+    if (limits.receiveMaximum) conn.sendMax = limits.receiveMaximum;
+    if (limits.maximumPacketSize) conn.serverMaxPacket = limits.maximumPacketSize;
+    conn.aliasMax = limits.topicAliasMaximum ?? 0;
+  }
   host.stats.phases.connack.recordMs(now - conn.connectSentAt);
   host.stats.rows.connect.ok(now - conn.dialAt);
   conn.subscribeId = dev.packetId();
@@ -202,6 +210,7 @@ function settle(host: SessionHost, conn: Conn, id: number, now: number, code: nu
     host.stats.rows.publish.fail(reasonName(code!));
     return;
   }
+  if (code === NO_MATCHING_SUBSCRIBERS) host.stats.health.no_matching_subscribers++;
   // The row measures from the scheduled time (coordinated omission); the phase from the write.
   host.stats.rows.publish.ok(now - scheduled);
   host.stats.phases.puback.recordMs(now - sent);

@@ -2,7 +2,7 @@
 // Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /** The end-of-run report: JSON (for --report and CI) and a Locust-like table for the terminal. */
 import { Latency } from "../metrics/histogram.ts";
-import { ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";
+import { Row, ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";
 import type { TimelinePoint } from "./timeline.ts";
 
 export interface HealthReport {
@@ -13,6 +13,12 @@ export interface HealthReport {
   command_gaps: number;
   /** Timer callbacks that threw (each cost one connection). */
   timer_errors: number;
+  /** MQTT 5 acks that said No matching subscribers (0x10). */
+  no_matching_subscribers: number;
+  /** Reconnects whose CONNACK said Session Present (--clean false). */
+  sessions_resumed: number;
+  /** Bytes --topic-alias kept off the wire. */
+  topic_alias_bytes_saved: number;
   loop_lag_p99_ms: number;
   loop_lag_max_ms: number;
   cpu_percent: number;
@@ -37,6 +43,11 @@ export interface Report {
    * failures of the publish row too, but not part of `sent`.
    */
   publishes: { sent: number; acked: number; failed: number; in_flight: number; skipped: number };
+  /**
+   * Side by side over the run: publishes sent and acknowledged, and (with --subscribers or
+   * --verify) delivered. MB = 10^6 bytes: whole packets as sent, payloads as delivered.
+   */
+  throughput: Throughput;
   health: HealthReport;
   /** Worker processes, when the run had more than one. */
   workers?: WorkersReport;
@@ -174,6 +185,29 @@ export interface ReportInput {
   inflight?: number;
 }
 
+export interface Throughput {
+  sent_per_s: number;
+  sent_mb_per_s: number;
+  acked_per_s: number;
+  delivered_per_s?: number;
+  delivered_mb_per_s?: number;
+}
+
+const perSecond = (n: number, seconds: number, digits = 1) => Math.round((n / Math.max(1e-3, seconds)) * 10 ** digits) / 10 ** digits;
+
+/**
+ * The stats table's `deliver` row (messages the consumer got, and their rate) and `e2e` row
+ * (publish → delivery latency), from what the subscribers or the verifying consumer counted.
+ */
+export function deliveryRows(t: { messages: number; latency: number[] }, seconds: number): { deliver: RowReport; e2e: RowReport } {
+  const deliver = new Row();
+  deliver.count = t.messages;
+  const e2e = new Row();
+  e2e.latency.addSparse(t.latency);
+  e2e.count = e2e.latency.summary().count;
+  return { deliver: rowReport(deliver, seconds), e2e: rowReport(e2e, seconds) };
+}
+
 export function buildReport(r: ReportInput): Report {
   const seconds = Math.max(1e-3, (r.ended.getTime() - r.started.getTime()) / 1000);
   const stats: Record<string, RowReport> = {};
@@ -202,6 +236,7 @@ export function buildReport(r: ReportInput): Report {
     phases,
     errors,
     publishes: publishFlow(r.stats, r.inflight ?? 0),
+    throughput: { sent_per_s: perSecond(r.stats.sent, seconds), sent_mb_per_s: perSecond(r.stats.sentBytes / 1e6, seconds, 3), acked_per_s: perSecond(r.stats.rows.publish.count, seconds) },
     health: {
       ...h,
       loop_lag_p99_ms: lag.p99_ms,
@@ -218,7 +253,7 @@ export function buildReport(r: ReportInput): Report {
 }
 
 /** Skipped before sending: counted as failures of the row, never sent. */
-const NOT_SENT = ["window_full", "backpressure"];
+const NOT_SENT = ["window_full", "backpressure", "receive_maximum_full", "over_server_maximum_packet_size"];
 
 function publishFlow(s: Stats, inflight: number): Report["publishes"] {
   const row = s.rows.publish;
@@ -263,6 +298,8 @@ export function renderTable(rep: Report): string {
   if (failures.length) out += `\nFailures:\n${failures.join("\n")}\n`;
   const p = rep.publishes;
   out += `\nPublishes: ${p.sent} sent = ${p.acked} acked + ${p.failed} failed + ${p.in_flight} in flight${p.skipped ? ` (${p.skipped} more skipped, never sent)` : ""}.`;
+  const tp = rep.throughput;
+  if (tp) out += `\nThroughput: sent ${tp.sent_per_s} msg/s (${tp.sent_mb_per_s} MB/s), acked ${tp.acked_per_s} msg/s${tp.delivered_per_s !== undefined ? `, delivered ${tp.delivered_per_s} msg/s (${tp.delivered_mb_per_s} MB/s)` : ""}.`;
   const i = rep.integrity;
   if (i) {
     out +=
@@ -274,6 +311,8 @@ export function renderTable(rep: Report): string {
   const sub = rep.subscribers;
   if (sub) out += `\nSubscribers: ${sub.connections} on ${sub.filter} got ${sub.delivered} messages (${sub.delivered_per_s}/s, ${(sub.bytes_per_s / 1024).toFixed(1)} KiB/s) of ${sub.published} published; e2e p50 ${f(sub.e2e_p50_ms)} ms, p99 ${f(sub.e2e_p99_ms)} ms.`;
   const h = rep.health;
+  if (h.sessions_resumed || h.no_matching_subscribers || h.topic_alias_bytes_saved)
+    out += `\nMQTT: ${h.sessions_resumed} sessions resumed, ${h.no_matching_subscribers} publishes with no matching subscribers, ${h.topic_alias_bytes_saved} bytes saved by topic aliases.`;
   out +=
     `\nDevices: ${rep.users.connected} connected of ${rep.users.active} started (target ${rep.users.target}).` +
     ` Generator: ${h.kept_up ? "kept up" : "DID NOT keep up — latencies include cicada's own delay"}` +

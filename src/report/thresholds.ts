@@ -8,7 +8,7 @@ import type { Integrity, Report, SubscribersReport } from "./summary.ts";
 const ROW_METRICS = ["count", "failures", "failure_rate", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "rate_per_s"] as const;
 export const INTEGRITY_METRICS = ["published", "acked", "delivered", "lost", "duplicated", "reordered", "commands_sent", "commands_received", "commands_lost"] as const;
 const SUBSCRIBER_METRICS = ["delivered", "delivered_per_s", "bytes_per_s", "published", "e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"] as const;
-const HEALTH_METRICS = ["late_sends", "backpressure_skips", "protocol_errors", "command_gaps", "timer_errors", "loop_lag_p99_ms", "loop_lag_max_ms", "cpu_percent", "rss_bytes"] as const;
+const HEALTH_METRICS = ["late_sends", "backpressure_skips", "protocol_errors", "command_gaps", "timer_errors", "no_matching_subscribers", "sessions_resumed", "topic_alias_bytes_saved", "loop_lag_p99_ms", "loop_lag_max_ms", "cpu_percent", "rss_bytes"] as const;
 const OPS = {
   "<=": (a: number, b: number) => a <= b,
   ">=": (a: number, b: number) => a >= b,
@@ -35,6 +35,9 @@ export interface Broken {
 
 const SYNTAX = /^\s*([a-z_]+)\.([a-z0-9_]+)\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*$/i;
 
+/** Rows counted by a consumer (--subscribers or --verify): what came out of the broker, and its publish → delivery latency. */
+const DELIVERY_ROWS = ["deliver", "e2e"] as const;
+
 /** Parses one threshold; a string describing the problem when it is not one. */
 export function parseThreshold(expr: string): Threshold | string {
   const m = SYNTAX.exec(expr);
@@ -47,7 +50,7 @@ export function parseThreshold(expr: string): Threshold | string {
   } else if (scope === "subscribers") {
     if (!(SUBSCRIBER_METRICS as readonly string[]).includes(metric)) return `"${expr}": subscribers has ${SUBSCRIBER_METRICS.join(", ")} (with --subscribers)`;
   } else {
-    if (!(ROWS as readonly string[]).includes(scope)) return `"${expr}": no row "${scope}" (rows: ${ROWS.join(", ")}, and health, integrity, subscribers)`;
+    if (!(ROWS as readonly string[]).includes(scope) && !(DELIVERY_ROWS as readonly string[]).includes(scope)) return `"${expr}": no row "${scope}" (rows: ${[...ROWS, ...DELIVERY_ROWS].join(", ")}, and health, integrity, subscribers)`;
     if (!(ROW_METRICS as readonly string[]).includes(metric)) return `"${expr}": a row has ${ROW_METRICS.join(", ")}`;
   }
   return { expr: expr.trim(), scope, metric, op, value: Number(value) };
@@ -58,7 +61,9 @@ function actual(report: Report, t: Threshold): number {
   // Without --verify there is nothing to hold it to: NaN breaks every comparison, so the threshold fails, as it should.
   if (t.scope === "integrity") return report.integrity ? Number(report.integrity[t.metric as keyof Integrity]) : NaN;
   if (t.scope === "subscribers") return report.subscribers ? Number(report.subscribers[t.metric as keyof SubscribersReport]) : NaN;
-  const row = report.stats[t.scope]!;
+  const row = report.stats[t.scope];
+  // deliver and e2e exist only with a consumer (--subscribers or --verify).
+  if (!row) return NaN;
   if (t.metric === "failure_rate") return row.count + row.failures ? row.failures / (row.count + row.failures) : 0;
   return Number(row[t.metric as keyof typeof row]);
 }

@@ -25,7 +25,8 @@ import type { RunConfig } from "../config/run.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
-import { buildReport, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
+import { TICK_MS } from "../engine/scheduler.ts";
+import { buildReport, deliveryRows, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
 import { Verifier, type VerifierOptions } from "../engine/verifier.ts";
 import type { Latency } from "../metrics/histogram.ts";
 import { checkThresholds } from "../report/thresholds.ts";
@@ -55,7 +56,7 @@ export class RunSession {
   /** Devices asked for (--users, or as changed since). */
   private users: number;
   /** The total publish rate, when it is the knob (--msg-rate, or set since). */
-  private msgRate: number | undefined;
+  private msgRate: number | "max" | undefined;
 
   private constructor(
     readonly cfg: RunConfig,
@@ -67,12 +68,13 @@ export class RunSession {
   ) {
     this.timeline = new Timeline();
     this.users = cfg.swarm.users;
-    this.msgRate = cfg.msgRate;
+    this.msgRate = cfg.swarm.max ? "max" : cfg.msgRate;
     // A consumer on the devices' brokers, with its own identity: the verifying one, or plain subscribers.
     const consumer = (c: { cert?: string; key?: string; connections: number }, extra: Pick<VerifierOptions, "actuateRate" | "subscribe">) =>
       new Verifier({
         targets: cfg.swarm.targets,
         tls: cfg.swarm.tls,
+        ...(cfg.swarm.ws ? { ws: cfg.swarm.ws } : {}),
         insecure: cfg.swarm.insecure,
         ...(cfg.swarm.caPem ? { caPem: cfg.swarm.caPem } : {}),
         ...(c.cert ? { cert: c.cert } : {}),
@@ -222,7 +224,7 @@ export class RunSession {
     this.fleet.setUsers(n);
     this.users = n;
     // With a total rate as the knob, the devices there are share it.
-    if (this.msgRate !== undefined) this.setMsgRate(this.msgRate);
+    if (typeof this.msgRate === "number") this.setMsgRate(this.msgRate);
   }
 
   setRate(r: number): void {
@@ -241,13 +243,17 @@ export class RunSession {
   }
 
   /** The total publish rate when it is the knob. */
-  get msgRateNow(): number | undefined {
+  get msgRateNow(): number | "max" | undefined {
     return this.msgRate;
   }
 
-  /** A total publish rate from now on: every device publishes every users/r seconds. Returns the interval (ms). */
-  setMsgRate(r: number): number {
+  /** A total publish rate from now on: every device publishes every users/r seconds (max: as fast as its window allows). Returns the interval (ms). */
+  setMsgRate(r: number | "max"): number {
     this.msgRate = r;
+    if (r === "max") {
+      this.fleet.setPublishing({ intervalMs: [TICK_MS, TICK_MS], max: true });
+      return TICK_MS;
+    }
     const each = (Math.max(1, this.users) * 1000) / r;
     this.fleet.setPublishing({ intervalMs: [each, each], max: false });
     return each;
@@ -351,6 +357,13 @@ export class RunSession {
     const sub = this.cfg.subscribers;
     const seconds = (Date.now() - this.statsFrom.getTime()) / 1000;
     const subscribers = sub && this.subscribers ? subscribersOf(s.stats, { connections: sub.connections, filter: sub.filter, qos: sub.qos }, this.subscribers.subscriberTotals(), seconds) : undefined;
+    // What came out of the broker, beside what went in: rows deliver and e2e, and the delivered rate.
+    const out = this.subscribers ? this.subscribers.subscriberTotals() : this.verifier ? { ...this.verifier.subscriberTotals(), latency: this.verifier.totals().latency } : undefined;
+    if (out) {
+      Object.assign(report.stats, deliveryRows(out, seconds));
+      report.throughput.delivered_per_s = Math.round((out.messages / Math.max(1e-3, seconds)) * 10) / 10;
+      report.throughput.delivered_mb_per_s = Math.round((out.bytes / 1e6 / Math.max(1e-3, seconds)) * 1000) / 1000;
+    }
     return { ...report, ...(integrity ? { integrity } : {}), ...(subscribers ? { subscribers } : {}), timeline: this.timeline.points };
   }
 }

@@ -7,6 +7,7 @@
  */
 import type { Socket, SocketHandler, TCPSocketConnectOptions, TLSOptions } from "bun";
 import type { Link } from "./link.ts";
+import { WsState, type WsEndpoint } from "./ws.ts";
 
 export interface Target {
   host: string;
@@ -68,14 +69,15 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
       conn.socket = s;
       try {
         ev.opened(conn);
-        if (!tls) ev.ready(conn);
+        if (!tls) transportReady(s, ev, conn);
       } catch (err) {
         crash(ev, conn, err);
       }
     },
     data(s, bytes) {
       try {
-        ev.data(s.data, bytes as Uint8Array);
+        if (s.data.ws) wsData(s, ev, s.data, bytes as Uint8Array);
+        else ev.data(s.data, bytes as Uint8Array);
       } catch (err) {
         crash(ev, s.data, err);
       }
@@ -136,7 +138,7 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
             if (peer) pins.add(peer.raw, peer.validToDate.getTime());
           }
         }
-        ev.ready(conn);
+        transportReady(s, ev, conn);
       } catch (err) {
         crash(ev, conn, err);
       }
@@ -145,11 +147,48 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
   return handlers;
 }
 
+/** The socket (and TLS) is up: MQTT may start, or over WebSocket the upgrade request goes first. */
+function transportReady(s: Socket<Link>, ev: LinkEvents, conn: Link): void {
+  if (conn.ws) s.write(conn.ws.request);
+  else ev.ready(conn);
+}
+
+/** Inbound bytes over WebSocket: the upgrade response, then frames whose payload is the MQTT stream. */
+function wsData(s: Socket<Link>, ev: LinkEvents, conn: Link, bytes: Uint8Array): void {
+  const ws = conn.ws!;
+  try {
+    let rest: Uint8Array | null = bytes;
+    if (!ws.open) {
+      rest = ws.upgrade(bytes);
+      if (!rest) return;
+      ev.ready(conn);
+      if (rest.length === 0 || conn.closed) return;
+    }
+    ws.unwrap(
+      rest,
+      (payload) => {
+        if (!conn.closed) ev.data(conn, payload);
+      },
+      (frame) => void s.write(frame),
+    );
+  } catch (err) {
+    // A refused upgrade, a close frame or a framing error: that connection's failure.
+    if (err instanceof Error && err.message.startsWith("ws_")) {
+      conn.failReason = err.message;
+      s.end();
+      return;
+    }
+    throw err;
+  }
+}
+
 export interface DialOptions {
   target: Target;
   /** Local source address (127.0.0.x) to spread ports across. */
   source?: string;
   tls?: TLSOptions;
+  /** MQTT over WebSocket at this endpoint (after TLS, for wss). */
+  ws?: WsEndpoint;
 }
 
 /** Dials connections for one engine, all sharing one handler object. */
@@ -166,6 +205,7 @@ export class Transport {
 
   /** Opens a connection for `conn`; every outcome arrives through the LinkEvents. */
   dial(conn: Link, opts: DialOptions): void {
+    conn.ws = opts.ws ? new WsState(opts.ws) : null;
     // `localAddress` is accepted by Bun.connect though missing from its types (bun 1.4).
     const options = {
       hostname: opts.target.host,

@@ -5,6 +5,7 @@
  */
 import type { Socket } from "bun";
 import type { PinSet } from "./pins.ts";
+import type { WsState } from "./ws.ts";
 
 export interface Link {
   socket: Socket<Link> | null;
@@ -21,4 +22,6 @@ export interface Link {
   pins: PinSet | null;
   /** Dialled without a CA store: the broker must present a pinned certificate. */
   pinned: boolean;
+  /** MQTT over WebSocket: the upgrade and framing state (null: MQTT straight on the socket). */
+  ws: WsState | null;
 }

@@ -4,6 +4,7 @@
  * kernel does not take wait for the socket's drain event, and nothing more is written before them.
  */
 import type { Link } from "./link.ts";
+import { wsFrame } from "./ws.ts";
 
 function concat(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0]!;
@@ -44,14 +45,15 @@ export class Outbox {
         conn.queue.length = 0;
         continue;
       }
+      let bytes = concat(conn.queue);
+      conn.queue = [];
+      // Over WebSocket the batch is one frame.
+      if (conn.ws) bytes = wsFrame(bytes);
       if (conn.pending) {
         // Still waiting for drain: keep order, write when the socket can take it.
-        conn.pending = concat([conn.pending, ...conn.queue]);
-        conn.queue = [];
+        conn.pending = concat([conn.pending, bytes]);
         continue;
       }
-      const bytes = concat(conn.queue);
-      conn.queue = [];
       this.write(conn, bytes, now);
     }
   }

@@ -72,6 +72,13 @@
     $("#summary").textContent = rep.users.connected + " / " + rep.users.target + " connected" + (rep.health.kept_up ? "" : " — generator NOT keeping up");
     var p = rep.publishes;
     $("#publishes").textContent = p ? "Publishes: " + p.sent + " sent = " + p.acked + " acked + " + p.failed + " failed + " + p.in_flight + " in flight" + (p.skipped ? " (" + p.skipped + " skipped)" : "") : "";
+    var t = rep.throughput;
+    var e2e = rep.stats.e2e;
+    $("#throughput").textContent = t
+      ? "Throughput over the run: sent " + t.sent_per_s + " msg/s (" + t.sent_mb_per_s + " MB/s) · acked " + t.acked_per_s + " msg/s" +
+        (t.delivered_per_s !== undefined ? " · delivered " + t.delivered_per_s + " msg/s (" + t.delivered_mb_per_s + " MB/s)" : "") +
+        (e2e && e2e.latency_count ? " · e2e p50 " + e2e.p50_ms + " ms, p99 " + e2e.p99_ms + " ms" : "")
+      : "";
     var i = rep.integrity;
     $("#integrity").textContent = i
       ? "Integrity: " + i.delivered + " of " + i.published + " published delivered, " + i.lost + " lost (so far, while running), " + i.duplicated + " duplicated, " + i.reordered + " out of order" +
@@ -160,7 +167,8 @@
     var body = {};
     if ($("#set-users").value !== "") body.users = Number($("#set-users").value);
     if ($("#set-rate").value !== "") body.rate = Number($("#set-rate").value);
-    if ($("#set-msg-rate").value !== "") body.msg_rate = Number($("#set-msg-rate").value);
+    var mr = $("#set-msg-rate").value.trim();
+    if (mr !== "") body.msg_rate = mr === "max" ? "max" : Number(mr);
     api("PATCH", "/api/runs/current", body).then(function () { showError(null); }).catch(showError);
   });
   $("#pause").addEventListener("click", function () {

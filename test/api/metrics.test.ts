@@ -42,11 +42,13 @@ describe("/metrics", () => {
   test("with --subscribers: delivered messages, bytes and delivery latency; published counts every send", () => {
     const stats = sampleStats();
     stats.sent = 9;
+    stats.sentBytes = 9 * 44;
     const latency = new Latency();
     for (const ms of [3, 30]) latency.recordMs(ms);
     const families = parsePrometheus(renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 1, machines: 0, subscribers: { messages: 18, bytes: 720, latency } }));
     const value = (name: string) => Number(families.find((f) => f.name === name)!.metrics[0]!.value ?? (families.find((f) => f.name === name)!.metrics[0] as { count?: string }).count);
     expect(value("cicada_published_total")).toBe(9);
+    expect(value("cicada_published_bytes_total")).toBe(396);
     expect(value("cicada_delivered_total")).toBe(18);
     expect(value("cicada_delivered_bytes_total")).toBe(720);
     expect(value("cicada_delivery_latency_seconds")).toBe(2);

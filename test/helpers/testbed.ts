@@ -2,7 +2,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { PROBE_CN, startBroker, type Broker } from "../../scripts/lib/testbed.ts";
+import { PROBE_CN, startBroker, startWebsockify, type Broker } from "../../scripts/lib/testbed.ts";
 import { issueDevice } from "../../src/pki/issue.ts";
 import { openLocalCa } from "../../src/pki/signers/local.ts";
 import { Probe } from "./probe.ts";
@@ -47,12 +47,12 @@ export function issuedIdentity(certDir: string, cn = PROBE_CN): Identity {
   return { cn, cert: c.certPem, key: c.keyPem, ca: ca.certPem };
 }
 
-export { PROBE_CN, startBroker, type Broker };
+export { PROBE_CN, startBroker, startWebsockify, type Broker };
 
 /** A probe with the broker's all-reading identity, subscribed to `filter` (a subscriber outside cicada, to count what the broker delivers). */
-export async function probeOn(certDir: string, broker: { port: number }, filter = "+/attrs", qos: 0 | 1 = 1): Promise<Probe> {
+export async function probeOn(certDir: string, broker: { port: number }, filter = "+/attrs", qos: 0 | 1 = 1, opts: { plain?: boolean; protocolVersion?: 4 | 5 } = {}): Promise<Probe> {
   const id = issuedIdentity(certDir);
-  const p = Probe.connect({ port: broker.port, clientId: id.cn, ...id });
+  const p = Probe.connect({ port: broker.port, clientId: id.cn, ...id, ...opts });
   await p.connack;
   await p.subscribe(filter, qos);
   return p;

@@ -86,6 +86,11 @@ describe.skipIf(!HAVE_MOSQUITTO)("--msg-rate and --publish off, with mosquitto (
       expect(Math.abs(delivered - publishes(probe))).toBeLessThan(50);
       // The devices' counts reach the top once a second from each worker: behind by at most that.
       expect(Number(/^cicada_published_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(delivered - 2 * 400);
+      // max: every device as fast as its window allows, far past 400/s; back to a number after.
+      expect((await call("PATCH", "/api/runs/current", { msg_rate: "max" })).status).toBe(200);
+      await Bun.sleep(500);
+      expect(await rateOver(1000)).toBeGreaterThan(2000);
+      expect((await call("PATCH", "/api/runs/current", { msg_rate: 400 })).status).toBe(200);
       // Paused devices stayed connected: nothing was lost or refused on the way.
       const stopped = (await (await call("POST", "/api/runs/current/stop")).json()) as { report: { stats: Record<string, { count: number; failures: number }> } };
       expect(stopped.report.stats.connect!.count).toBe(20);

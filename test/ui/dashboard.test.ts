@@ -53,6 +53,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_CHROMIUM)("dashboard in Chromium", () =
       expect(await page.textContent("#summary")).toContain("300 / 300 connected");
       // Every publish accounted for, on the page as in the report.
       expect(await page.textContent("#publishes")).toMatch(/^Publishes: \d+ sent = \d+ acked \+ \d+ failed \+ \d+ in flight/);
+      expect(await page.textContent("#throughput")).toMatch(/^Throughput over the run: sent [\d.]+ msg\/s \([\d.]+ MB\/s\) · acked [\d.]+ msg\/s/);
       expect(await page.locator("#workers tbody tr").count()).toBe(2);
       // The label is shown as text: no element made of it, no script run.
       expect(await page.textContent("#run-label")).toBe(HOSTILE);

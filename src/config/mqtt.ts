@@ -1,0 +1,71 @@
+/** How devices speak MQTT: the transport (TCP, TLS, WebSocket), sessions, and MQTT 5 properties. */
+import type { Options, OptionSpecs } from "./options.ts";
+import type { MqttSession, PublishProperties } from "../mqtt/codec.ts";
+
+export const MQTT_OPTIONS: OptionSpecs = {
+  transport: { type: "string", arg: "tcp|tls|ws|wss", help: "How devices reach the broker: tls (default; each device's certificate), tcp, ws or wss (MQTT over WebSocket; wss with each device's certificate). Overrides --tls" },
+  "ws-path": { type: "string", arg: "PATH", default: "/mqtt", help: "With --transport ws|wss: the WebSocket endpoint's path" },
+  "ws-protocol": { type: "string", arg: "NAME|none", default: "mqtt", help: "With --transport ws|wss: the subprotocol offered (MQTT's is mqtt; a websockify proxy in front of a broker takes binary or none)" },
+  clean: { type: "string", arg: "true|false", default: "true", help: "false: persistent sessions (MQTT 5: Clean Start 0 with --session-expiry); the broker keeps a device's subscription and queues its messages while it is away" },
+  "session-expiry": { type: "string", arg: "SECONDS", help: "MQTT 5: how long the broker keeps a session after its connection ends (default 0, or 3600 with --clean false)" },
+  "user-property": { type: "string", arg: "K=V", multiple: true, help: "MQTT 5: a user property on every publish (repeatable)" },
+  "message-expiry": { type: "string", arg: "SECONDS", help: "MQTT 5: Message Expiry Interval of every publish" },
+  "content-type": { type: "string", arg: "TYPE", help: "MQTT 5: Content Type of every publish, e.g. application/json" },
+  "topic-alias": { type: "boolean", help: "MQTT 5: after its first publish on a connection, a device sends its topic as a two-byte alias (when the broker's Topic Alias Maximum allows); the report counts the bytes saved" },
+};
+
+export type TransportKind = "tcp" | "tls" | "ws" | "wss";
+
+export interface MqttSettings {
+  transport: TransportKind;
+  /** TLS under MQTT (tls, wss). */
+  tls: boolean;
+  /** The WebSocket endpoint (ws, wss): path and subprotocol offered. */
+  ws?: { path: string; protocol?: string };
+  session: MqttSession;
+  properties?: PublishProperties;
+  topicAlias: boolean;
+}
+
+/** One hour: a persistent session outlives a reconnect storm or a broker restart test. */
+const DEFAULT_PERSISTENT_EXPIRY_S = 3600;
+
+/** --transport and --ws-path, --clean, --session-expiry and the MQTT 5 publish properties. Problems go to `o.issues`. */
+export function readMqtt(o: Options, version: 4 | 5): MqttSettings {
+  const transport: TransportKind = o.has("transport") ? o.choice("transport", ["tcp", "tls", "ws", "wss"], "tls") : o.bool("tls") ? "tls" : "tcp";
+  const ws = transport === "ws" || transport === "wss";
+  const wsPath = o.str("ws-path") ?? "/mqtt";
+  if (ws && !/^\/[\x21-\x7e]*$/.test(wsPath)) o.fail("ws-path", "must be a path starting with /, without spaces", wsPath);
+  const wsProtocol = o.str("ws-protocol") ?? "mqtt";
+  if (ws && !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(wsProtocol)) o.fail("ws-protocol", "must be a subprotocol name (a token), or none", wsProtocol);
+  const clean = o.bool("clean");
+  const v5 = version === 5;
+  const only5 = (name: string): void => {
+    if (o.has(name) && !v5) o.issues.push(`${o.source(name)} is an MQTT 5 property: add --mqtt 5`);
+  };
+  for (const name of ["session-expiry", "user-property", "message-expiry", "content-type"]) only5(name);
+  if (o.bool("topic-alias") && !v5) o.issues.push("--topic-alias is an MQTT 5 feature: add --mqtt 5");
+  const expiryS = o.has("session-expiry") ? o.int("session-expiry", 0, 0, 0xffffffff) : !clean && v5 ? DEFAULT_PERSISTENT_EXPIRY_S : 0;
+  const userProperties: Record<string, string[]> = {};
+  for (const kv of o.all("user-property")) {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) {
+      o.fail("user-property", "must be KEY=VALUE", kv);
+      continue;
+    }
+    (userProperties[kv.slice(0, eq)] ??= []).push(kv.slice(eq + 1));
+  }
+  const properties: PublishProperties = {
+    ...(Object.keys(userProperties).length ? { userProperties } : {}),
+    ...(o.has("message-expiry") ? { messageExpiryInterval: o.int("message-expiry", 0, 1, 0xffffffff) } : {}),
+    ...(o.has("content-type") ? { contentType: o.str("content-type")! } : {}),
+  };
+  return {
+    transport,
+    tls: transport === "tls" || transport === "wss",
+    ...(ws ? { ws: { path: wsPath, ...(wsProtocol !== "none" ? { protocol: wsProtocol } : {}) } } : {}),
+    session: { clean, expiryS: v5 ? expiryS : 0 },
+    ...(Object.keys(properties).length ? { properties } : {}),
+    topicAlias: v5 && o.bool("topic-alias"),
+  };
+}

@@ -1,0 +1,250 @@
+/**
+ * Every benchmark mode over every transport, against real mosquitto: plain TCP, mutual TLS, and
+ * WebSocket (ws, and wss with each device's certificate) through Debian's websockify in front of
+ * mosquitto, whose own websockets listener is not built in here. What arrived is counted by a
+ * probe subscribed at mosquitto itself.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { waitFor } from "../helpers/broker.ts";
+import type { Probe } from "../helpers/probe.ts";
+import { makeCerts } from "../helpers/swarm.ts";
+import { brokerCerts } from "../../scripts/lib/testbed.ts";
+import { consumerFiles, HAVE_MOSQUITTO, probeOn, startBroker, startWebsockify, type Broker } from "../helpers/testbed.ts";
+import { cicada, spawnCicada, tempDir, type TempDir } from "../helpers/tmp.ts";
+import { execFileSync } from "node:child_process";
+
+const HAVE_WEBSOCKIFY = (() => {
+  try {
+    execFileSync("sh", ["-c", "command -v websockify"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const TRANSPORTS = ["tcp", "tls", "ws", "wss"] as const;
+type Kind = (typeof TRANSPORTS)[number];
+
+const publishes = (p: Probe) => p.packets.filter((x) => x.cmd === "publish").length;
+
+/** A broker reachable over one transport, and a probe at mosquitto itself. */
+interface Bed {
+  tmp: TempDir;
+  certDir: string;
+  broker: Broker;
+  /** cicada's flags to reach it, and to let its subscribers in. */
+  args: string[];
+  consumer: string[];
+  probe(filter: string, qos: 0 | 1, version?: 4 | 5): Promise<Probe>;
+  stop(): Promise<void>;
+}
+
+async function bedFor(kind: Kind): Promise<Bed> {
+  const tmp = tempDir();
+  const certDir = join(tmp.path, "cert");
+  await makeCerts(certDir, 10);
+  const plain = kind !== "tls";
+  const broker = await startBroker({ certDir, stateDir: tmp.path, plain });
+  let front: { port: number; stop: () => Promise<void> } | undefined;
+  if (kind === "ws") front = await startWebsockify({ target: broker, stateDir: tmp.path });
+  if (kind === "wss") {
+    const made = brokerCerts(certDir);
+    front = await startWebsockify({ target: broker, stateDir: tmp.path, tls: { cert: made.cert, key: made.key, ca: join(certDir, "ca.crt") } });
+  }
+  const ws = kind === "ws" || kind === "wss" ? ["--ws-protocol", "binary"] : [];
+  return {
+    tmp,
+    certDir,
+    broker,
+    args: ["--transport", kind, "--certs", certDir, "--port", String(front?.port ?? broker.port), ...ws],
+    consumer: kind === "tls" || kind === "wss" ? consumerFiles(certDir, tmp.path) : [],
+    probe: (filter, qos, version = 4) => probeOn(certDir, broker, filter, qos, { plain, protocolVersion: version }),
+    stop: async () => {
+      await front?.stop();
+      await broker.stop();
+      tmp[Symbol.dispose]();
+    },
+  };
+}
+
+interface Report {
+  config: Record<string, unknown>;
+  stats: Record<string, { count: number; failures: number }>;
+  errors: Record<string, Record<string, number>>;
+  publishes: { sent: number };
+  throughput: { sent_per_s: number; sent_mb_per_s: number; acked_per_s: number; delivered_per_s?: number; delivered_mb_per_s?: number };
+  health: { sessions_resumed: number; topic_alias_bytes_saved: number; no_matching_subscribers: number };
+  subscribers?: { delivered: number; filter: string };
+}
+
+async function runOn(bed: Bed, name: string, extra: string[]): Promise<Report> {
+  const report = join(bed.tmp.path, `${name}.json`);
+  const r = await cicada(["run", ...bed.args, "--users", "10", "--rate", "200", ...extra, "--report", report]);
+  if (r.code !== 0) throw new Error(`cicada exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(readFileSync(report, "utf8")) as Report;
+}
+
+for (const kind of TRANSPORTS) {
+  const needs = !HAVE_MOSQUITTO || ((kind === "ws" || kind === "wss") && !HAVE_WEBSOCKIFY);
+  describe.skipIf(needs)(`over ${kind}`, () => {
+    let bed: Bed;
+    beforeAll(async () => {
+      bed = await bedFor(kind);
+    });
+    afterAll(async () => {
+      await bed?.stop();
+    });
+
+    test("pub-only at --msg-rate 300: the broker delivers 300 msg/s, within 2 %", async () => {
+      await using probe = await bed.probe("+/attrs", 0);
+      const run = spawnCicada(["run", ...bed.args, "--users", "10", "--rate", "200", "--msg-rate", "300", "--duration", "7s"]);
+      await waitFor(() => publishes(probe) > 0, "the first publish", 20_000);
+      await Bun.sleep(1500);
+      const n0 = publishes(probe);
+      const t0 = performance.now();
+      await Bun.sleep(3500);
+      const rate = ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
+      expect(Math.abs(rate - 300) / 300).toBeLessThan(0.02);
+      expect(await run.proc.exited).toBe(0);
+    }, 40_000);
+
+    test("fan-in, fan-out and a shared subscription: every delivery counted against what was acked", async () => {
+      const base = ["--interval", "100ms", "--duration", "3s", ...bed.consumer];
+      const fanIn = await runOn(bed, "fan-in", [...base, "--subscribers", "1"]);
+      expect(fanIn.stats.publish!.count).toBeGreaterThan(150);
+      expect(fanIn.subscribers!.delivered).toBe(fanIn.stats.publish!.count);
+      // The stats table's rows for what came out: deliver (every message) and e2e (each one's latency).
+      expect(fanIn.stats.deliver!.count).toBe(fanIn.subscribers!.delivered);
+      expect(fanIn.stats.e2e!.count).toBe(fanIn.subscribers!.delivered);
+      expect(fanIn.throughput.delivered_per_s).toBeCloseTo(fanIn.throughput.acked_per_s, 0);
+      // Sent is whole packets (more than the default 38-byte payload each), delivered is payloads.
+      expect(fanIn.throughput.sent_mb_per_s).toBeGreaterThan((fanIn.throughput.sent_per_s * 38) / 1e6);
+      expect(fanIn.throughput.delivered_mb_per_s).toBeGreaterThan(0);
+      const fanOut = await runOn(bed, "fan-out", [...base, "--subscribers", "3"]);
+      expect(fanOut.subscribers!.delivered).toBe(3 * fanOut.stats.publish!.count);
+      const shared = await runOn(bed, "shared", [...base, "--subscribers", "3", "--shared", "g"]);
+      expect(shared.subscribers!.filter).toBe("$share/g/+/attrs");
+      expect(shared.subscribers!.delivered).toBe(shared.stats.publish!.count);
+    }, 60_000);
+
+    test("churn: reconnects counted once each, every publish accounted for", async () => {
+      const rep = await runOn(bed, "churn", ["--interval", "100ms", "--churn", "5", "--duration", "4s"]);
+      expect(rep.stats.connect!.count).toBeGreaterThan(10 + 10);
+      expect(rep.stats.connect!.failures).toBe(0);
+      expect(rep.stats.disconnect!.count).toBe(rep.stats.connect!.count);
+      // Every publish ended one way: acked, or lost with a churned connection.
+      const { connection_lost = 0, ...other } = rep.errors.publish ?? {};
+      expect(other).toEqual({});
+      expect(rep.publishes.sent).toBe(rep.stats.publish!.count + connection_lost);
+    }, 30_000);
+
+    test("persistent sessions (3.1.1 and 5): messages sent while the devices were away arrive when they come back", async () => {
+      await using probe = await bed.probe("nothing/here", 1);
+      const ids = Array.from({ length: 10 }, (_, i) => `admin:d${String(i).padStart(5, "0")}`);
+      for (const mqtt of [["--mqtt", "3.1.1"], ["--mqtt", "5", "--session-expiry", "60"]]) {
+        const hold = ["--clean", "false", "--publish", "off", "--duration", "1s", ...mqtt];
+        await runOn(bed, `away-${mqtt[1]}`, hold);
+        // The devices are gone: two commands each, queued by the broker in their sessions.
+        for (const id of ids) for (let k = 1; k <= 2; k++) await probe.publish(`${id}/config`, JSON.stringify({ timestamp: Date.now(), seq: k }));
+        const back = await runOn(bed, `back-${mqtt[1]}`, hold);
+        expect(back.health.sessions_resumed).toBe(10);
+        expect(back.stats.recv_message!.count).toBe(20);
+      }
+      // A clean session starts empty: what was sent meanwhile is not delivered.
+      for (const id of ids) await probe.publish(`${id}/config`, JSON.stringify({ timestamp: Date.now(), seq: 3 }));
+      const clean = await runOn(bed, "clean", ["--publish", "off", "--duration", "1s"]);
+      expect(clean.health.sessions_resumed).toBe(0);
+      expect(clean.stats.recv_message!.count).toBe(0);
+    }, 60_000);
+
+    test("MQTT 5 properties reach a subscriber; topic aliases stand in for the topic and their bytes saved are counted", async () => {
+      await using probe = await bed.probe("+/attrs", 1, 5);
+      const rep = await runOn(bed, "props", ["--mqtt", "5", "--interval", "100ms", "--duration", "3s", "--user-property", "site=lab", "--user-property", "site=b2", "--user-property", "run=7", "--content-type", "application/json", "--message-expiry", "600", "--topic-alias"]);
+      await waitFor(() => publishes(probe) >= rep.stats.publish!.count, "every acked publish at the probe");
+      const got = probe.packets.filter((p) => p.cmd === "publish");
+      for (const p of got) {
+        if (p.cmd !== "publish") continue;
+        // The broker resolved the alias: the subscriber sees the device's full topic.
+        expect(p.topic).toMatch(/^admin:d\d{5}\/attrs$/);
+        expect(p.properties?.userProperties).toEqual({ site: ["lab", "b2"], run: "7" });
+        expect(p.properties?.contentType).toBe("application/json");
+        expect(p.properties?.messageExpiryInterval).toBeGreaterThan(590);
+      }
+      // Each device: its first publish carries topic and alias (3 bytes more), each later one
+      // the alias alone (the topic's bytes fewer, the alias's 3 more).
+      const topicBytes = "admin:d00000/attrs".length;
+      const sent = rep.publishes.sent;
+      expect(rep.health.topic_alias_bytes_saved).toBe((sent - 10) * (topicBytes - 3) - 10 * 3);
+    }, 30_000);
+  });
+}
+
+describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 limits, from mosquitto's CONNACK", () => {
+  test("Receive Maximum 2: QoS 2 at --msg-rate max with --inflight 8 keeps 2 in flight, and mosquitto refuses none as quota_exceeded", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true, extra: ["max_inflight_messages 2"] });
+    const report = join(tmp.path, "r.json");
+    const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--qos", "2", "--msg-rate", "max", "--inflight", "8", "--duration", "3s", "--report", report]);
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(readFileSync(report, "utf8")) as Report;
+    expect(rep.stats.publish!.count).toBeGreaterThan(500);
+    expect(rep.stats.publish!.failures).toBe(0);
+  }, 30_000);
+
+  test("Maximum Packet Size 300: a larger publish is never sent (counted), the connection stays; No matching subscribers counted by name", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true, extra: ["max_packet_size 300"] });
+    const run = async (size: string) => {
+      const report = join(tmp.path, `r${size}.json`);
+      const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--interval", "100ms", "--payload-size", size, "--duration", "2s", "--report", report]);
+      expect(r.code).toBe(0);
+      return JSON.parse(readFileSync(report, "utf8")) as Report;
+    };
+    const big = await run("400");
+    expect(big.publishes.sent).toBe(0);
+    expect(big.errors.publish?.over_server_maximum_packet_size).toBeGreaterThan(40);
+    expect(big.stats.connect!.count).toBe(4);
+    expect(big.stats.disconnect!.failures).toBe(0);
+    // Small enough: sent, acked with 0x10 since nothing subscribes, each counted by its name.
+    const small = await run("100");
+    expect(small.stats.publish!.count).toBeGreaterThan(40);
+    expect(small.health.no_matching_subscribers).toBe(small.stats.publish!.count);
+  }, 30_000);
+
+  test("bad MQTT settings are bad input: every problem listed, exit 2", async () => {
+    const r = await cicada(["run", "--transport", "quic", "--user-property", "novalue", "--session-expiry", "60", "--topic-alias", "--ws-path", "x y"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--transport must be one of tcp, tls, ws, wss (got "quic")');
+    expect(r.stderr).toContain("--session-expiry is an MQTT 5 property: add --mqtt 5");
+    expect(r.stderr).toContain("--topic-alias is an MQTT 5 feature: add --mqtt 5");
+    expect(r.stderr).toContain('--user-property must be KEY=VALUE (got "novalue")');
+  });
+});
+
+describe.skipIf(!HAVE_MOSQUITTO)("--payload-size MIN..MAX", () => {
+  test("each device publishes its own size within the range, the same on every message; the sizes spread over it", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true });
+    await using probe = await probeOn(certDir, broker, "+/attrs", 1, { plain: true });
+    const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--interval", "100ms", "--payload-size", "100..1KiB", "--duration", "2s"]);
+    expect(r.code).toBe(0);
+    const sizes = new Map<string, Set<number>>();
+    for (const p of probe.packets) if (p.cmd === "publish") (sizes.get(p.topic) ?? sizes.set(p.topic, new Set()).get(p.topic)!).add(p.payload.length);
+    expect(sizes.size).toBe(10);
+    const each = [...sizes.values()].map((s) => [...s]);
+    for (const s of each) {
+      expect(s.length).toBe(1);
+      expect(s[0]!).toBeGreaterThanOrEqual(100);
+      expect(s[0]!).toBeLessThanOrEqual(1024);
+    }
+    expect(new Set(each.map((s) => s[0])).size).toBeGreaterThan(5);
+  }, 30_000);
+});
