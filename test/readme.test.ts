@@ -9,9 +9,9 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startRedis } from "../scripts/lib/testbed.ts";
+import { brokerCerts, startRedis } from "../scripts/lib/testbed.ts";
 import { FAKE_PASSWORD, startFakeDojot } from "./helpers/fake-dojot.ts";
-import { consumerFiles, HAVE_MOSQUITTO, HAVE_REDIS, startBroker, type Broker } from "./helpers/testbed.ts";
+import { consumerFiles, HAVE_MOSQUITTO, HAVE_REDIS, HAVE_WEBSOCKIFY, startBroker, startWebsockify, type Broker } from "./helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir } from "./helpers/tmp.ts";
 
 const README = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
@@ -51,6 +51,8 @@ function words(line: string, subst: (cmd: string) => string): string[] {
 interface Bed {
   broker: Broker;
   redisPort: number;
+  /** websockify with client certificates in front of a plain mosquitto: the README's wss port 8084. */
+  wssPort: number;
 }
 
 /** The test bed's version of a README command: ports, addresses, sizes and times scaled to it. */
@@ -69,6 +71,9 @@ function adapt(argv: string[], bed: Bed): string[] {
       i++;
     } else if (w === "--port" && next === "8883") {
       out.push(w, String(bed.broker.port));
+      i++;
+    } else if (w === "--port" && next === "8084") {
+      out.push(w, String(bed.wssPort));
       i++;
     } else if (w === "--expect-machines" && next) {
       out.push(w, "1");
@@ -119,7 +124,7 @@ async function serveAndDrive(argv: string[], cwd: string): Promise<true | string
   }
 }
 
-describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("the README's commands", () => {
+describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS || !HAVE_WEBSOCKIFY)("the README's commands", () => {
   test("the README's commands are found, and none is left unplaced", () => {
     const cmds = readmeCommands();
     expect(cmds.length).toBeGreaterThan(25);
@@ -139,7 +144,11 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("the README's commands", () => {
     // The first certificates make the CA the broker is started with.
     expect((await cicada(["certs", "create", "--devices", "20"], { cwd: local })).code).toBe(0);
     await using broker = await startBroker({ certDir: join(local, "cert"), stateDir: tmp.path });
-    const bed: Bed = { broker, redisPort: redis.port };
+    // The README's WebSocket line: websockify checking device certificates, before a broker's plain port.
+    await using plain = await startBroker({ certDir: join(local, "cert"), stateDir: tmp.path, plain: true });
+    const made = brokerCerts(join(local, "cert"));
+    await using wss = await startWebsockify({ target: plain, stateDir: tmp.path, tls: { cert: made.cert, key: made.key, ca: join(local, "cert", "ca.crt") } });
+    const bed: Bed = { broker, redisPort: redis.port, wssPort: wss.port };
     writeFileSync(join(local, "cluster.key"), `${"k".repeat(64)}\n`, { mode: 0o600 });
     // A consumer identity the broker's ACL lets read every topic, for the subscriber lines.
     consumerFiles(join(local, "cert"), local);

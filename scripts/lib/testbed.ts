@@ -106,6 +106,8 @@ export interface BrokerOptions {
   plain?: boolean;
   /** More mosquitto.conf lines (general settings, e.g. `max_inflight_messages 2`). */
   extra?: string[];
+  /** `set_tcp_nodelay` (default true here; mosquitto's own default is false, see bench/connack.bench.ts). */
+  nodelay?: boolean;
 }
 
 /** Starts one mosquitto with mutual TLS like dojot's VerneMQ setup. */
@@ -139,7 +141,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       ...(opts.plain ? [] : [`acl_file ${acl}`]),
       `listener ${port} ${host}`,
       "max_connections -1",
-      "set_tcp_nodelay true",
+      `set_tcp_nodelay ${opts.nodelay === false ? "false" : "true"}`,
       ...(opts.plain
         ? []
         : [`cafile ${resolve(dir.caCert)}`, `certfile ${resolve(cert)}`, `keyfile ${resolve(key)}`, "require_certificate true", "use_identity_as_username true", `crlfile ${resolve(dir.crl)}`]),

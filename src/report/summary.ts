@@ -48,6 +48,8 @@ export interface Report {
    * --verify) delivered. MB = 10^6 bytes: whole packets as sent, payloads as delivered.
    */
   throughput: Throughput;
+  /** Readings of the figures (e.g. a broker's Nagle delay on CONNACK); absent when there are none. */
+  notes?: string[];
   health: HealthReport;
   /** Worker processes, when the run had more than one. */
   workers?: WorkersReport;
@@ -208,6 +210,24 @@ export function deliveryRows(t: { messages: number; latency: number[] }, seconds
   return { deliver: rowReport(deliver, seconds), e2e: rowReport(e2e, seconds) };
 }
 
+/**
+ * What the figures point to that a reader might not recognise. A CONNACK phase clustered at
+ * ~40 ms with the TCP and TLS phases fast is Nagle's algorithm on the broker: it holds the
+ * CONNACK behind its TLS 1.3 session tickets until the client's delayed ACK (40 ms on Linux)
+ * acknowledges them. Nothing the client sets takes it away (bench/connack.bench.ts).
+ */
+export function notesOn(phases: Report["phases"]): { notes?: string[] } {
+  const notes: string[] = [];
+  const connack = phases.connack;
+  const tcp = phases.tcp_connect;
+  if (connack && connack.count >= 5 && connack.p50_ms >= 36 && connack.p50_ms <= 50 && (!tcp || tcp.p50_ms < 10)) {
+    notes.push(
+      `CONNACK p50 ${connack.p50_ms} ms while TCP connects took ${tcp?.p50_ms ?? "?"} ms: the signature of Nagle's algorithm on the broker holding CONNACK until the client's delayed ACK (~40 ms). On mosquitto set "set_tcp_nodelay true"; on other brokers, enable TCP_NODELAY on the MQTT listener.`,
+    );
+  }
+  return notes.length ? { notes } : {};
+}
+
 export function buildReport(r: ReportInput): Report {
   const seconds = Math.max(1e-3, (r.ended.getTime() - r.started.getTime()) / 1000);
   const stats: Record<string, RowReport> = {};
@@ -237,6 +257,7 @@ export function buildReport(r: ReportInput): Report {
     errors,
     publishes: publishFlow(r.stats, r.inflight ?? 0),
     throughput: { sent_per_s: perSecond(r.stats.sent, seconds), sent_mb_per_s: perSecond(r.stats.sentBytes / 1e6, seconds, 3), acked_per_s: perSecond(r.stats.rows.publish.count, seconds) },
+    ...notesOn(phases),
     health: {
       ...h,
       loop_lag_p99_ms: lag.p99_ms,
@@ -310,6 +331,7 @@ export function renderTable(rep: Report): string {
   }
   const sub = rep.subscribers;
   if (sub) out += `\nSubscribers: ${sub.connections} on ${sub.filter} got ${sub.delivered} messages (${sub.delivered_per_s}/s, ${(sub.bytes_per_s / 1024).toFixed(1)} KiB/s) of ${sub.published} published; e2e p50 ${f(sub.e2e_p50_ms)} ms, p99 ${f(sub.e2e_p99_ms)} ms.`;
+  for (const n of rep.notes ?? []) out += `\nNote: ${n}`;
   const h = rep.health;
   if (h.sessions_resumed || h.no_matching_subscribers || h.topic_alias_bytes_saved)
     out += `\nMQTT: ${h.sessions_resumed} sessions resumed, ${h.no_matching_subscribers} publishes with no matching subscribers, ${h.topic_alias_bytes_saved} bytes saved by topic aliases.`;

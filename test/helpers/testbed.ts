@@ -19,6 +19,7 @@ function installed(cmd: string): boolean {
 
 export const HAVE_MOSQUITTO = installed("mosquitto");
 export const HAVE_REDIS = installed("redis-server");
+export const HAVE_WEBSOCKIFY = installed("websockify");
 if (!HAVE_MOSQUITTO) console.warn("skipping broker tests: mosquitto is not installed (apt-get install mosquitto)");
 if (!HAVE_REDIS) console.warn("skipping Redis tests: redis-server is not installed (apt-get install redis-server)");
 

@@ -11,18 +11,8 @@ import { waitFor } from "../helpers/broker.ts";
 import type { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { brokerCerts } from "../../scripts/lib/testbed.ts";
-import { consumerFiles, HAVE_MOSQUITTO, probeOn, startBroker, startWebsockify, type Broker } from "../helpers/testbed.ts";
+import { consumerFiles, HAVE_MOSQUITTO, HAVE_WEBSOCKIFY, probeOn, startBroker, startWebsockify, type Broker } from "../helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir, type TempDir } from "../helpers/tmp.ts";
-import { execFileSync } from "node:child_process";
-
-const HAVE_WEBSOCKIFY = (() => {
-  try {
-    execFileSync("sh", ["-c", "command -v websockify"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 const TRANSPORTS = ["tcp", "tls", "ws", "wss"] as const;
 type Kind = (typeof TRANSPORTS)[number];
@@ -246,5 +236,28 @@ describe.skipIf(!HAVE_MOSQUITTO)("--payload-size MIN..MAX", () => {
       expect(s[0]!).toBeLessThanOrEqual(1024);
     }
     expect(new Set(each.map((s) => s[0])).size).toBeGreaterThan(5);
+  }, 30_000);
+});
+
+describe.skipIf(!HAVE_MOSQUITTO)("the broker's Nagle delay on CONNACK", () => {
+  test("mosquitto's default set_tcp_nodelay false over mTLS: CONNACK at ~40 ms, and the report names the setting; with it true, no note", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    for (const nodelay of [false, true]) {
+      await using broker = await startBroker({ certDir, stateDir: tmp.path, nodelay });
+      const report = join(tmp.path, `r-${nodelay}.json`);
+      const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "20", "--duration", "2s", "--report", report]);
+      expect(r.code).toBe(0);
+      const rep = JSON.parse(readFileSync(report, "utf8")) as { phases: { connack: { p50_ms: number } }; notes?: string[] };
+      if (nodelay) {
+        expect(rep.phases.connack.p50_ms).toBeLessThan(20);
+        expect(rep.notes).toBeUndefined();
+      } else {
+        expect(rep.phases.connack.p50_ms).toBeGreaterThan(36);
+        expect(rep.notes?.[0]).toContain('set "set_tcp_nodelay true"');
+        expect(r.stdout + r.stderr).toContain("Note: CONNACK p50");
+      }
+    }
   }, 30_000);
 });
