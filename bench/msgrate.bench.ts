@@ -5,8 +5,11 @@
  * CPU over that window gives µs per publish (+ PUBACK at QoS 1). With --pin, cicada runs on
  * core 0 and mosquitto on core 1 (taskset), so "max" shows what one cicada core sustains and
  * the broker's core load shows when it became the limit. One JSON line per rate and QoS:
- * With --tcp the broker listens on plain TCP and the devices are made-up ids without TLS.
- *   bun bench/msgrate.bench.ts [--rates 500,2000,max] [--qos 1] [--devices 1000] [--window 10] [--pin] [--tcp]
+ * With --tcp the broker listens on plain TCP and the devices are made-up ids without TLS. With
+ * --count broker nothing subscribes: the broker's own count of PUBLISH received
+ * ($SYS/broker/publish/messages/received, once a second) is the measure, so the broker does not
+ * also deliver each message.
+ *   bun bench/msgrate.bench.ts [--rates 500,2000,max] [--qos 1] [--devices 1000] [--window 10] [--pin] [--tcp] [--count subscriber|broker]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -28,6 +31,7 @@ const { values } = parseArgs({
     tcp: { type: "boolean", default: false },
     devices: { type: "string", default: "1000" },
     window: { type: "string", default: "10" },
+    count: { type: "string", default: "subscriber" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
   },
 });
@@ -57,8 +61,17 @@ try {
   const id = issuedIdentity(root);
   const probe = Probe.connect({ port: broker.port, clientId: id.cn, ...id, plain: values.tcp });
   await probe.connack;
-  await probe.subscribe("+/attrs", 0);
-  const seen = () => probe.packets.length;
+  const byBroker = values.count === "broker";
+  await probe.subscribe(byBroker ? "$SYS/broker/publish/messages/received" : "+/attrs", 0);
+  /** The broker's running count, read from its latest $SYS message. */
+  const brokerCount = () => {
+    for (let i = probe.packets.length - 1; i >= 0; i--) {
+      const p = probe.packets[i]!;
+      if (p.cmd === "publish") return Number(p.payload.toString());
+    }
+    return 0;
+  };
+  const seen = () => (byBroker ? brokerCount() : probe.packets.length);
   const pin = (core: number, argv: string[]) => (values.pin ? ["taskset", "-c", String(core), ...argv] : argv);
   if (values.pin) Bun.spawnSync(["taskset", "-pc", "1", String(broker.pid)]);
   for (const qos of values.qos!.split(",")) {
@@ -96,9 +109,10 @@ try {
           pinned: values.pin,
           transport: values.tcp ? "tcp" : "mtls",
           window_s: windowS,
+          counted_by: byBroker ? "broker" : "subscriber",
         }),
       );
-      probe.packets.length = 0;
+      if (!byBroker) probe.packets.length = 0;
     }
   }
   probe.close();
