@@ -188,6 +188,9 @@ export interface ReportInput {
 }
 
 export interface Throughput {
+  /** Connections made per second over the run (with --churn: reconnects), and the most in one timeline window (~2 s). */
+  connects_per_s: number;
+  peak_connects_per_s?: number;
   sent_per_s: number;
   sent_mb_per_s: number;
   acked_per_s: number;
@@ -256,7 +259,7 @@ export function buildReport(r: ReportInput): Report {
     phases,
     errors,
     publishes: publishFlow(r.stats, r.inflight ?? 0),
-    throughput: { sent_per_s: perSecond(r.stats.sent, seconds), sent_mb_per_s: perSecond(r.stats.sentBytes / 1e6, seconds, 3), acked_per_s: perSecond(r.stats.rows.publish.count, seconds) },
+    throughput: { connects_per_s: perSecond(r.stats.rows.connect.count, seconds), sent_per_s: perSecond(r.stats.sent, seconds), sent_mb_per_s: perSecond(r.stats.sentBytes / 1e6, seconds, 3), acked_per_s: perSecond(r.stats.rows.publish.count, seconds) },
     ...notesOn(phases),
     health: {
       ...h,
@@ -320,7 +323,7 @@ export function renderTable(rep: Report): string {
   const p = rep.publishes;
   out += `\nPublishes: ${p.sent} sent = ${p.acked} acked + ${p.failed} failed + ${p.in_flight} in flight${p.skipped ? ` (${p.skipped} more skipped, never sent)` : ""}.`;
   const tp = rep.throughput;
-  if (tp) out += `\nThroughput: sent ${tp.sent_per_s} msg/s (${tp.sent_mb_per_s} MB/s), acked ${tp.acked_per_s} msg/s${tp.delivered_per_s !== undefined ? `, delivered ${tp.delivered_per_s} msg/s (${tp.delivered_mb_per_s} MB/s)` : ""}.`;
+  if (tp) out += `\nThroughput: ${tp.connects_per_s} connects/s${tp.peak_connects_per_s !== undefined ? ` (peak ${tp.peak_connects_per_s})` : ""}; sent ${tp.sent_per_s} msg/s (${tp.sent_mb_per_s} MB/s), acked ${tp.acked_per_s} msg/s${tp.delivered_per_s !== undefined ? `, delivered ${tp.delivered_per_s} msg/s (${tp.delivered_mb_per_s} MB/s)` : ""}.`;
   const i = rep.integrity;
   if (i) {
     out +=

@@ -13,6 +13,8 @@ export interface TimelinePoint {
   publish_per_s: number;
   recv_per_s: number;
   failures_per_s: number;
+  /** Connections made (connect row), per second: the connect rate, or with --churn the reconnect rate. */
+  connect_per_s?: number;
   /** Publish latency of the window (ms); 0 when nothing was acknowledged in it. */
   p50_ms: number;
   p95_ms: number;
@@ -24,7 +26,7 @@ const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 /** Samples a fleet's stats into points; windows are differences of the cumulative stats. */
 export class Timeline {
   readonly points: TimelinePoint[] = [];
-  private prev = { at: 0, pub: 0, recv: 0, fail: 0, hist: [] as number[] };
+  private prev = { at: 0, pub: 0, recv: 0, fail: 0, conn: 0, hist: [] as number[] };
 
   constructor(
     private readonly startedAt: number = performance.now(),
@@ -38,6 +40,7 @@ export class Timeline {
     const rows = stats.rows;
     const pub = rows.publish.count;
     const recv = rows.recv_message.count;
+    const conn = rows.connect.count;
     let fail = 0;
     for (const r of Object.values(rows)) fail += r.failures;
     const dt = Math.max(1e-3, (now - this.prev.at) / 1000);
@@ -50,11 +53,12 @@ export class Timeline {
       publish_per_s: round(Math.max(0, pub - this.prev.pub) / dt),
       recv_per_s: round(Math.max(0, recv - this.prev.recv) / dt),
       failures_per_s: round(Math.max(0, fail - this.prev.fail) / dt),
+      connect_per_s: round(Math.max(0, conn - this.prev.conn) / dt),
       p50_ms: window.p50_ms,
       p95_ms: window.p95_ms,
       p99_ms: window.p99_ms,
     };
-    this.prev = { at: now, pub, recv, fail, hist };
+    this.prev = { at: now, pub, recv, fail, conn, hist };
     this.points.push(point);
     if (this.points.length > this.maxPoints) {
       const kept = this.points.filter((_, i) => i % 2 === 0 || i === this.points.length - 1);
@@ -65,6 +69,6 @@ export class Timeline {
 
   /** After a stats reset: the next window starts from zero. */
   reset(now = performance.now()): void {
-    this.prev = { at: now, pub: 0, recv: 0, fail: 0, hist: [] };
+    this.prev = { at: now, pub: 0, recv: 0, fail: 0, conn: 0, hist: [] };
   }
 }

@@ -357,12 +357,16 @@ export class RunSession {
     const sub = this.cfg.subscribers;
     const seconds = (Date.now() - this.statsFrom.getTime()) / 1000;
     const subscribers = sub && this.subscribers ? subscribersOf(s.stats, { connections: sub.connections, filter: sub.filter, qos: sub.qos }, this.subscribers.subscriberTotals(), seconds) : undefined;
+    const peak = Math.max(0, ...this.timeline.points.map((p) => p.connect_per_s ?? 0));
+    if (this.timeline.points.length) report.throughput.peak_connects_per_s = peak;
     // What came out of the broker, beside what went in: rows deliver and e2e, and the delivered rate.
     const out = this.subscribers ? this.subscribers.subscriberTotals() : this.verifier ? { ...this.verifier.subscriberTotals(), latency: this.verifier.totals().latency } : undefined;
     if (out) {
-      Object.assign(report.stats, deliveryRows(out, seconds));
-      report.throughput.delivered_per_s = Math.round((out.messages / Math.max(1e-3, seconds)) * 10) / 10;
-      report.throughput.delivered_mb_per_s = Math.round((out.bytes / 1e6 / Math.max(1e-3, seconds)) * 1000) / 1000;
+      // Over the report's own window, as the sent and acked rates beside them.
+      const window = Math.max(1e-3, (Date.parse(report.ended) - Date.parse(report.started)) / 1000);
+      Object.assign(report.stats, deliveryRows(out, window));
+      report.throughput.delivered_per_s = Math.round((out.messages / window) * 10) / 10;
+      report.throughput.delivered_mb_per_s = Math.round((out.bytes / 1e6 / window) * 1000) / 1000;
     }
     return { ...report, ...(integrity ? { integrity } : {}), ...(subscribers ? { subscribers } : {}), timeline: this.timeline.points };
   }

@@ -64,7 +64,8 @@ interface Report {
   stats: Record<string, { count: number; failures: number }>;
   errors: Record<string, Record<string, number>>;
   publishes: { sent: number };
-  throughput: { sent_per_s: number; sent_mb_per_s: number; acked_per_s: number; delivered_per_s?: number; delivered_mb_per_s?: number };
+  duration_s: number;
+  throughput: { connects_per_s: number; peak_connects_per_s?: number; sent_per_s: number; sent_mb_per_s: number; acked_per_s: number; delivered_per_s?: number; delivered_mb_per_s?: number };
   health: { sessions_resumed: number; topic_alias_bytes_saved: number; no_matching_subscribers: number };
   subscribers?: { delivered: number; filter: string };
 }
@@ -124,6 +125,9 @@ for (const kind of TRANSPORTS) {
       expect(rep.stats.connect!.count).toBeGreaterThan(10 + 10);
       expect(rep.stats.connect!.failures).toBe(0);
       expect(rep.stats.disconnect!.count).toBe(rep.stats.connect!.count);
+      // The connection rate over the run, and its peak in a timeline window.
+      expect(rep.throughput.connects_per_s).toBeCloseTo(rep.stats.connect!.count / rep.duration_s, 0);
+      expect(rep.throughput.peak_connects_per_s!).toBeGreaterThanOrEqual(rep.throughput.connects_per_s);
       // Every publish ended one way: acked, or lost with a churned connection.
       const { connection_lost = 0, ...other } = rep.errors.publish ?? {};
       expect(other).toEqual({});
