@@ -71,6 +71,7 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     }
     const cfg = this.st.cfg;
     const conn = new Conn(dev, cfg.version, cfg.qos);
+    conn.keepaliveS = cfg.keepaliveS;
     conn.dialAt = now;
     dev.conn = conn;
     dev.state = State.DIALING;

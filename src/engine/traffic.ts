@@ -28,8 +28,9 @@ export class Traffic {
       dev.nextPublishAt = now + (lo === hi && !this.st.publishing.max ? Math.random() * lo : this.interval());
       wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
     }
-    // Keepalive 0 turns the mechanism off (§3.1.2.10).
-    if (cfg.keepaliveS > 0) wheel.set(dev.index, Timer.KEEPALIVE, now + cfg.keepaliveS * 1000);
+    // Keepalive 0 turns the mechanism off (§3.1.2.10); an MQTT 5 server may set it (§3.2.2.3.14).
+    const ka = dev.conn?.keepaliveS ?? cfg.keepaliveS;
+    if (ka > 0) wheel.set(dev.index, Timer.KEEPALIVE, now + ka * 1000);
   }
 
   private interval(): number {
@@ -88,8 +89,8 @@ export class Traffic {
       stats.rows.publish.fail("receive_maximum_full");
       return false;
     }
-    if (dev.publish.length > conn.serverMaxPacket) {
-      stats.rows.publish.fail("over_server_maximum_packet_size");
+    if (conn.refusal) {
+      stats.rows.publish.fail(conn.refusal);
       return false;
     }
     this.send(dev, conn, scheduled, now);
@@ -106,8 +107,8 @@ export class Traffic {
     st.wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);
     const w = dev.inflight;
     let n = st.cfg.qos > 0 ? Math.min(w.size, conn.sendMax) - w.count : w.size;
-    if (dev.publish.length > conn.serverMaxPacket) {
-      st.stats.rows.publish.fail("over_server_maximum_packet_size");
+    if (conn.refusal) {
+      st.stats.rows.publish.fail(conn.refusal);
       return true;
     }
     if (n <= 0 || conn.pending) return true;
@@ -172,7 +173,7 @@ export class Traffic {
   keepalive(dev: Device, now: number): boolean {
     const conn = dev.conn;
     if (dev.state !== State.CONNECTED || !conn) return true;
-    const ka = this.st.cfg.keepaliveS * 1000;
+    const ka = conn.keepaliveS * 1000;
     if (conn.pingOutstanding && now - conn.pingSentAt >= ka / 2) {
       // Overdue. Not a byte since the PINGREQ: dead. Heard from since: alive (a broker busy with acks), ping again when due.
       if (conn.lastRx < conn.pingSentAt) return false;

@@ -208,6 +208,7 @@ export class PublishTemplate {
   private readonly fields: Field[];
   /** The topic holds per-message parts ({seq}, {rand:N}): no alias can stand for it. */
   readonly topicVaries: boolean;
+  readonly retain: boolean;
 
   /** @param topic the device's topic, which may still hold {seq} and {rand:N} (see compileTemplate; a bad one throws) */
   constructor(topic: string, qos: QoS, version: ProtocolVersion, payloadSize: number, opts: PublishOptions = {}) {
@@ -241,6 +242,7 @@ export class PublishTemplate {
     this.fields = [...t.fields.map((f) => ({ ...f, at: topicAt + f.at })), ...payloadFields.map((f) => ({ ...f, at: payloadAt + f.at }))];
     this.idAt = qos ? topicAt + Buffer.byteLength(t.text) : -1;
     this.topicVaries = t.fields.length > 0;
+    this.retain = opts.retain ?? false;
   }
 
   get length(): number {

@@ -214,8 +214,14 @@ export class Conn {
   ws: WsState | null = null;
   /** The server's Receive Maximum (MQTT 5 CONNACK): QoS 1/2 publishes it takes unacknowledged. */
   sendMax = 65535;
-  /** The server's Maximum Packet Size (MQTT 5 CONNACK): a bigger publish is not sent. */
-  serverMaxPacket = Infinity;
+  /**
+   * Why the server would refuse every publish of this device (MQTT 5 CONNACK: over its Maximum
+   * Packet Size, a QoS over its Maximum QoS, retain where it has none); null when it would not.
+   * Such publishes are counted with this reason and never sent.
+   */
+  refusal: string | null = null;
+  /** Keepalive in seconds: the client's, or the server's Server Keep Alive (MQTT 5 §3.2.2.3.14), which the client must use. */
+  keepaliveS = 0;
   /** The server's Topic Alias Maximum (MQTT 5 CONNACK; 0: no aliases). */
   aliasMax = 0;
   /** The device's topic alias on this connection: 0 not set, 1 set (its first publish carried topic and alias), 2 used since. */

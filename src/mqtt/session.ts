@@ -156,10 +156,15 @@ function onConnack(host: SessionHost, conn: Conn, p: IConnackPacket, now: number
   if (p.sessionPresent) host.stats.health.sessions_resumed++;
   const limits = conn.version === 5 ? p.properties : undefined;
   if (limits) {
-    // The server's limits on what this client sends (§3.2.2.3.3, .6, .8).
+    // The server's limits on what this client sends (§3.2.2.3.3–.8, .14).
     if (limits.receiveMaximum) conn.sendMax = limits.receiveMaximum;
-    if (limits.maximumPacketSize) conn.serverMaxPacket = limits.maximumPacketSize;
     conn.aliasMax = limits.topicAliasMaximum ?? 0;
+    if (limits.serverKeepAlive !== undefined) conn.keepaliveS = limits.serverKeepAlive;
+    const dev = conn.device;
+    const largest = dev.alias ? Math.max(dev.publish.length, dev.alias.first.length) : dev.publish.length;
+    if (limits.maximumPacketSize && largest > limits.maximumPacketSize) conn.refusal = "over_server_maximum_packet_size";
+    else if (limits.maximumQoS !== undefined && conn.qos > limits.maximumQoS) conn.refusal = "qos_over_server_maximum";
+    else if (limits.retainAvailable === false && dev.publish.retain) conn.refusal = "retain_unavailable";
   }
   host.stats.phases.connack.recordMs(now - conn.connectSentAt);
   host.stats.rows.connect.ok(now - conn.dialAt);

@@ -277,7 +277,8 @@ export function buildReport(r: ReportInput): Report {
 }
 
 /** Skipped before sending: counted as failures of the row, never sent. */
-const NOT_SENT = ["window_full", "backpressure", "receive_maximum_full", "over_server_maximum_packet_size"];
+/** Publishes skipped before they were sent: the window or socket was full, or the broker's CONNACK said it would refuse them. */
+const NOT_SENT = ["window_full", "backpressure", "receive_maximum_full", "over_server_maximum_packet_size", "qos_over_server_maximum", "retain_unavailable"];
 
 function publishFlow(s: Stats, inflight: number): Report["publishes"] {
   const row = s.rows.publish;

@@ -214,6 +214,18 @@ describe("every publish ends in exactly one outcome", () => {
     expect(swarm.stats.rows.publish.count).toBe(0);
     expect([...swarm.stats.rows.publish.reasons.keys()]).toEqual(["quota_exceeded"]);
   });
+
+  test("an MQTT 5 CONNACK's Maximum QoS 1: QoS 2 publishes are counted as refused and never sent; at QoS 1 they go", async () => {
+    using broker = new FakeBroker({ kind: "connack-properties", properties: { maximumQoS: 1 } });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, version: 5, qos: 2, intervalMs: [50, 50] }), plainIds(2));
+    await waitFor(() => swarm.stats.rows.publish.failures >= 6, "6 refused publishes");
+    expect(broker.count("publish")).toBe(0);
+    expect([...swarm.stats.rows.publish.reasons.keys()]).toEqual(["qos_over_server_maximum"]);
+    expect(swarm.stats.sent).toBe(0);
+    await using ok = startSwarm(swarmConfig(at(broker), { users: 2, version: 5, qos: 1, intervalMs: [50, 50] }), plainIds(2));
+    await waitFor(() => broker.count("publish") >= 4, "4 QoS 1 publishes at the broker");
+    expect(ok.stats.sent).toBeGreaterThanOrEqual(4);
+  });
 });
 
 test("a lapsed lease drops every device (DISCONNECT) and dials nothing more, whatever comes after", async () => {

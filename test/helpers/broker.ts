@@ -21,6 +21,8 @@ export type Behaviour =
   | { kind: "no-acks" }
   /** Refuses every publish with this MQTT 5 PUBACK reason code. */
   | { kind: "refuse-publish"; code: number }
+  /** MQTT 5: a CONNACK with these properties (limits mosquitto 2.0 does not send, e.g. Maximum QoS). */
+  | { kind: "connack-properties"; properties: NonNullable<mqtt.IConnackPacket["properties"]> }
   /** After SUBACK, send a PUBLISH whose Remaining Length claims `claim` bytes, then `send` bytes of it in `chunk`-byte writes. */
   | { kind: "huge"; claim: number; send: number; chunk: number };
 
@@ -111,7 +113,8 @@ export class FakeBroker {
     if (p.cmd === "connect") {
       c.version = (p.protocolVersion ?? 4) as 4 | 5;
       if (b.kind === "refuse") return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: b.code } : { cmd: "connack", sessionPresent: false, returnCode: b.code });
-      return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: 0 } : { cmd: "connack", sessionPresent: false, returnCode: 0 });
+      const properties = b.kind === "connack-properties" ? { properties: b.properties } : {};
+      return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: 0, ...properties } : { cmd: "connack", sessionPresent: false, returnCode: 0 });
     }
     if (b.kind === "hang-after-connack") return;
     switch (p.cmd) {

@@ -265,3 +265,29 @@ describe.skipIf(!HAVE_MOSQUITTO)("the broker's Nagle delay on CONNACK", () => {
     }
   }, 30_000);
 });
+
+describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 Retain Available and Server Keep Alive", () => {
+  test("retained publishes the broker said it has no retain for are counted and never sent; its keepalive is the one used", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    // mosquitto's smallest max_keepalive is 10 s; its debug log shows each PINGREQ.
+    await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true, extra: ["retain_available false", "max_keepalive 10", "log_type debug"] });
+    const run = async (name: string, extra: string[]) => {
+      const report = join(tmp.path, `${name}.json`);
+      const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--interval", "100ms", ...extra, "--report", report]);
+      expect(r.code).toBe(0);
+      return JSON.parse(readFileSync(report, "utf8")) as Report;
+    };
+    // (mosquitto 2.0.11 does not say Maximum QoS in its CONNACK: swarm-fake.test.ts checks that one.)
+    const retained = await run("retain", ["--qos", "1", "--retain", "--duration", "2s"]);
+    expect(retained.publishes.sent).toBe(0);
+    expect(retained.errors.publish?.retain_unavailable).toBeGreaterThan(40);
+    // Idle for 12 s with a 60 s keepalive asked: each device pings after the broker's 10 s.
+    const pings = () => readFileSync(broker.log, "utf8").match(/Received PINGREQ from admin:d\d{5}/g)?.length ?? 0;
+    const before = pings();
+    const idle = await run("idle", ["--publish", "off", "--keepalive", "60", "--duration", "12s"]);
+    expect(idle.stats.connect!.count).toBe(4);
+    expect(pings() - before).toBeGreaterThanOrEqual(4);
+  }, 40_000);
+});
