@@ -83,6 +83,8 @@ export class WsState {
       const colon = line.indexOf(":");
       if (colon > 0) fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
     }
+    // RFC 6455 §4.1: without these the server did not switch to WebSocket, whatever its status line says.
+    if (fields.get("upgrade")?.toLowerCase() !== "websocket" || !/\bupgrade\b/i.test(fields.get("connection") ?? "")) throw new Error("ws_not_upgraded");
     if (fields.get("sec-websocket-accept") !== this.accept) throw new Error("ws_bad_accept");
     // RFC 6455 §4.1: a subprotocol the client did not offer fails the connection.
     const proto = fields.get("sec-websocket-protocol");
@@ -119,6 +121,8 @@ export class WsState {
       const b0 = buf[off]!;
       const b1 = buf[off + 1]!;
       if (b1 & 0x80) throw new Error("ws_masked_server_frame");
+      // No extension was negotiated, so the reserved bits must be clear (§5.2).
+      if (b0 & 0x70) throw new Error("ws_reserved_bits");
       let len = b1 & 0x7f;
       let head = 2;
       if (len === 126) head = 4;

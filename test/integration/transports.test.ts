@@ -90,21 +90,21 @@ for (const kind of TRANSPORTS) {
 
     test("pub-only at --msg-rate 300: the broker delivers 300 msg/s, within 2 %", async () => {
       await using probe = await bed.probe("+/attrs", 0);
-      const run = spawnCicada(["run", ...bed.args, "--users", "10", "--rate", "200", "--msg-rate", "300", "--duration", "7s"]);
+      const run = spawnCicada(["run", ...bed.args, "--users", "10", "--rate", "200", "--msg-rate", "300", "--duration", "5s"]);
       await waitFor(() => publishes(probe) > 0, "the first publish", 20_000);
-      await Bun.sleep(1500);
+      await Bun.sleep(1000);
       const n0 = publishes(probe);
       const t0 = performance.now();
-      await Bun.sleep(3500);
+      await Bun.sleep(3000);
       const rate = ((publishes(probe) - n0) * 1000) / (performance.now() - t0);
       expect(Math.abs(rate - 300) / 300).toBeLessThan(0.02);
       expect(await run.proc.exited).toBe(0);
     }, 40_000);
 
     test("fan-in, fan-out and a shared subscription: every delivery counted against what was acked", async () => {
-      const base = ["--interval", "100ms", "--duration", "3s", ...bed.consumer];
+      const base = ["--interval", "100ms", "--duration", "2s", ...bed.consumer];
       const fanIn = await runOn(bed, "fan-in", [...base, "--subscribers", "1"]);
-      expect(fanIn.stats.publish!.count).toBeGreaterThan(150);
+      expect(fanIn.stats.publish!.count).toBeGreaterThan(100);
       expect(fanIn.subscribers!.delivered).toBe(fanIn.stats.publish!.count);
       // The stats table's rows for what came out: deliver (every message) and e2e (each one's latency).
       expect(fanIn.stats.deliver!.count).toBe(fanIn.subscribers!.delivered);

@@ -57,6 +57,10 @@ describe("WebSocket framing", () => {
     expect(() => new WsState({ path: "/", host: "h" }).upgrade(accept(ws))).toThrow("ws_bad_accept");
     const other = new WsState({ path: "/", host: "h", protocol: "mqtt" });
     expect(() => other.upgrade(accept(other, "Sec-WebSocket-Protocol: chat\r\n"))).toThrow("ws_bad_subprotocol");
+    // A 101 that does not say it switched to websocket is not one.
+    const plain = new WsState({ path: "/", host: "h" });
+    const noUpgrade = Buffer.from(Buffer.from(accept(plain)).toString().replace("Upgrade: websocket\r\n", ""));
+    expect(() => plain.upgrade(noUpgrade)).toThrow("ws_not_upgraded");
   });
 
   test("payload is passed on as it arrives, however frames and reads are cut (16- and 64-bit lengths too)", () => {
@@ -82,6 +86,7 @@ describe("WebSocket framing", () => {
     expect(Buffer.from(pong.payload).toString()).toBe("hi");
     expect(() => ws.unwrap(serverFrame(Buffer.from([0x03, 0xe9]), 8), () => {}, () => {})).toThrow("ws_closed_1001");
     expect(() => ws.unwrap(Buffer.from([0x82, 0x81, 0, 0, 0, 0, 1]), () => {}, () => {})).toThrow("ws_masked_server_frame");
+    expect(() => new WsState({ path: "/", host: "h" }).unwrap(Buffer.from([0xc2, 0x01, 7]), () => {}, () => {})).toThrow("ws_reserved_bits");
   });
 
   test("client frames are masked binary frames that unmask to the payload, at every length encoding", () => {
