@@ -1,8 +1,10 @@
 /**
  * A connected device's traffic: publishing on its schedule (with the in-flight window), failing
  * publishes whose ack is overdue, and keepalive. Every publish ends in exactly one counted
- * outcome: ok, or one of window_full, receive_maximum_full, over_server_maximum_packet_size,
- * backpressure, ack_timeout, connection_lost, unacked_at_stop (or a reason code the broker gave).
+ * outcome: ok, or one of window_full, backpressure, receive_maximum_full and the refusals an
+ * MQTT 5 CONNACK announces (over_server_maximum_packet_size, qos_over_server_maximum,
+ * retain_unavailable) — these never sent — or ack_timeout, connection_lost, unacked_at_stop, or
+ * a reason code the broker gave.
  */
 import { PINGREQ, type PublishTemplate } from "../mqtt/codec.ts";
 import { State, type Conn, type Device } from "../mqtt/device.ts";
@@ -84,7 +86,7 @@ export class Traffic {
       stats.rows.publish.fail("window_full");
       return false;
     }
-    // MQTT 5: the server's Receive Maximum and Maximum Packet Size bind the client (§4.9, §3.1.2.11.4).
+    // MQTT 5: the server's Receive Maximum binds the client (§4.9), and so does what its CONNACK said it refuses.
     if (st.cfg.qos > 0 && dev.inflight.count >= conn.sendMax) {
       stats.rows.publish.fail("receive_maximum_full");
       return false;
