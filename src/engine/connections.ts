@@ -214,11 +214,18 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     this.st.stats.phases.tcp_connect.recordMs(conn.tcpAt - conn.dialAt);
   }
 
+  upgrading(conn: Conn): void {
+    if (conn.device.conn !== conn) return;
+    conn.upgradeAt = this.st.clock();
+    if (this.st.cfg.tls) this.st.stats.phases.tls_handshake.recordMs(conn.upgradeAt - conn.tcpAt);
+  }
+
   ready(conn: Conn): void {
     const dev = conn.device;
     if (dev.conn !== conn || dev.state !== State.DIALING) return;
     const now = this.st.clock();
-    if (this.st.cfg.tls) this.st.stats.phases.tls_handshake.recordMs(now - conn.tcpAt);
+    if (conn.ws) this.st.stats.phases.ws_upgrade.recordMs(now - conn.upgradeAt);
+    else if (this.st.cfg.tls) this.st.stats.phases.tls_handshake.recordMs(now - conn.tcpAt);
     dev.state = State.CONNECTING;
     conn.connectSentAt = now;
     this.st.outbox.send(conn, encodeConnect(dev.clientId, this.st.cfg.keepaliveS, conn.version, this.st.maxPacketSize, this.st.cfg.session));

@@ -12,7 +12,7 @@ export const ROWS = ["connect", "subscribe", "publish", "recv_message", "disconn
 export type RowName = (typeof ROWS)[number];
 
 /** Connection phases, each its own histogram. */
-export const PHASES = ["tcp_connect", "tls_handshake", "connack", "suback", "puback", "e2e"] as const;
+export const PHASES = ["tcp_connect", "tls_handshake", "ws_upgrade", "connack", "suback", "puback", "e2e"] as const;
 export type PhaseName = (typeof PHASES)[number];
 
 export class Row {

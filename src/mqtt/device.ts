@@ -196,6 +196,8 @@ export class Conn {
   dirty = false;
   dialAt = 0;
   tcpAt = 0;
+  /** Over WebSocket: when the upgrade request went out (TCP and TLS done). */
+  upgradeAt = 0;
   connectSentAt = 0;
   subscribeSentAt = 0;
   subscribeId = 0;

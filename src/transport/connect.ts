@@ -18,7 +18,9 @@ export interface Target {
 export interface LinkEvents {
   /** TCP is up (for TLS: before the handshake). */
   opened(conn: Link): void;
-  /** Ready for MQTT: TCP without TLS, or TLS after a successful handshake. */
+  /** MQTT over WebSocket: the socket (and TLS) is up and the upgrade request sent; ready() follows the server's 101. */
+  upgrading?(conn: Link): void;
+  /** Ready for MQTT: TCP without TLS, or TLS after a successful handshake (over WebSocket: after the upgrade). */
   ready(conn: Link): void;
   data(conn: Link, bytes: Uint8Array): void;
   drained(conn: Link): void;
@@ -149,8 +151,9 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
 
 /** The socket (and TLS) is up: MQTT may start, or over WebSocket the upgrade request goes first. */
 function transportReady(s: Socket<Link>, ev: LinkEvents, conn: Link): void {
-  if (conn.ws) s.write(conn.ws.request);
-  else ev.ready(conn);
+  if (!conn.ws) return ev.ready(conn);
+  ev.upgrading?.(conn);
+  s.write(conn.ws.request);
 }
 
 /** Inbound bytes over WebSocket: the upgrade response, then frames whose payload is the MQTT stream. */

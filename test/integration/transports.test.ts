@@ -66,6 +66,7 @@ interface Report {
   publishes: { sent: number };
   duration_s: number;
   throughput: { connects_per_s: number; peak_connects_per_s?: number; sent_per_s: number; sent_mb_per_s: number; acked_per_s: number; delivered_per_s?: number; delivered_mb_per_s?: number };
+  phases: Record<string, { count: number; p50_ms: number }>;
   health: { sessions_resumed: number; topic_alias_bytes_saved: number; no_matching_subscribers: number };
   subscribers?: { delivered: number; filter: string };
 }
@@ -123,6 +124,14 @@ for (const kind of TRANSPORTS) {
     test("churn: reconnects counted once each, every publish accounted for", async () => {
       const rep = await runOn(bed, "churn", ["--interval", "100ms", "--churn", "5", "--duration", "4s"]);
       expect(rep.stats.connect!.count).toBeGreaterThan(10 + 10);
+      // Each connect's phases, as far as the transport has them: TLS for tls and wss, the upgrade for ws and wss.
+      // (An attempt still short of its CONNACK when the run stops has phases but no connect.)
+      const phases = rep.phases;
+      const connects = rep.stats.connect!.count;
+      const between = (n: number) => n >= connects && n <= phases.tcp_connect!.count;
+      expect(phases.tcp_connect!.count - connects).toBeLessThanOrEqual(2);
+      expect(kind === "tls" || kind === "wss" ? between(phases.tls_handshake!.count) : phases.tls_handshake!.count === 0).toBe(true);
+      expect(kind === "ws" || kind === "wss" ? between(phases.ws_upgrade!.count) : phases.ws_upgrade!.count === 0).toBe(true);
       expect(rep.stats.connect!.failures).toBe(0);
       expect(rep.stats.disconnect!.count).toBe(rep.stats.connect!.count);
       // The connection rate over the run, and its peak in a timeline window.
