@@ -17,7 +17,7 @@ export interface MetricsInput {
   connected: number;
   workers: number;
   machines: number;
-  /** What the run's plain subscribers (--subscribers) were delivered so far. */
+  /** What the run's consumer (--subscribers, or --verify's) was delivered so far. */
   subscribers?: { messages: number; bytes: number; latency: Latency } | null;
 }
 
@@ -58,11 +58,11 @@ export function renderMetrics(m: MetricsInput): string {
   out.push(`cicada_published_bytes_total ${s?.sentBytes ?? 0}`);
   const sub = m.subscribers;
   if (sub) {
-    head("cicada_delivered_total", "counter", "Messages the subscribers (--subscribers) were delivered.");
+    head("cicada_delivered_total", "counter", "Messages the consumer was delivered: the subscribers (--subscribers), or the verifying consumer (--verify).");
     out.push(`cicada_delivered_total ${sub.messages}`);
-    head("cicada_delivered_bytes_total", "counter", "Payload bytes the subscribers were delivered.");
+    head("cicada_delivered_bytes_total", "counter", "Payload bytes the consumer was delivered.");
     out.push(`cicada_delivered_bytes_total ${sub.bytes}`);
-    head("cicada_delivery_latency_seconds", "histogram", "Publish → delivery latency at the subscribers, from each payload's timestamp.");
+    head("cicada_delivery_latency_seconds", "histogram", "Publish → delivery latency at the consumer, from each payload's timestamp.");
     histogram(out, "cicada_delivery_latency_seconds", "", sub.latency);
   }
   head("cicada_event_loop_lag_seconds", "histogram", "How late the scheduler's 10 ms tick ran: the generator's own delay.");

@@ -231,9 +231,9 @@ export class RunSession {
     this.fleet.setRate(r);
   }
 
-  /** What the plain subscribers were delivered so far (null without --subscribers). */
+  /** What the consumer in this process was delivered so far: the plain subscribers, or the verifying one (null with neither). */
   subscriberCounts(): { messages: number; bytes: number; latency: Latency } | null {
-    const v = this.subscribers;
+    const v = this.subscribers ?? this.verifier;
     return v ? { messages: v.messages, bytes: v.bytes, latency: v.latency } : null;
   }
 

@@ -11,6 +11,8 @@ import { makeCerts } from "../helpers/swarm.ts";
 import { startRedis } from "../../scripts/lib/testbed.ts";
 import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker } from "../helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
+import { createApp } from "../../src/api/app.ts";
+import { RunManager } from "../../src/api/manager.ts";
 
 /** The consumer's certificate and key (CN cicada-probe: the test broker lets it read and write everything). */
 function verifyIdentity(certDir: string, dir: string): string[] {
@@ -45,6 +47,31 @@ describe.skipIf(!HAVE_MOSQUITTO)("--verify: every message accounted for end to e
     expect(i.delivery_p99_ms).toBeGreaterThan(0);
     expect(r.stdout).toContain(`Integrity: ${i.delivered} of ${i.published} published delivered, 0 LOST`);
     expect(r.stdout).toContain("Thresholds: all 2 held.");
+    // The consumer's rows in the stats table: every delivery, each with its latency.
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.stats.deliver.count).toBe(i.delivered);
+    expect(rep.stats.e2e.count).toBe(i.delivered);
+    expect(rep.throughput.delivered_per_s).toBeGreaterThan(0);
+  }, 60_000);
+
+  test("over the API, /metrics counts what the verifying consumer was delivered", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const manager = new RunManager(["--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "100", "--interval", "100ms", "--duration", "1m", ...verifyIdentity(certDir, tmp.path)], join(tmp.path, "runs"), () => {});
+    const app = createApp(manager);
+    try {
+      expect((await app.request("/api/runs", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })).status).toBe(201);
+      const delivered = async () => Number(/^cicada_delivered_total (\d+)$/m.exec(await (await app.request("/metrics")).text())?.[1] ?? NaN);
+      const deadline = Date.now() + 15_000;
+      while ((await delivered()) < 100 && Date.now() < deadline) await Bun.sleep(200);
+      expect(await delivered()).toBeGreaterThanOrEqual(100);
+      const text = await (await app.request("/metrics")).text();
+      expect(Number(/^cicada_delivery_latency_seconds_count (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+    } finally {
+      if (manager.session) await manager.stop(true);
+    }
   }, 60_000);
 
   test("an ACL that acks and drops every publish (MQTT 3.1.1): acked, yet every message lost, and the threshold fails", async () => {
