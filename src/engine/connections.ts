@@ -54,7 +54,7 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     // A slot whose identity changed (its machine handed ranges over) gets a fresh device.
     if (!dev || dev.id !== id) {
       const clientId = `${cfg.tenant}:${id}`;
-      dev = new Device(index, id, clientId, this.publishFor(index, id, clientId), this.st.window);
+      dev = new Device(index, id, clientId, this.publishFor(index, id, clientId), this.st.window, this.st.persistent);
       dev.alias = this.aliasesFor(dev);
       devices[index] = dev;
     }
@@ -264,8 +264,9 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     dev.conn = null;
     st.wheel.clearAll(dev.index);
     const why = conn.failReason ?? reason ?? "closed_by_broker";
-    const lostInflight = dev.inflight.clear();
     const live = st.wanted(dev);
+    // A persistent session keeps what is in flight for the device's return (resent on resume, §4.4).
+    const lostInflight = live && st.persistent ? 0 : dev.inflight.clear();
     switch (dev.state) {
       case State.STOPPING:
         st.stats.rows.disconnect.ok();

@@ -23,6 +23,8 @@ export class SwarmState {
   readonly maxPacketSize: number;
   /** In-flight window per device (--inflight). */
   readonly window: number;
+  /** Persistent sessions (--clean false): in-flight publishes outlive a connection and are resent on resume. */
+  readonly persistent: boolean;
   readonly ackTimeoutMs: number;
   /** How devices publish now: the settings' until changed live (Swarm.setPublishing). */
   publishing: Publishing;
@@ -36,6 +38,7 @@ export class SwarmState {
   ) {
     this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
     this.window = cfg.inflight ?? DEFAULT_INFLIGHT;
+    this.persistent = cfg.session?.clean === false && cfg.qos > 0;
     this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     this.publishing = { intervalMs: [...cfg.intervalMs], publish: cfg.publish !== false, ...(cfg.max ? { max: true } : {}) };
     this.epochOffset = Date.now() - clock();

@@ -25,6 +25,7 @@ export class Traffic {
   begin(dev: Device, now: number): void {
     const { wheel, cfg } = this.st;
     wheel.clear(dev.index, Timer.TIMEOUT);
+    if (dev.inflight.count > 0) this.resume(dev, now);
     if (this.st.publishing.publish) {
       const [lo, hi] = this.st.publishing.intervalMs;
       dev.nextPublishAt = now + (lo === hi && !this.st.publishing.max ? Math.random() * lo : this.interval());
@@ -138,7 +139,7 @@ export class Traffic {
       let id = 0;
       if (qos > 0) {
         id = dev.packetId();
-        dev.inflight.add(id, scheduled, now);
+        dev.inflight.add(id, scheduled, now, st.persistent ? bytes.subarray(at, at + t.length) : undefined);
         // One ack timer per device, at the oldest outstanding publish's deadline.
         if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
       }
@@ -148,6 +149,22 @@ export class Traffic {
     st.stats.sent += n;
     st.stats.sentBytes += bytes.length;
     if (qos === 0) for (let k = 0; k < n; k++) st.stats.rows.publish.ok();
+  }
+
+  /**
+   * Publishes still in flight from the device's last connection (persistent sessions only): on a
+   * session the broker kept, sent again with DUP and their packet ids (§4.4), their latency still
+   * counted from when they were scheduled; on one it lost, they end as session_lost.
+   */
+  private resume(dev: Device, now: number): void {
+    const st = this.st;
+    const conn = dev.conn;
+    if (conn?.sessionPresent) {
+      dev.inflight.resend(now, (bytes) => st.outbox.send(conn, bytes));
+      st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
+      return;
+    }
+    for (let n = dev.inflight.clear(); n > 0; n--) st.stats.rows.publish.fail("session_lost");
   }
 
   /** The device's PUBLISH for this connection: with --topic-alias, topic and alias first, then the alias alone (§3.3.2.3.4). */

@@ -1,6 +1,6 @@
 /** Per-device and per-connection state: small fixed-shape objects, no closures or emitters. */
 import type { Socket } from "bun";
-import type { ProtocolVersion, PublishTemplate, QoS } from "./codec.ts";
+import { CMD, encodeAck, type ProtocolVersion, type PublishTemplate, type QoS } from "./codec.ts";
 import type { PinSet } from "../transport/pins.ts";
 import type { WsState } from "../transport/ws.ts";
 
@@ -47,6 +47,8 @@ export class InflightWindow {
   private readonly sentAt: Float64Array;
   /** QoS 2 publishes whose PUBREC came (PUBREL sent). */
   private readonly released: Uint8Array;
+  /** Persistent sessions: each in-flight publish's bytes, to send again on a resumed session (null otherwise). */
+  private readonly packets: (Uint8Array | null)[] | null;
   count = 0;
   /** Scheduled and send times of the publish settle() last took out. */
   settledScheduled = 0;
@@ -54,15 +56,20 @@ export class InflightWindow {
   /** Earliest send time still in flight after expire() (Infinity when none). */
   oldestSent = Infinity;
 
-  constructor(readonly size: number) {
+  /** @param keep hold each publish's bytes until it is acknowledged (persistent sessions resend them, §4.4) */
+  constructor(
+    readonly size: number,
+    keep = false,
+  ) {
     this.id = new Uint16Array(size);
     this.at = new Float64Array(size).fill(NaN);
     this.sentAt = new Float64Array(size);
     this.released = new Uint8Array(size);
+    this.packets = keep ? new Array<Uint8Array | null>(size).fill(null) : null;
   }
 
-  /** Takes a slot for packet `id`; -1 when the window is full. */
-  add(id: number, scheduled: number, sent: number): number {
+  /** Takes a slot for packet `id` (with its bytes, when the window keeps them); -1 when the window is full. */
+  add(id: number, scheduled: number, sent: number, packet?: Uint8Array): number {
     if (this.count >= this.size) return -1;
     for (let k = 0; k < this.size; k++) {
       const s = (id + k) % this.size;
@@ -71,6 +78,7 @@ export class InflightWindow {
       this.at[s] = scheduled;
       this.sentAt[s] = sent;
       this.released[s] = 0;
+      if (this.packets) this.packets[s] = packet ?? null;
       this.count++;
       return s;
     }
@@ -89,7 +97,30 @@ export class InflightWindow {
   release(slot: number): void {
     this.at[slot] = NaN;
     this.released[slot] = 0;
+    if (this.packets) this.packets[slot] = null;
     this.count--;
+  }
+
+  /**
+   * A persistent session resumed (§4.4): hands `send` each in-flight publish again, with its
+   * DUP flag set and its packet id, or its PUBREL when the PUBREC had come (QoS 2). Each counts
+   * as sent at `now`; returns how many went.
+   */
+  resend(now: number, send: (bytes: Uint8Array) => void): number {
+    let n = 0;
+    for (let s = 0; s < this.size; s++) {
+      if (Number.isNaN(this.at[s]!)) continue;
+      const packet = this.packets?.[s];
+      if (this.released[s]) send(encodeAck(CMD.PUBREL, this.id[s]!));
+      else if (packet) {
+        const again = packet.slice();
+        again[0]! |= 0x08;
+        send(again);
+      } else continue;
+      this.sentAt[s] = now;
+      n++;
+    }
+    return n;
   }
 
   /** PUBREC came for QoS 2 publish `id` (PUBREL sent): it now waits for its PUBCOMP. */
@@ -132,6 +163,7 @@ export class InflightWindow {
     const n = this.count;
     this.at.fill(NaN);
     this.released.fill(0);
+    this.packets?.fill(null);
     this.count = 0;
     return n;
   }
@@ -172,8 +204,9 @@ export class Device {
     public clientId: string,
     public publish: PublishTemplate,
     window = DEFAULT_INFLIGHT,
+    keepInflight = false,
   ) {
-    this.inflight = new InflightWindow(window);
+    this.inflight = new InflightWindow(window, keepInflight);
   }
 
   packetId(): number {
@@ -226,6 +259,8 @@ export class Conn {
   keepaliveS = 0;
   /** The server's Topic Alias Maximum (MQTT 5 CONNACK; 0: no aliases). */
   aliasMax = 0;
+  /** The CONNACK said Session Present: the broker kept this device's session. */
+  sessionPresent = false;
   /** The device's topic alias on this connection: 0 not set, 1 set (its first publish carried topic and alias), 2 used since. */
   aliasState = 0;
 

@@ -153,7 +153,10 @@ function onConnack(host: SessionHost, conn: Conn, p: IConnackPacket, now: number
   if (dev.state !== State.CONNECTING) return protocolError(host, conn, "unexpected_connack");
   const code = conn.version === 5 ? (p.reasonCode ?? 0) : (p.returnCode ?? 0);
   if (code !== 0) return host.drop(conn, connackReason(code, conn.version));
-  if (p.sessionPresent) host.stats.health.sessions_resumed++;
+  if (p.sessionPresent) {
+    conn.sessionPresent = true;
+    host.stats.health.sessions_resumed++;
+  }
   const limits = conn.version === 5 ? p.properties : undefined;
   if (limits) {
     // The server's limits on what this client sends (§3.2.2.3.3–.8, .14).

@@ -215,6 +215,31 @@ describe("every publish ends in exactly one outcome", () => {
     expect([...swarm.stats.rows.publish.reasons.keys()]).toEqual(["quota_exceeded"]);
   });
 
+  test("a persistent session: what was in flight when the link dropped is sent again on resume, DUP set, same packet ids, and acked; on a clean session it is lost", async () => {
+    for (const version of [4, 5] as const) {
+      using broker = new FakeBroker({ kind: "session", holdAcks: true });
+      const cfg = swarmConfig(at(broker), { users: 2, version, qos: 1, inflight: 4, intervalMs: [20, 20], reconnectMs: [10, 20], session: { clean: false, expiryS: version === 5 ? 60 : 0 } });
+      await using swarm = startSwarm(cfg, plainIds(2));
+      await waitFor(() => broker.count("publish") >= 8, "both windows full, unacked");
+      const first = broker.received.filter((r) => r.cmd === "publish").map((r) => `${r.messageId}`);
+      broker.behaviour = { kind: "session", holdAcks: false };
+      broker.dropClients();
+      await waitFor(() => broker.received.filter((r) => r.cmd === "publish" && r.dup).length >= 8, "the 8 sent again");
+      const again = broker.received.filter((r) => r.cmd === "publish" && r.dup).map((r) => `${r.messageId}`);
+      expect(again.sort()).toEqual(first.sort());
+      await waitFor(() => swarm.stats.rows.publish.count >= 8, "the 8 acked");
+      expect(swarm.stats.rows.publish.reasons.get("connection_lost")).toBeUndefined();
+      expect(swarm.stats.health.sessions_resumed).toBeGreaterThanOrEqual(2);
+    }
+    // The same with clean sessions: nothing to resume, the 8 end as connection_lost.
+    using broker = new FakeBroker({ kind: "session", holdAcks: true });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, qos: 1, inflight: 4, intervalMs: [20, 20], reconnectMs: [10, 20] }), plainIds(2));
+    await waitFor(() => broker.count("publish") >= 8, "both windows full, unacked");
+    broker.dropClients();
+    await waitFor(() => (swarm.stats.rows.publish.reasons.get("connection_lost") ?? 0) >= 8, "the 8 lost");
+    expect(broker.received.filter((r) => r.cmd === "publish" && r.dup).length).toBe(0);
+  });
+
   test("an MQTT 5 CONNACK's Maximum QoS 1: QoS 2 publishes are counted as refused and never sent; at QoS 1 they go", async () => {
     using broker = new FakeBroker({ kind: "connack-properties", properties: { maximumQoS: 1 } });
     await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, version: 5, qos: 2, intervalMs: [50, 50] }), plainIds(2));

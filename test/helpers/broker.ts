@@ -21,6 +21,11 @@ export type Behaviour =
   | { kind: "no-acks" }
   /** Refuses every publish with this MQTT 5 PUBACK reason code. */
   | { kind: "refuse-publish"; code: number }
+  /**
+   * Keeps sessions: a client id that connected before without Clean Session/Start is told
+   * Session Present. While `holdAcks` is true no PUBLISH is acknowledged (a broker slow to ack).
+   */
+  | { kind: "session"; holdAcks: boolean }
   /** MQTT 5: a CONNACK with these properties (limits mosquitto 2.0 does not send, e.g. Maximum QoS). */
   | { kind: "connack-properties"; properties: NonNullable<mqtt.IConnackPacket["properties"]> }
   /** After SUBACK, send a PUBLISH whose Remaining Length claims `claim` bytes, then `send` bytes of it in `chunk`-byte writes. */
@@ -32,7 +37,9 @@ interface Client {
 }
 
 export class FakeBroker {
-  readonly received: { cmd: string; clientId?: string; maximumPacketSize?: number; topic?: string; qos?: number }[] = [];
+  readonly received: { cmd: string; clientId?: string; maximumPacketSize?: number; topic?: string; qos?: number; dup?: boolean; messageId?: number }[] = [];
+  /** Client ids that connected with a persistent session (behaviour "session"). */
+  private readonly sessions = new Set<string>();
   connections = 0;
   /** PUBACKs sent, and withheld (drop-acks, no-acks). */
   acksSent = 0;
@@ -108,13 +115,19 @@ export class FakeBroker {
   private onPacket(s: Socket<Client>, p: mqtt.Packet): void {
     const c = s.data;
     const send = (packet: mqtt.Packet): void => void s.write(mqtt.generate(packet, { protocolVersion: c.version }));
-    this.received.push({ cmd: p.cmd, ...(p.cmd === "connect" ? { clientId: p.clientId, maximumPacketSize: p.properties?.maximumPacketSize } : {}), ...(p.cmd === "publish" ? { topic: p.topic, qos: p.qos } : {}) });
+    this.received.push({ cmd: p.cmd, ...(p.cmd === "connect" ? { clientId: p.clientId, maximumPacketSize: p.properties?.maximumPacketSize } : {}), ...(p.cmd === "publish" ? { topic: p.topic, qos: p.qos, dup: p.dup, messageId: p.messageId } : {}) });
     const b = this.behaviour;
     if (p.cmd === "connect") {
       c.version = (p.protocolVersion ?? 4) as 4 | 5;
       if (b.kind === "refuse") return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: b.code } : { cmd: "connack", sessionPresent: false, returnCode: b.code });
       const properties = b.kind === "connack-properties" ? { properties: b.properties } : {};
-      return send(c.version === 5 ? { cmd: "connack", sessionPresent: false, reasonCode: 0, ...properties } : { cmd: "connack", sessionPresent: false, returnCode: 0 });
+      let sessionPresent = false;
+      if (b.kind === "session") {
+        sessionPresent = !p.clean && this.sessions.has(p.clientId);
+        if (p.clean) this.sessions.delete(p.clientId);
+        else this.sessions.add(p.clientId);
+      }
+      return send(c.version === 5 ? { cmd: "connack", sessionPresent, reasonCode: 0, ...properties } : { cmd: "connack", sessionPresent, returnCode: 0 });
     }
     if (b.kind === "hang-after-connack") return;
     switch (p.cmd) {
@@ -124,7 +137,7 @@ export class FakeBroker {
         return;
       case "publish":
         if (p.qos === 1) {
-          if (b.kind === "no-acks" || (b.kind === "drop-acks" && this.random() < b.share)) {
+          if (b.kind === "no-acks" || (b.kind === "session" && b.holdAcks) || (b.kind === "drop-acks" && this.random() < b.share)) {
             this.acksDropped++;
             return;
           }
