@@ -15,7 +15,7 @@
  */
 import { hostname } from "node:os";
 import type Redis from "ioredis";
-import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig } from "../engine/config.ts";
+import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig, withPublishing } from "../engine/config.ts";
 import { addVerified } from "../engine/verifier.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import { StatsInbox } from "./stats-ledger.ts";
@@ -134,7 +134,7 @@ export class Controller implements Fleet {
 
   /** Every beat carries the swarm's publishing settings: machines apply a change when they see it. */
   setPublishing(p: Partial<Publishing>): void {
-    this.wireSwarm = { ...this.wireSwarm, ...(p.intervalMs ? { intervalMs: p.intervalMs } : {}), ...(p.publish !== undefined ? { publish: p.publish } : {}), ...(p.max !== undefined ? { max: p.max } : {}) };
+    this.wireSwarm = withPublishing(this.wireSwarm, p);
     this.tick();
   }
 

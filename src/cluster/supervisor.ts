@@ -8,7 +8,7 @@ import type { Subprocess } from "bun";
 import type { StoreSettings } from "../store/redis.ts";
 import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
-import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig } from "../engine/config.ts";
+import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig, withPublishing } from "../engine/config.ts";
 import { leaseClock } from "../engine/scheduler.ts";
 import type { Range } from "./ranges.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
@@ -102,9 +102,7 @@ export class Supervisor implements Fleet {
     const v = ++this.v;
     for (const w of this.workers) {
       // Kept in the spec too, so a worker that is replaced publishes as the others do.
-      if (p.intervalMs) w.spec.swarm.intervalMs = p.intervalMs;
-      if (p.publish !== undefined) w.spec.swarm.publish = p.publish;
-      if (p.max !== undefined) w.spec.swarm.max = p.max;
+      w.spec.swarm = withPublishing(w.spec.swarm, p);
       this.post(w, { t: "set", v, publishing: p });
     }
   }

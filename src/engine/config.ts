@@ -71,6 +71,20 @@ export interface Publishing {
   max?: boolean;
 }
 
+/**
+ * `base` with the publishing settings `p` gives; what `p` leaves out stays as it was. Every place
+ * that holds publishing settings (a swarm, a worker's spec, the controller's beat) changes them
+ * through this, so a change means the same everywhere.
+ */
+export function withPublishing<T extends Partial<Publishing>>(base: T, p: Partial<Publishing>): T {
+  return {
+    ...base,
+    ...(p.intervalMs ? { intervalMs: p.intervalMs } : {}),
+    ...(p.publish !== undefined ? { publish: p.publish } : {}),
+    ...(p.max !== undefined ? { max: p.max } : {}),
+  };
+}
+
 /** Where device identities come from (a certificate directory, later Redis). */
 export interface IdentitySource {
   readonly count: number;

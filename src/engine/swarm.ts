@@ -14,7 +14,7 @@ import type { LifecycleHooks } from "../lifecycle/types.ts";
 import { Stats } from "../metrics/stats.ts";
 import { Lifecycle, State } from "../mqtt/device.ts";
 import type { ServerPins } from "../transport/pins.ts";
-import { DEFAULT_DRAIN_MS, type IdentitySource, type Publishing, type SwarmConfig } from "./config.ts";
+import { DEFAULT_DRAIN_MS, type IdentitySource, type Publishing, type SwarmConfig, withPublishing } from "./config.ts";
 import { Connections } from "./connections.ts";
 import { Ramp } from "./ramp.ts";
 import { TICK_MS, TIMER_KINDS, Timer, Wheel, leaseClock, type Clock } from "./scheduler.ts";
@@ -105,8 +105,7 @@ export class Swarm {
   /** Changes how devices publish (interval, pause/resume) while they run. */
   setPublishing(p: Partial<Publishing>): void {
     const st = this.st;
-    const max = p.max ?? (p.intervalMs ? false : st.publishing.max);
-    st.publishing = { intervalMs: p.intervalMs ?? st.publishing.intervalMs, publish: p.publish ?? st.publishing.publish, ...(max ? { max: true } : {}) };
+    st.publishing = withPublishing(st.publishing, p);
     this.traffic.rearm(st.clock());
   }
 
