@@ -100,8 +100,7 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
       tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
     }
     this.st.wheel.set(dev.index, Timer.TIMEOUT, now + cfg.connectTimeoutMs);
-    const ws = cfg.ws ? { ...cfg.ws, host: `${target.host}:${target.port}` } : undefined;
-    this.transport.dial(conn, { target, source, tls, ...(ws ? { ws } : {}) });
+    this.transport.dial(conn, { target, source, tls, ...(cfg.ws ? { ws: cfg.ws } : {}) });
   }
 
   /** Device `index`'s PUBLISH: on --topic with its placeholders filled, else on `<identity>/attrs`. */

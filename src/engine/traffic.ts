@@ -131,8 +131,7 @@ export class Traffic {
   private send(dev: Device, conn: Conn, scheduled: number, now: number, n = 1): void {
     const st = this.st;
     const qos = st.cfg.qos;
-    const t = this.template(dev, conn);
-    for (let k = 1; k < n; k++) this.template(dev, conn); // counts each one's alias savings
+    const t = this.template(dev, conn, n);
     const bytes = new Uint8Array(t.length * n);
     const ts = Math.round(st.wallClock(scheduled));
     for (let k = 0, at = 0; k < n; k++, at += t.length) {
@@ -167,8 +166,11 @@ export class Traffic {
     for (let n = dev.inflight.clear(); n > 0; n--) st.stats.rows.publish.fail("session_lost");
   }
 
-  /** The device's PUBLISH for this connection: with --topic-alias, topic and alias first, then the alias alone (§3.3.2.3.4). */
-  private template(dev: Device, conn: Conn): PublishTemplate {
+  /**
+   * The device's PUBLISH for the next `n` on this connection: with --topic-alias, topic and alias
+   * for the first (sent alone), then the alias alone (§3.3.2.3.4).
+   */
+  private template(dev: Device, conn: Conn, n: number): PublishTemplate {
     const a = dev.alias;
     if (!a || conn.aliasMax < 1) return dev.publish;
     if (conn.aliasState === 0) {
@@ -177,8 +179,9 @@ export class Traffic {
     }
     // Saved: the topic's bytes less the alias's, each time; the first aliased publish also pays
     // back what setting the alias cost (aliasesFor makes sure it can), so the count never falls.
-    const saved = dev.publish.length - a.next.length;
-    this.st.stats.health.topic_alias_bytes_saved += conn.aliasState === 1 ? saved - (a.first.length - dev.publish.length) : saved;
+    let saved = (dev.publish.length - a.next.length) * n;
+    if (conn.aliasState === 1) saved -= a.first.length - dev.publish.length;
+    this.st.stats.health.topic_alias_bytes_saved += saved;
     conn.aliasState = 2;
     return a.next;
   }

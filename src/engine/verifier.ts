@@ -163,8 +163,7 @@ export class Verifier {
       opened: () => {},
       ready: (l) => {
         const link = l as Link;
-        const clientId = link.clientId;
-        write(link, mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: this.o.version, clientId, clean: true, keepalive: 60 }, { protocolVersion: this.o.version }));
+        write(link, mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: this.o.version, clientId: link.clientId, clean: true, keepalive: 60 }, { protocolVersion: this.o.version }));
       },
       data: (l, d) => {
         const link = l as Link;
@@ -239,8 +238,7 @@ export class Verifier {
     parser.on("error", () => link.socket?.end());
     const target = this.o.targets[index % this.o.targets.length]!;
     const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure } : undefined;
-    const ws = this.o.ws ? { ...this.o.ws, host: `${target.host}:${target.port}` } : undefined;
-    this.transport.dial(link, { target, ...(tls ? { tls } : {}), ...(ws ? { ws } : {}) });
+    this.transport.dial(link, { target, ...(tls ? { tls } : {}), ...(this.o.ws ? { ws: this.o.ws } : {}) });
     return link;
   }
 

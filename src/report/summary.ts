@@ -201,16 +201,20 @@ export interface Throughput {
 const perSecond = (n: number, seconds: number, digits = 1) => Math.round((n / Math.max(1e-3, seconds)) * 10 ** digits) / 10 ** digits;
 
 /**
- * The stats table's `deliver` row (messages the consumer got, and their rate) and `e2e` row
- * (publish → delivery latency), from what the subscribers or the verifying consumer counted.
+ * What a consumer (the subscribers or the verifying one) counted, as the report shows it: the
+ * stats table's `deliver` row (messages, their rate) and `e2e` row (publish → delivery latency),
+ * and the delivered rates beside the sent and acked ones.
  */
-export function deliveryRows(t: { messages: number; latency: number[] }, seconds: number): { deliver: RowReport; e2e: RowReport } {
+export function deliveryOf(t: { messages: number; bytes: number; latency: number[] }, seconds: number): { rows: { deliver: RowReport; e2e: RowReport }; throughput: Pick<Throughput, "delivered_per_s" | "delivered_mb_per_s"> } {
   const deliver = new Row();
   deliver.count = t.messages;
   const e2e = new Row();
   e2e.latency.addSparse(t.latency);
   e2e.count = e2e.latency.summary().count;
-  return { deliver: rowReport(deliver, seconds), e2e: rowReport(e2e, seconds) };
+  return {
+    rows: { deliver: rowReport(deliver, seconds), e2e: rowReport(e2e, seconds) },
+    throughput: { delivered_per_s: perSecond(t.messages, seconds), delivered_mb_per_s: perSecond(t.bytes / 1e6, seconds, 3) },
+  };
 }
 
 /**

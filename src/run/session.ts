@@ -26,7 +26,7 @@ import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
 import { TICK_MS } from "../engine/scheduler.ts";
-import { buildReport, deliveryRows, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
+import { buildReport, deliveryOf, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
 import { Verifier, type VerifierOptions } from "../engine/verifier.ts";
 import type { Latency } from "../metrics/histogram.ts";
 import { checkThresholds } from "../report/thresholds.ts";
@@ -354,20 +354,19 @@ export class RunSession {
         : undefined,
     });
     const integrity = this.integrity(s);
-    const sub = this.cfg.subscribers;
-    const seconds = (Date.now() - this.statsFrom.getTime()) / 1000;
-    const subscribers = sub && this.subscribers ? subscribersOf(s.stats, { connections: sub.connections, filter: sub.filter, qos: sub.qos }, this.subscribers.subscriberTotals(), seconds) : undefined;
     const peak = Math.max(0, ...this.timeline.points.map((p) => p.connect_per_s ?? 0));
     if (this.timeline.points.length) report.throughput.peak_connects_per_s = peak;
-    // What came out of the broker, beside what went in: rows deliver and e2e, and the delivered rate.
-    const out = this.subscribers ? this.subscribers.subscriberTotals() : this.verifier ? { ...this.verifier.subscriberTotals(), latency: this.verifier.totals().latency } : undefined;
+    // What came out of the broker, beside what went in, over the report's own window: rows
+    // deliver and e2e, the delivered rate, and the subscribers' block.
+    const out = (this.subscribers ?? this.verifier)?.subscriberTotals();
+    const seconds = (Date.parse(report.ended) - Date.parse(report.started)) / 1000;
     if (out) {
-      // Over the report's own window, as the sent and acked rates beside them.
-      const window = Math.max(1e-3, (Date.parse(report.ended) - Date.parse(report.started)) / 1000);
-      Object.assign(report.stats, deliveryRows(out, window));
-      report.throughput.delivered_per_s = Math.round((out.messages / window) * 10) / 10;
-      report.throughput.delivered_mb_per_s = Math.round((out.bytes / 1e6 / window) * 1000) / 1000;
+      const delivery = deliveryOf(out, seconds);
+      Object.assign(report.stats, delivery.rows);
+      Object.assign(report.throughput, delivery.throughput);
     }
+    const sub = this.cfg.subscribers;
+    const subscribers = sub && this.subscribers && out ? subscribersOf(s.stats, { connections: sub.connections, filter: sub.filter, qos: sub.qos }, out, seconds) : undefined;
     return { ...report, ...(integrity ? { integrity } : {}), ...(subscribers ? { subscribers } : {}), timeline: this.timeline.points };
   }
 }

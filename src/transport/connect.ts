@@ -190,8 +190,8 @@ export interface DialOptions {
   /** Local source address (127.0.0.x) to spread ports across. */
   source?: string;
   tls?: TLSOptions;
-  /** MQTT over WebSocket at this endpoint (after TLS, for wss). */
-  ws?: WsEndpoint;
+  /** MQTT over WebSocket at this path (after TLS, for wss); the Host header is the target's. */
+  ws?: Omit<WsEndpoint, "host">;
 }
 
 /** Dials connections for one engine, all sharing one handler object. */
@@ -208,7 +208,7 @@ export class Transport {
 
   /** Opens a connection for `conn`; every outcome arrives through the LinkEvents. */
   dial(conn: Link, opts: DialOptions): void {
-    conn.ws = opts.ws ? new WsState(opts.ws) : null;
+    conn.ws = opts.ws ? new WsState({ ...opts.ws, host: `${opts.target.host}:${opts.target.port}` }) : null;
     // `localAddress` is accepted by Bun.connect though missing from its types (bun 1.4).
     const options = {
       hostname: opts.target.host,

@@ -63,19 +63,25 @@ interface Report {
   config: Record<string, unknown>;
   stats: Record<string, { count: number; failures: number }>;
   errors: Record<string, Record<string, number>>;
-  publishes: { sent: number };
+  publishes: { sent: number; acked: number };
   duration_s: number;
   throughput: { connects_per_s: number; peak_connects_per_s?: number; sent_per_s: number; sent_mb_per_s: number; acked_per_s: number; delivered_per_s?: number; delivered_mb_per_s?: number };
   phases: Record<string, { count: number; p50_ms: number }>;
   health: { sessions_resumed: number; topic_alias_bytes_saved: number; no_matching_subscribers: number };
   subscribers?: { delivered: number; filter: string };
+  notes?: string[];
+}
+
+/** `cicada run ARGS`, which must exit 0, with its report in `dir/NAME.json`: the report, and what the run printed. */
+async function reportOf(dir: string, name: string, args: string[]): Promise<{ report: Report; printed: string }> {
+  const path = join(dir, `${name}.json`);
+  const r = await cicada(["run", ...args, "--report", path]);
+  if (r.code !== 0) throw new Error(`cicada exited ${r.code}: ${r.stderr}`);
+  return { report: JSON.parse(readFileSync(path, "utf8")) as Report, printed: r.stdout + r.stderr };
 }
 
 async function runOn(bed: Bed, name: string, extra: string[]): Promise<Report> {
-  const report = join(bed.tmp.path, `${name}.json`);
-  const r = await cicada(["run", ...bed.args, "--users", "10", "--rate", "200", ...extra, "--report", report]);
-  if (r.code !== 0) throw new Error(`cicada exited ${r.code}: ${r.stderr}`);
-  return JSON.parse(readFileSync(report, "utf8")) as Report;
+  return (await reportOf(bed.tmp.path, name, [...bed.args, "--users", "10", "--rate", "200", ...extra])).report;
 }
 
 for (const kind of TRANSPORTS) {
@@ -190,10 +196,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 limits, from mosquitto's C
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 4);
     await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true, extra: ["max_inflight_messages 2"] });
-    const report = join(tmp.path, "r.json");
-    const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--qos", "2", "--msg-rate", "max", "--inflight", "8", "--duration", "3s", "--report", report]);
-    expect(r.code).toBe(0);
-    const rep = JSON.parse(readFileSync(report, "utf8")) as Report;
+    const { report: rep } = await reportOf(tmp.path, "r", ["--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--qos", "2", "--msg-rate", "max", "--inflight", "8", "--duration", "3s"]);
     expect(rep.stats.publish!.count).toBeGreaterThan(500);
     expect(rep.stats.publish!.failures).toBe(0);
   }, 30_000);
@@ -203,12 +206,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 limits, from mosquitto's C
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 4);
     await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true, extra: ["max_packet_size 300"] });
-    const run = async (size: string) => {
-      const report = join(tmp.path, `r${size}.json`);
-      const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--interval", "100ms", "--payload-size", size, "--duration", "2s", "--report", report]);
-      expect(r.code).toBe(0);
-      return JSON.parse(readFileSync(report, "utf8")) as Report;
-    };
+    const run = async (size: string) => (await reportOf(tmp.path, `r${size}`, ["--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--interval", "100ms", "--payload-size", size, "--duration", "2s"])).report;
     const big = await run("400");
     expect(big.publishes.sent).toBe(0);
     expect(big.errors.publish?.over_server_maximum_packet_size).toBeGreaterThan(40);
@@ -259,17 +257,14 @@ describe.skipIf(!HAVE_MOSQUITTO)("the broker's Nagle delay on CONNACK", () => {
     await makeCerts(certDir, 10);
     for (const nodelay of [false, true]) {
       await using broker = await startBroker({ certDir, stateDir: tmp.path, nodelay });
-      const report = join(tmp.path, `r-${nodelay}.json`);
-      const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "20", "--duration", "2s", "--report", report]);
-      expect(r.code).toBe(0);
-      const rep = JSON.parse(readFileSync(report, "utf8")) as { phases: { connack: { p50_ms: number } }; notes?: string[] };
+      const { report: rep, printed } = await reportOf(tmp.path, `r-${nodelay}`, ["--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "20", "--duration", "2s"]);
       if (nodelay) {
         expect(rep.phases.connack.p50_ms).toBeLessThan(20);
         expect(rep.notes).toBeUndefined();
       } else {
         expect(rep.phases.connack.p50_ms).toBeGreaterThan(36);
         expect(rep.notes?.[0]).toContain('set "set_tcp_nodelay true"');
-        expect(r.stdout + r.stderr).toContain("Note: CONNACK p50");
+        expect(printed).toContain("Note: CONNACK p50");
       }
     }
   }, 30_000);
@@ -282,12 +277,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 Retain Available and Serve
     await makeCerts(certDir, 4);
     // mosquitto's smallest max_keepalive is 10 s; its debug log shows each PINGREQ.
     await using broker = await startBroker({ certDir, stateDir: tmp.path, plain: true, extra: ["retain_available false", "max_keepalive 10", "log_type debug"] });
-    const run = async (name: string, extra: string[]) => {
-      const report = join(tmp.path, `${name}.json`);
-      const r = await cicada(["run", "--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--interval", "100ms", ...extra, "--report", report]);
-      expect(r.code).toBe(0);
-      return JSON.parse(readFileSync(report, "utf8")) as Report;
-    };
+    const run = async (name: string, extra: string[]) => (await reportOf(tmp.path, name, ["--transport", "tcp", "--certs", certDir, "--port", String(broker.port), "--users", "4", "--mqtt", "5", "--interval", "100ms", ...extra])).report;
     // (mosquitto 2.0.11 does not say Maximum QoS in its CONNACK: swarm-fake.test.ts checks that one.)
     const retained = await run("retain", ["--qos", "1", "--retain", "--duration", "2s"]);
     expect(retained.publishes.sent).toBe(0);
@@ -307,12 +297,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("persistent sessions under churn", () => {
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 10);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
-    const run = async (name: string, extra: string[]) => {
-      const report = join(tmp.path, `${name}.json`);
-      const r = await cicada(["run", "--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "200", "--msg-rate", "max", "--qos", "1", "--churn", "5", "--duration", "4s", ...extra, "--report", report]);
-      expect(r.code).toBe(0);
-      return JSON.parse(readFileSync(report, "utf8")) as Report & { publishes: { acked: number; failed: number; in_flight: number } };
-    };
+    const run = async (name: string, extra: string[]) => (await reportOf(tmp.path, name, ["--certs", certDir, "--port", String(broker.port), "--users", "10", "--rate", "200", "--msg-rate", "max", "--qos", "1", "--churn", "5", "--duration", "4s", ...extra])).report;
     // (mosquitto acks too fast here to leave anything in flight at a churn; swarm-fake.test.ts
     // checks the resend against a broker that holds its acks.)
     for (const mqtt of [["--mqtt", "3.1.1"], ["--mqtt", "5"]]) {
