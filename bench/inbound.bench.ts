@@ -10,7 +10,7 @@
  *   bun bench/inbound.bench.ts [--size 16MiB] [--chunk 65536] [--claim 96MiB] [--devices 50]
  */
 import { parseArgs } from "node:util";
-import { parseBytes } from "../src/config/units.ts";
+import { parseBytes } from "../src/sys/units.ts";
 import { Conn, Device } from "../src/mqtt/device.ts";
 import { PublishTemplate } from "../src/mqtt/codec.ts";
 import { onData, type SessionHost } from "../src/mqtt/session.ts";

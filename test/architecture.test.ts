@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 
 /** Top to bottom. `(root)` is src/*.ts (errors.ts); `native` is ../native (bun:ffi); `(package)` is ../package.json. */
-export const LAYERS = ["cli", "api", "run", "config", "cluster", "engine", "mqtt", "transport", "lifecycle", "dojot", "report", "pki", "store", "metrics", "ui", "sys", "(root)", "native", "(package)"] as const;
+export const LAYERS = ["cli", "api", "run", "config", "cluster", "engine", "scenario", "mqtt", "transport", "lifecycle", "dojot", "report", "pki", "store", "metrics", "ui", "sys", "(root)", "native", "(package)"] as const;
 
 const SRC = resolve(import.meta.dir, "../src");
 
@@ -83,7 +83,7 @@ test("the environment is read only through the option specs (config/options.ts),
 /** Each folder's main file, which opens with two lines saying what the folder owns. */
 export const MAIN_FILES: Record<string, string> = {
   cli: "main.ts", api: "app.ts", run: "session.ts", config: "options.ts", cluster: "fleet.ts", engine: "swarm.ts", mqtt: "session.ts", transport: "connect.ts",
-  lifecycle: "service.ts", dojot: "client.ts", report: "summary.ts", pki: "signer.ts", store: "dir.ts", metrics: "stats.ts", ui: "embedded.d.ts", sys: "fs.ts",
+  lifecycle: "service.ts", dojot: "client.ts", report: "summary.ts", pki: "signer.ts", store: "dir.ts", metrics: "stats.ts", ui: "embedded.d.ts", sys: "fs.ts", scenario: "api.ts",
 };
 
 test("every folder's main file says in its first two lines what the folder owns", () => {

@@ -102,6 +102,8 @@ export interface BrokerOptions {
   serverCert?: { cert: string; key: string };
   /** What each device may publish to, as an ACL pattern (default `%u/attrs`; a platform that drops telemetry: another topic). */
   devicePublishPattern?: string;
+  /** More ACL lines (e.g. `pattern readwrite %u/#`, `topic read firmware/#`): what scenarios' devices may do beyond dojot's topics. */
+  acl?: string[];
   /** Plain TCP, anonymous clients, no ACL: for throughput benchmarks without TLS (never for tests of the mTLS contract). */
   plain?: boolean;
   /** More mosquitto.conf lines (general settings, e.g. `max_inflight_messages 2`). */
@@ -121,7 +123,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   mkdirSync(wd, { recursive: true });
   const acl = join(wd, "acl");
   // %u is the certificate CN (use_identity_as_username), i.e. tenant:deviceid.
-  writeFileSync(acl, `pattern write ${opts.devicePublishPattern ?? "%u/attrs"}\npattern read %u/config\n\nuser ${PROBE_CN}\ntopic readwrite #\ntopic read $SYS/#\n`);
+  writeFileSync(acl, `pattern write ${opts.devicePublishPattern ?? "%u/attrs"}\npattern read %u/config\n${(opts.acl ?? []).join("\n")}\n\nuser ${PROBE_CN}\ntopic readwrite #\ntopic read $SYS/#\n`);
   const log = join(wd, "mosquitto.log");
   const conf = join(wd, "mosquitto.conf");
   writeFileSync(

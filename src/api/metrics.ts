@@ -3,7 +3,7 @@
  * stats: counters per row and failure reason, latency histograms in seconds, devices,
  * workers and the generator's own health.
  */
-import { ROWS, type Stats } from "../metrics/stats.ts";
+import type { Stats } from "../metrics/stats.ts";
 import type { Latency } from "../metrics/histogram.ts";
 
 /** Histogram bucket bounds, seconds. */
@@ -46,12 +46,14 @@ export function renderMetrics(m: MetricsInput): string {
   head("cicada_machines", "gauge", "Machines of a federated run.");
   out.push(`cicada_machines ${m.machines}`);
   const s = m.stats;
-  head("cicada_requests_total", "counter", "Successful operations per stats row (connect, subscribe, publish, recv_message, disconnect, renew, revoke).");
-  if (s) for (const r of ROWS) out.push(`cicada_requests_total{row="${r}"} ${s.rows[r].count}`);
+  head("cicada_requests_total", "counter", "Successful operations per stats row (connect, subscribe, publish, recv_message, disconnect, renew, revoke, and a scenario's own rows).");
+  // The built-in rows, then a scenario's own (d.measure, d.fail) and scenario_error.
+  const rows = s ? s.allRows() : [];
+  for (const [r, row] of rows) out.push(`cicada_requests_total{row="${r}"} ${row.count}`);
   head("cicada_failures_total", "counter", "Failed operations per stats row and reason.");
-  if (s) for (const r of ROWS) for (const [why, n] of s.rows[r].reasons) out.push(`cicada_failures_total{row="${r}",reason="${label(why)}"} ${n}`);
+  for (const [r, row] of rows) for (const [why, n] of row.reasons) out.push(`cicada_failures_total{row="${r}",reason="${label(why)}"} ${n}`);
   head("cicada_latency_seconds", "histogram", "Latency per stats row (publish: from the scheduled send to the PUBACK).");
-  if (s) for (const r of ROWS) histogram(out, "cicada_latency_seconds", `row="${r}"`, s.rows[r].latency);
+  for (const [r, row] of rows) histogram(out, "cicada_latency_seconds", `row="${r}"`, row.latency);
   head("cicada_published_total", "counter", "Messages the devices sent (QoS 0 and unacknowledged ones included).");
   out.push(`cicada_published_total ${s?.sent ?? 0}`);
   head("cicada_published_bytes_total", "counter", "Bytes of those publishes, whole MQTT packets as written.");

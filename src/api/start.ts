@@ -21,6 +21,7 @@ export const Start = z
     tls: z.boolean().optional(),
     insecure: z.boolean().optional(),
     reset_stats: z.boolean().optional(),
+    scenario: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional().openapi({ example: "tracker", description: "A scenario by name, from the server's --scenarios directory (never a path)" }),
     label: z.string().max(200).optional().openapi({ description: "A name for the run in the history" }),
   })
   .strict()
@@ -45,6 +46,7 @@ const FLAGS = {
   tls: "tls",
   insecure: "insecure",
   reset_stats: "reset-stats",
+  scenario: "scenario",
   label: null,
 } as const satisfies Record<keyof StartRequest, string | null>;
 

@@ -29,7 +29,7 @@ async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
     progress.update(`[${Math.round((performance.now() - t0) / 1000)}s] all ${fmtInt(devices)} devices connected: stats reset`, true);
   });
   process.stderr.write(
-    `cicada: ${fmtInt(cfg.swarm.users)} devices → ${cfg.echo.targets} at ${cfg.swarm.rate}/s for ${cfg.durationMs / 1000}s` +
+    `cicada: ${fmtInt(cfg.swarm.users)} ${cfg.swarm.scenario ? `${cfg.swarm.scenario.name} ` : ""}devices → ${cfg.echo.targets} at ${cfg.swarm.rate}/s for ${cfg.durationMs / 1000}s` +
       ` (${cfg.swarm.ws ? (cfg.swarm.tls ? "WebSocket over mTLS" : "WebSocket") : cfg.swarm.tls ? "mTLS" : "TCP"}, MQTT ${cfg.swarm.version === 5 ? "5" : "3.1.1"}, QoS ${cfg.swarm.qos}, ` +
       `${session.federated ? `${fleet.snapshot().machines?.filter((m) => !m.lost && !m.rejected).length} machines` : `${session.workers} process${session.workers > 1 ? "es" : ""}`})\n`,
   );

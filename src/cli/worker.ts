@@ -23,6 +23,7 @@ export const WORKER_SPEC: CommandSpec = {
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     name: { type: "string", arg: "NAME", help: "Machine name in the registry and the report (default host-pid)" },
     once: { type: "boolean", help: "Exit after one run instead of waiting for the next" },
+    scenarios: { type: "string", arg: "DIR", help: "Scenario files this machine may run: a controller's --scenario runs here only as a file of this directory with the same content (SHA-256)" },
     "verify-cert": { type: "string", arg: "FILE", help: "This machine's verifying consumer certificate, for runs with --verify (it counts this machine's own devices)" },
     "verify-key": { type: "string", arg: "FILE", help: "Its private key" },
     "cluster-key": CLUSTER_KEY_OPTION,
@@ -87,6 +88,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       seal: new Seal(clusterKey),
       lifecycle,
       ...(verifyCert && verifyKey ? { verifyIdentity: { cert: verifyCert, key: verifyKey } } : {}),
+      ...(o.has("scenarios") ? { scenariosDir: o.str("scenarios")! } : {}),
     },
     (line) => process.stderr.write(`cicada worker: ${line}\n`),
   );

@@ -2,14 +2,15 @@
 import type { IdentitySource, Publishing, SwarmConfig } from "../engine/config.ts";
 import { Swarm } from "../engine/swarm.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
+import type { LoadedScenario } from "../scenario/load.ts";
 import type { Fleet, FleetSnapshot } from "./fleet.ts";
 import { status } from "./worker.ts";
 
 export class InProcessFleet implements Fleet {
   private readonly swarm: Swarm;
 
-  constructor(cfg: SwarmConfig, identities: IdentitySource, lifecycle: LifecycleHooks | null = null) {
-    this.swarm = new Swarm(cfg, identities, undefined, lifecycle);
+  constructor(cfg: SwarmConfig, identities: IdentitySource, lifecycle: LifecycleHooks | null = null, scenario: LoadedScenario | null = null) {
+    this.swarm = new Swarm(cfg, identities, undefined, lifecycle, scenario);
   }
 
   start(): void {

@@ -31,6 +31,7 @@ import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, 
 import { openRedis, type RedisSettings } from "../store/connection.ts";
 import type { StoreSettings } from "../store/redis.ts";
 import { redactUrl } from "../sys/redact.ts";
+import { localScenario } from "../scenario/load.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
 import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
@@ -56,6 +57,8 @@ export interface MachineOptions {
   lifecycle: LifecycleLocal;
   /** This machine's verifying consumer identity (PEM), for runs with --verify over TLS. */
   verifyIdentity?: { cert: string; key: string };
+  /** Scenario files this machine may run (--scenarios): a run's scenario must be one of them, by content. */
+  scenariosDir?: string;
 }
 
 export class MachineAgent {
@@ -281,6 +284,8 @@ export class MachineAgent {
     const workers = this.o.workers === "auto" ? Math.max(availableParallelism(), Math.ceil(a.users / this.perProcess)) : this.o.workers;
     const churn = b.swarm.churn ? (b.swarm.churn * a.users) / Math.max(1, b.swarm.users) : 0;
     const swarm = { ...b.swarm, users: a.users, rate: a.rate, churn, sources: this.o.sources, machine: this.id, caPem: this.o.caPem ?? b.swarm.caPem };
+    // Code never comes from Redis: the scenario the beat names runs only as this machine's own file with that content.
+    if (b.swarm.scenario) swarm.scenario = { ...b.swarm.scenario, path: localScenario(b.swarm.scenario, this.o.scenariosDir) };
     const cap = checkCapacity({
       users: a.users,
       workers,
@@ -406,3 +411,4 @@ export class MachineAgent {
     this.finished.resolve(code);
   }
 }
+

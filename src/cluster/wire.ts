@@ -10,6 +10,7 @@ import type { SwarmConfig } from "../engine/config.ts";
 import type { LifecyclePlan } from "../lifecycle/types.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { type EncodedStats, type PackedStats, unpackStats } from "../metrics/snapshot.ts";
+import { MAX_CUSTOM_ROWS, ROWS } from "../metrics/stats.ts";
 import type { Assignment, Beat, MachineState } from "./redis-protocol.ts";
 import type { WorkerInfo } from "./fleet.ts";
 
@@ -52,6 +53,8 @@ const swarm: z.ZodType<SwarmConfig> = z
     users: count,
     rate: amount,
     lifecycle: plan.optional(),
+    // A name and a hash to look up among the machine's own files (never code, never a path it uses).
+    scenario: z.object({ name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), path: z.string().max(4096), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict().optional(),
   })
   .strict();
 
@@ -82,7 +85,8 @@ const worker: z.ZodType<WorkerInfo> = z
 const packedRow = z.object({ count, failures: count, reasons: z.record(z.string().max(200), count), h: z.string().max(1024 * 1024) }).strict();
 const packed: z.ZodType<PackedStats> = z
   .object({
-    rows: z.record(z.string().max(64), packedRow),
+    // The built-in rows, a scenario's own (MAX_CUSTOM_ROWS) and scenario_error: no more.
+    rows: z.record(z.string().max(64), packedRow).refine((r) => Object.keys(r).length <= ROWS.length + MAX_CUSTOM_ROWS + 1, "too many rows"),
     phases: z.record(z.string().max(64), z.string().max(1024 * 1024)),
     lag: z.string().max(1024 * 1024),
     health: z.record(z.string().max(64), count),

@@ -9,6 +9,7 @@ import { encodeStats } from "../metrics/snapshot.ts";
 import { openIdentityBase, StridedIdentities, type IdentityBase } from "./identities.ts";
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
+import { loadScenario } from "../scenario/load.ts";
 
 export const STATS_INTERVAL_MS = 1000;
 
@@ -82,7 +83,10 @@ export async function runWorkerProcess(): Promise<number> {
       slot = m.spec.slot;
       identities = await identitiesFor(m.spec);
       v = m.v;
-      swarm = new Swarm(m.spec.swarm, identities, undefined, m.spec.swarm.lifecycle ? lifecycle : null);
+      // The scenario the supervisor named, by path on this machine and by content: a changed file is refused.
+      const sc = m.spec.swarm.scenario;
+      const scenario = sc ? await loadScenario(sc.path, sc.sha256) : null;
+      swarm = new Swarm(m.spec.swarm, identities, undefined, m.spec.swarm.lifecycle ? lifecycle : null, scenario);
       const lease = pendingLease ?? m.lease;
       if (lease !== undefined) swarm.setLease(lease);
       swarm.start();

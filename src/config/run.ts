@@ -13,10 +13,11 @@ import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
 import { readSubscribers, readTraffic, TRAFFIC_OPTIONS, type SubscribersConfig } from "./traffic.ts";
 import { MQTT_OPTIONS, readMqtt } from "./mqtt.ts";
+import { readScenario, SCENARIO_OPTIONS } from "./scenario.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
-import { parseBytes, parseDuration, parseRange } from "./units.ts";
+import { parseBytes, parseDuration, parseRange } from "../sys/units.ts";
 import { formatOf, reportPathIssue } from "../report/formats.ts";
 import { parseThreshold, type Threshold } from "../report/thresholds.ts";
 
@@ -42,6 +43,7 @@ export const RUN_SPEC: CommandSpec = {
     insecure: { type: "boolean", help: "Do not verify the broker's certificate (as dojot's tool did)" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses to connect from, e.g. 127.0.0.2,127.0.0.3" },
     ...TRAFFIC_OPTIONS,
+    ...SCENARIO_OPTIONS,
     "payload-size": { type: "string", arg: "BYTES|MIN..MAX", default: "0", help: "Pad the JSON payload to this size (e.g. 1KiB), or with a range give each device its own size in it (e.g. 100..4KiB)" },
     "max-packet-size": { type: "string", arg: "BYTES", default: "1MiB", help: "Largest packet a device accepts (e.g. 256KiB); a bigger one drops that connection as packet_too_large. MQTT 5 tells the broker" },
     inflight: { type: "string", arg: "N", default: "8", help: "QoS 1/2 publishes a device may have unacknowledged; a publish that finds the window full is skipped and counted as window_full" },
@@ -199,7 +201,7 @@ export function readRunConfig(o: Options): RunConfig {
   if (unwritable) o.fail("report", `cannot be written: ${unwritable}`, reportPath);
   const thresholds: Threshold[] = [];
   for (const expr of o.all("threshold")) {
-    const t = parseThreshold(expr);
+    const t = parseThreshold(expr, o.has("scenario"));
     if (typeof t === "string") o.issues.push(`${o.source("threshold")} ${t}`);
     else thresholds.push(t);
   }
@@ -235,6 +237,7 @@ export function readRunConfig(o: Options): RunConfig {
     verify = { connections, ...(cert ? { cert } : {}), ...(key ? { key } : {}), waitMs: waitMs ?? 5000, actuateRate: rate };
   } else if (o.has("actuate")) o.issues.push("--actuate needs --verify: the verifying consumer is the backend side that sends the commands");
   const subscribers = readSubscribers(o, tls);
+  const scenario = readScenario(o);
   return {
     ...(verify ? { verify } : {}),
     ...(subscribers ? { subscribers } : {}),
@@ -271,6 +274,7 @@ export function readRunConfig(o: Options): RunConfig {
       users,
       rate,
       ...(lifecycle ? { lifecycle: lifecyclePlan(lifecycle) } : {}),
+      ...(scenario ? { scenario } : {}),
     },
     ...(lifecycle ? { lifecycle } : {}),
     durationMs,
@@ -308,6 +312,7 @@ export function readRunConfig(o: Options): RunConfig {
       ...(payload !== undefined ? { payload } : {}),
       retain: o.bool("retain"),
       ...(churn > 0 ? { churn_per_s: churn } : {}),
+      ...(scenario ? { scenario: scenario.name, scenario_sha256: scenario.sha256 } : {}),
       keepalive_s: keepaliveS,
       payload_size: payloadSizeMax > payloadSize ? [payloadSize, payloadSizeMax] : payloadSize,
       max_packet_size: maxPacketSize,

@@ -3,7 +3,7 @@ import { deviceTopic } from "../engine/config.ts";
 import { TICK_MS } from "../engine/scheduler.ts";
 import { PublishTemplate } from "../mqtt/codec.ts";
 import type { Options, OptionSpecs } from "./options.ts";
-import { parseDuration } from "./units.ts";
+import { parseDuration } from "../sys/units.ts";
 
 export const TRAFFIC_OPTIONS: OptionSpecs = {
     "msg-rate": { type: "string", arg: "N|max", help: "Total publishes per second, spread evenly over the devices: each publishes every users/N seconds (instead of --interval); max: each as fast as its --inflight window allows" },

@@ -2,6 +2,7 @@
 import type { MqttSession, ProtocolVersion, PublishProperties, QoS } from "../mqtt/codec.ts";
 import type { LifecyclePlan } from "../lifecycle/types.ts";
 import type { Target } from "../transport/connect.ts";
+import type { LoadedScenario, ScenarioRef } from "../scenario/load.ts";
 
 export interface SwarmConfig {
   targets: Target[];
@@ -59,6 +60,18 @@ export interface SwarmConfig {
   drainMs?: number;
   /** Renew and revoke certificates during the run (RENEW_DEVICES / REVOKE_DEVICES). */
   lifecycle?: LifecyclePlan;
+  /** What the devices do (--scenario): a file on this machine and its content's hash; absent, the built-in device. */
+  scenario?: ScenarioRef;
+}
+
+/** `cfg` as the scenario `sc` asks: its name, its MQTT version and its session win over the run's flags. */
+export function withScenario(cfg: SwarmConfig, sc: LoadedScenario): SwarmConfig {
+  return {
+    ...cfg,
+    scenario: sc.ref,
+    ...(sc.version ? { version: sc.version } : {}),
+    ...(sc.session ? { session: { clean: sc.session.clean, expiryS: sc.session.expiryS } } : {}),
+  };
 }
 
 /** How devices publish, changeable while they run (the API's msg_rate and publish). */

@@ -5,23 +5,28 @@
  */
 import { PublishTemplate, encodeConnect, encodeDisconnect } from "../mqtt/codec.ts";
 import { Conn, Device, Lifecycle, State } from "../mqtt/device.ts";
-import { onData, type SessionHost } from "../mqtt/session.ts";
+import { onData, subscribe } from "../mqtt/session.ts";
+import type { IPublishPacket } from "mqtt-packet";
 import type { Stats } from "../metrics/stats.ts";
 import { commonNameOf } from "../pki/subject.ts";
 import { Transport, type LinkEvents } from "../transport/connect.ts";
 import { ServerPins } from "../transport/pins.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
+import type { LoadedScenario } from "../scenario/load.ts";
+import { ScenarioRunner, type ScenarioLinks } from "./scenario.ts";
 import { Renewals, type Redialer } from "./renewal.ts";
 import { Timer } from "./scheduler.ts";
 import { deviceTopic, type IdentitySource, type SwarmConfig } from "./config.ts";
 import type { SwarmState } from "./state.ts";
 import type { Traffic } from "./traffic.ts";
 
-export class Connections implements SessionHost, LinkEvents, Redialer {
+export class Connections implements ScenarioLinks, LinkEvents, Redialer {
   /** Broker certificates verified so far, per target: later connections skip the CA store. */
   readonly serverPins = new ServerPins();
   /** Renew and revoke, when the run asks for them. */
   readonly renewals: Renewals | null;
+  /** The devices' scenario (--scenario), or null for the built-in device. */
+  readonly scenario: ScenarioRunner | null;
   private readonly transport: Transport;
 
   /** @param mayDial false once the machine's lease lapsed: nothing dials again. */
@@ -30,7 +35,9 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     private readonly traffic: Traffic,
     lifecycle: LifecycleHooks | null,
     private readonly mayDial: () => boolean,
+    scenario: LoadedScenario | null = null,
   ) {
+    this.scenario = scenario ? new ScenarioRunner(st, scenario, this) : null;
     if (st.cfg.lifecycle && !lifecycle) throw new Error("lifecycle settings without a lifecycle service");
     this.renewals = st.cfg.lifecycle && lifecycle ? new Renewals(st, lifecycle, this) : null;
     this.transport = new Transport(this, st.cfg.tls, !st.cfg.insecure);
@@ -163,6 +170,16 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
 
   // ---- leaving ----------------------------------------------------------------------------
 
+  /** A scenario's d.offline: DISCONNECT now, dial again `ms` after the connection has closed. False when it is not connected. */
+  offline(dev: Device, ms: number): boolean {
+    const conn = dev.conn;
+    if (dev.state !== State.CONNECTED || !conn?.socket) return false;
+    dev.offlineMs = ms;
+    this.st.wheel.clearAll(dev.index);
+    this.disconnect(dev, conn);
+    return true;
+  }
+
   /** Takes a device out of the swarm: DISCONNECT if connected, then close. */
   retire(dev: Device): void {
     this.st.wheel.clearAll(dev.index);
@@ -266,12 +283,21 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     const live = st.wanted(dev);
     // A persistent session keeps what is in flight for the device's return (resent on resume, §4.4).
     const lostInflight = live && st.persistent ? 0 : dev.inflight.clear();
+    const away = dev.offlineMs;
+    dev.offlineMs = 0;
+    if (dev.state === State.STOPPING || dev.state === State.CONNECTED) this.scenario?.closed(dev, dev.state === State.CONNECTED ? why : away > 0 ? "offline" : "disconnected");
     switch (dev.state) {
       case State.STOPPING:
         st.stats.rows.disconnect.ok();
         // Left on purpose (churn, a renew or revoke) with publishes unacknowledged: they end here, counted.
         for (let i = 0; i < lostInflight; i++) st.stats.rows.publish.fail("connection_lost");
         dev.state = State.IDLE;
+        // Offline for a while (a scenario's d.offline): back after that long.
+        if (live && away > 0) {
+          dev.state = State.WAITING;
+          st.wheel.set(dev.index, Timer.RECONNECT, st.clock() + away);
+          return;
+        }
         // Disconnected to renew or to check a revocation: dial again at once.
         if (live && (dev.churned || dev.lifecycle === Lifecycle.REVOKE_CHECK || dev.lifecycle === Lifecycle.RENEW_CONNECT)) {
           dev.churned = false;
@@ -310,8 +336,15 @@ export class Connections implements SessionHost, LinkEvents, Redialer {
     dev.attempts = 0;
     dev.connectedAt = now;
     this.st.connected++;
+    // The built-in device subscribes to its config topic; a scenario subscribes to what it wants.
+    if (!this.scenario) subscribe(this, conn, `${dev.clientId}/config`, conn.qos, now);
     if (this.renewals && !this.renewals.connected(dev, now)) return;
-    this.traffic.begin(dev, now);
+    this.traffic.begin(dev, now, !this.scenario);
+    this.scenario?.connected(dev, now);
+  }
+
+  received(conn: Conn, packet: IPublishPacket): void {
+    this.scenario?.message(conn, packet);
   }
 
   drop(conn: Conn, reason: string): void {

@@ -6,7 +6,8 @@
  */
 
 /** Timer kinds in the scheduler wheel. */
-export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3, ACK: 4 } as const;
+export const Timer = { PUBLISH: 0, KEEPALIVE: 1, TIMEOUT: 2, RECONNECT: 3, ACK: 4, SCENARIO: 5 } as const;
+/** Kinds every swarm has; a scenario's adds SCENARIO (engine/scenario.ts), so the built-in device pays nothing for it. */
 export const TIMER_KINDS = 5;
 
 export const TICK_MS = 10;

@@ -35,10 +35,12 @@ export class SwarmState {
     readonly identities: IdentitySource,
     readonly clock: Clock,
     readonly wheel: Wheel,
+    scripted = false,
   ) {
     this.maxPacketSize = cfg.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE;
     this.window = cfg.inflight ?? DEFAULT_INFLIGHT;
-    this.persistent = cfg.session?.clean === false && cfg.qos > 0;
+    // A scenario chooses each publish's QoS, so its in-flight publishes may outlive a connection whatever --qos says.
+    this.persistent = cfg.session?.clean === false && (cfg.qos > 0 || scripted);
     this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     this.publishing = { intervalMs: [...cfg.intervalMs], publish: cfg.publish !== false, ...(cfg.max ? { max: true } : {}) };
     this.epochOffset = Date.now() - clock();

@@ -20,6 +20,7 @@ import { Ramp } from "./ramp.ts";
 import { TICK_MS, TIMER_KINDS, Timer, Wheel, leaseClock, type Clock } from "./scheduler.ts";
 import { SwarmState } from "./state.ts";
 import { Traffic } from "./traffic.ts";
+import type { LoadedScenario } from "../scenario/load.ts";
 
 export interface SwarmSnapshot {
   target: number;
@@ -54,18 +55,21 @@ export class Swarm {
   /**
    * @param lifecycle who grants and performs renewals and revocations (required when
    *   `cfg.lifecycle` asks for them)
+   * @param scenario what the devices do (--scenario); null: the built-in device
    */
   constructor(
     private readonly cfg: SwarmConfig,
     private readonly identities: IdentitySource,
     clock: Clock = () => performance.now(),
     lifecycle: LifecycleHooks | null = null,
+    scenario: LoadedScenario | null = null,
   ) {
     this.target = Math.min(cfg.users, identities.count);
-    const wheel = new Wheel(TIMER_KINDS, Math.max(16, this.target), (d, k, at) => this.fireGuarded(d, k, at), clock());
-    this.st = new SwarmState(cfg, identities, clock, wheel);
+    const kinds = scenario ? TIMER_KINDS + 1 : TIMER_KINDS;
+    const wheel = new Wheel(kinds, Math.max(16, this.target), (d, k, at) => this.fireGuarded(d, k, at), clock());
+    this.st = new SwarmState(cfg, identities, clock, wheel, scenario !== null);
     this.traffic = new Traffic(this.st);
-    this.links = new Connections(this.st, this.traffic, lifecycle, () => !this.leaseLapsed());
+    this.links = new Connections(this.st, this.traffic, lifecycle, () => !this.leaseLapsed(), scenario);
     this.ramp = new Ramp(cfg.rate);
     this.churn = new Ramp(cfg.churn ?? 0);
   }
@@ -106,7 +110,8 @@ export class Swarm {
   setPublishing(p: Partial<Publishing>): void {
     const st = this.st;
     st.publishing = withPublishing(st.publishing, p);
-    this.traffic.rearm(st.clock());
+    if (this.links.scenario) this.links.scenario.rearm(st.clock());
+    else this.traffic.rearm(st.clock());
   }
 
   /** Cuts a stop short: what is still in flight is counted unacked_at_stop at once, sockets are closed without waiting. */
@@ -247,6 +252,8 @@ export class Swarm {
         return this.links.reconnect(dev, now);
       case Timer.ACK:
         return this.traffic.expireAcks(dev, now);
+      case Timer.SCENARIO:
+        return this.links.scenario?.fire(dev, at, now);
     }
   }
 }

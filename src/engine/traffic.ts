@@ -16,17 +16,18 @@ export class Traffic {
   constructor(private readonly st: SwarmState) {}
 
   /**
-   * CONNACK accepted: the first publish within one interval, keepalive after one period. With a
+   * CONNACK accepted: the first publish within one interval (unless a scenario publishes instead:
+   * `telemetry` false), keepalive after one period. With a
    * fixed interval (--msg-rate) the first comes at a random point of it: devices that connect in
    * the same tick would otherwise publish in the same tick forever, and the broker would see
    * bursts where a steady rate was asked for (a burst of ten at once more than doubled the p50
    * round trip here, bench/latency.bench.ts). A jittered interval spreads devices by itself.
    */
-  begin(dev: Device, now: number): void {
+  begin(dev: Device, now: number, telemetry = true): void {
     const { wheel, cfg } = this.st;
     wheel.clear(dev.index, Timer.TIMEOUT);
     if (dev.inflight.count > 0) this.resume(dev, now);
-    if (this.st.publishing.publish) {
+    if (telemetry && this.st.publishing.publish) {
       const [lo, hi] = this.st.publishing.intervalMs;
       dev.nextPublishAt = now + (lo === hi && !this.st.publishing.max ? Math.random() * lo : this.interval());
       wheel.set(dev.index, Timer.PUBLISH, dev.nextPublishAt);

@@ -4,7 +4,7 @@
  * compressed encoding and merge exactly.
  */
 import type { Latency } from "./histogram.ts";
-import { PHASES, ROWS, Stats, type Health } from "./stats.ts";
+import { CUSTOM_ROW, PHASES, ROWS, SCENARIO_ERROR_ROW, Stats, type Health } from "./stats.ts";
 
 export interface EncodedRow {
   count: number;
@@ -29,10 +29,7 @@ const enc = (l: Latency) => l.toSparse();
 
 export function encodeStats(s: Stats): EncodedStats {
   const rows: Record<string, EncodedRow> = {};
-  for (const name of ROWS) {
-    const r = s.rows[name];
-    rows[name] = { count: r.count, failures: r.failures, reasons: Object.fromEntries(r.reasons), h: enc(r.latency) };
-  }
+  for (const [name, r] of s.allRows()) rows[name] = { count: r.count, failures: r.failures, reasons: Object.fromEntries(r.reasons), h: enc(r.latency) };
   const phases: Record<string, number[]> = {};
   for (const p of PHASES) phases[p] = enc(s.phases[p]);
   return { rows, phases, lag: enc(s.loopLag), health: { ...s.health }, sent: s.sent, sent_bytes: s.sentBytes };
@@ -40,10 +37,11 @@ export function encodeStats(s: Stats): EncodedStats {
 
 /** Adds an encoded delta into `into` (counters add, histograms merge). */
 export function addEncoded(into: Stats, e: EncodedStats): void {
-  for (const name of ROWS) {
-    const r = e.rows[name];
+  for (const [name, r] of Object.entries(e.rows)) {
     if (!r) continue;
-    const row = into.rows[name];
+    // A name that is not built in is a scenario's row (the wire schema bounds how many).
+    const row = (ROWS as readonly string[]).includes(name) ? into.rows[name as (typeof ROWS)[number]] : CUSTOM_ROW.test(name) || name === SCENARIO_ERROR_ROW ? into.customRow(name) : null;
+    if (!row) continue;
     row.count += r.count;
     row.failures += r.failures;
     for (const [k, n] of Object.entries(r.reasons)) row.reasons.set(k, (row.reasons.get(k) ?? 0) + n);

@@ -11,6 +11,17 @@ import { Latency, type LatencySummary } from "./histogram.ts";
 export const ROWS = ["connect", "subscribe", "publish", "recv_message", "disconnect", "renew", "revoke"] as const;
 export type RowName = (typeof ROWS)[number];
 
+/** A scenario's own rows (d.measure, d.fail): lower case, digits and _, not a built-in name. */
+export const CUSTOM_ROW = /^[a-z][a-z0-9_]{0,39}$/;
+/** How many custom rows one run may have. */
+export const MAX_CUSTOM_ROWS = 32;
+/** The engine's row for what a scenario's hooks threw (or how long they blocked), by message. */
+export const SCENARIO_ERROR_ROW = "scenario_error";
+/** A scenario hook that runs longer than this holds up every device of its process: counted in scenario_error as blocked:<hook>. */
+export const SLOW_HOOK_MS = 50;
+/** Names a custom row may not take: the built-in rows, the consumer's (report: deliver, e2e) and the engine's own. */
+export const RESERVED_ROWS: readonly string[] = [...ROWS, "deliver", "e2e", SCENARIO_ERROR_ROW];
+
 /** Connection phases, each its own histogram. */
 export const PHASES = ["tcp_connect", "tls_handshake", "ws_upgrade", "connack", "suback", "puback", "e2e"] as const;
 export type PhaseName = (typeof PHASES)[number];
@@ -69,10 +80,26 @@ export class Stats {
   sent = 0;
   /** Bytes of those publishes (whole packets, as written). */
   sentBytes = 0;
+  /** A scenario's own rows (d.measure, d.fail) and scenario_error, by name; empty for the built-in device. */
+  readonly custom = new Map<string, Row>();
 
   constructor() {
     this.rows = Object.fromEntries(ROWS.map((r) => [r, new Row()])) as Record<RowName, Row>;
     this.phases = Object.fromEntries(PHASES.map((p) => [p, new Latency()])) as Record<PhaseName, Latency>;
+  }
+
+  /** The custom row `name`, made when first asked for (callers check the name: CUSTOM_ROW). */
+  customRow(name: string): Row {
+    let row = this.custom.get(name);
+    if (!row) this.custom.set(name, (row = new Row()));
+    return row;
+  }
+
+  /** Every row: the built-in ones, then the custom ones by name. */
+  allRows(): [string, Row][] {
+    const out: [string, Row][] = ROWS.map((r) => [r, this.rows[r]]);
+    for (const name of [...this.custom.keys()].sort()) out.push([name, this.custom.get(name)!]);
+    return out;
   }
 
   add(other: Stats): void {
@@ -81,6 +108,7 @@ export class Stats {
     this.loopLag.add(other.loopLag);
     this.sent += other.sent;
     this.sentBytes += other.sentBytes;
+    for (const [name, row] of other.custom) this.customRow(name).add(row);
     for (const k of Object.keys(this.health) as (keyof Health)[]) this.health[k] += other.health[k];
   }
 }

@@ -102,6 +102,51 @@ export function encodeSubscribe(messageId: number, topic: string, qos: QoS, vers
   return mqtt.generate({ cmd: "subscribe", messageId, subscriptions: [{ topic, qos }] }, { protocolVersion: version });
 }
 
+/** MQTT 5 properties of one publish (a scenario's request/response and metadata). */
+export interface OnePublishProperties extends PublishProperties {
+  responseTopic?: string;
+  correlationData?: Uint8Array;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * One PUBLISH with its payload (a scenario's publish). Without properties it is written here in
+ * one allocation; with MQTT 5 properties mqtt-packet encodes it.
+ */
+export function encodePublish(topic: string, payload: Uint8Array, qos: QoS, retain: boolean, messageId: number, version: ProtocolVersion, properties?: OnePublishProperties): Uint8Array {
+  if (properties && version === 5) {
+    const { correlationData, ...rest } = properties;
+    const props = { ...rest, ...(correlationData ? { correlationData: Buffer.from(correlationData) } : {}) };
+    return mqtt.generate({ cmd: "publish", topic, payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), qos, retain, dup: false, ...(qos ? { messageId } : {}), properties: props }, { protocolVersion: version });
+  }
+  const topicLen = Buffer.byteLength(topic);
+  if (topicLen > 65535) throw new Error("topic longer than 65535 bytes");
+  const remaining = 2 + topicLen + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
+  if (remaining > 268_435_455) throw new Error("packet over MQTT's 256 MiB limit");
+  let lenBytes = 1;
+  for (let r = remaining; r >= 128; r = Math.floor(r / 128)) lenBytes++;
+  const out = new Uint8Array(1 + lenBytes + remaining);
+  out[0] = 0x30 | (qos << 1) | (retain ? 1 : 0);
+  let at = 1;
+  for (let r = remaining; ; ) {
+    const b = r % 128;
+    r = Math.floor(r / 128);
+    out[at++] = r > 0 ? b | 0x80 : b;
+    if (r === 0) break;
+  }
+  out[at++] = topicLen >> 8;
+  out[at++] = topicLen & 0xff;
+  at += utf8.encodeInto(topic, out.subarray(at)).written;
+  if (qos > 0) {
+    out[at++] = messageId >> 8;
+    out[at++] = messageId & 0xff;
+  }
+  if (version === 5) out[at++] = 0; // no properties
+  out.set(payload, at);
+  return out;
+}
+
 export function encodeDisconnect(version: ProtocolVersion): Buffer {
   return mqtt.generate({ cmd: "disconnect" }, { protocolVersion: version });
 }

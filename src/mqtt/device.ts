@@ -187,6 +187,8 @@ export class Device {
   lifecycle: LifecycleValue = Lifecycle.NONE;
   /** Disconnected by churn (--churn): it dials again as soon as its connection has closed. */
   churned = false;
+  /** Gone offline on purpose (a scenario's d.offline): it dials again this many ms after its connection has closed. */
+  offlineMs = 0;
   /** When the renew or revoke began (for its latency). */
   lifecycleAt = 0;
   /** A renewed identity, used instead of the source's from then on. */
@@ -232,8 +234,11 @@ export class Conn {
   /** Over WebSocket: when the upgrade request went out (TCP and TLS done). */
   upgradeAt = 0;
   connectSentAt = 0;
+  /** The SUBSCRIBE awaiting its SUBACK (0: none), and when it went. */
   subscribeSentAt = 0;
   subscribeId = 0;
+  /** Further SUBSCRIBEs awaiting theirs, as [id, sentAt, …] (a scenario may subscribe to several topics at once). */
+  moreSubscribes: number[] | null = null;
   lastRx = 0;
   lastTx = 0;
   pingOutstanding = false;
@@ -257,6 +262,10 @@ export class Conn {
   refusal: string | null = null;
   /** Keepalive in seconds: the client's, or the server's Server Keep Alive (MQTT 5 §3.2.2.3.14), which the client must use. */
   keepaliveS = 0;
+  /** The server's Maximum Packet Size, Maximum QoS and Retain Available (MQTT 5 CONNACK; 0: no maximum). */
+  maxPacketOut = 0;
+  maxQoS = 2;
+  retainAvailable = true;
   /** The server's Topic Alias Maximum (MQTT 5 CONNACK; 0: no aliases). */
   aliasMax = 0;
   /** The CONNACK said Session Present: the broker kept this device's session. */

@@ -21,6 +21,8 @@ export interface SessionHost {
   drop(conn: Conn, reason: string): void;
   /** Monotonic ms to wall-clock ms (payload timestamps are wall clock). */
   wallClock(monotonic: number): number;
+  /** A PUBLISH came for the device, after it was counted (a scenario's onMessage). */
+  received?(conn: Conn, packet: IPublishPacket, now: number): void;
 }
 
 /**
@@ -163,29 +165,49 @@ function onConnack(host: SessionHost, conn: Conn, p: IConnackPacket, now: number
     if (limits.receiveMaximum) conn.sendMax = limits.receiveMaximum;
     conn.aliasMax = limits.topicAliasMaximum ?? 0;
     if (limits.serverKeepAlive !== undefined) conn.keepaliveS = limits.serverKeepAlive;
+    if (limits.maximumPacketSize) conn.maxPacketOut = limits.maximumPacketSize;
+    if (limits.maximumQoS !== undefined) conn.maxQoS = limits.maximumQoS;
+    if (limits.retainAvailable === false) conn.retainAvailable = false;
     const dev = conn.device;
     const largest = dev.alias ? Math.max(dev.publish.length, dev.alias.first.length) : dev.publish.length;
-    if (limits.maximumPacketSize && largest > limits.maximumPacketSize) conn.refusal = "over_server_maximum_packet_size";
-    else if (limits.maximumQoS !== undefined && conn.qos > limits.maximumQoS) conn.refusal = "qos_over_server_maximum";
-    else if (limits.retainAvailable === false && dev.publish.retain) conn.refusal = "retain_unavailable";
+    if (conn.maxPacketOut && largest > conn.maxPacketOut) conn.refusal = "over_server_maximum_packet_size";
+    else if (conn.qos > conn.maxQoS) conn.refusal = "qos_over_server_maximum";
+    else if (!conn.retainAvailable && dev.publish.retain) conn.refusal = "retain_unavailable";
   }
   host.stats.phases.connack.recordMs(now - conn.connectSentAt);
   host.stats.rows.connect.ok(now - conn.dialAt);
-  conn.subscribeId = dev.packetId();
-  conn.subscribeSentAt = now;
-  host.send(conn, encodeSubscribe(conn.subscribeId, `${dev.clientId}/config`, conn.qos, conn.version));
   host.connected(conn, now);
 }
 
+/** Sends a SUBSCRIBE to `filter`; its SUBACK is counted in the subscribe row. */
+export function subscribe(host: SessionHost, conn: Conn, filter: string, qos: 0 | 1 | 2, now: number): void {
+  const id = conn.device.packetId();
+  if (conn.subscribeId === 0) {
+    conn.subscribeId = id;
+    conn.subscribeSentAt = now;
+  } else (conn.moreSubscribes ??= []).push(id, now);
+  host.send(conn, encodeSubscribe(id, filter, qos, conn.version));
+}
+
 function onSuback(host: SessionHost, conn: Conn, p: ISubackPacket, now: number): void {
-  if (p.messageId !== conn.subscribeId) return protocolError(host, conn, "unexpected_suback");
+  let sentAt: number;
+  if (p.messageId === conn.subscribeId && conn.subscribeId !== 0) {
+    sentAt = conn.subscribeSentAt;
+    conn.subscribeId = 0;
+  } else {
+    const more = conn.moreSubscribes;
+    const k = more ? more.findIndex((v, i) => i % 2 === 0 && v === p.messageId) : -1;
+    if (k < 0) return protocolError(host, conn, "unexpected_suback");
+    sentAt = more![k + 1]!;
+    more!.splice(k, 2);
+  }
   const granted = p.granted[0];
   const code = typeof granted === "number" ? granted : 0x80;
   if (code >= 0x80) {
     host.stats.rows.subscribe.fail(conn.version === 5 ? reasonName(code) : "refused");
     return;
   }
-  const ms = now - conn.subscribeSentAt;
+  const ms = now - sentAt;
   host.stats.rows.subscribe.ok(ms);
   host.stats.phases.suback.recordMs(ms);
 }
@@ -206,6 +228,7 @@ function onPublish(host: SessionHost, conn: Conn, p: IPublishPacket, now: number
   } else row.ok();
   if (p.qos === 1) host.send(conn, encodeAck(CMD.PUBACK, p.messageId!));
   else if (p.qos === 2) host.send(conn, encodeAck(CMD.PUBREC, p.messageId!));
+  host.received?.(conn, p, now);
 }
 
 /** A publish finished (PUBACK, PUBCOMP, or a refusal code): latency from its scheduled time. */

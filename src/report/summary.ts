@@ -2,7 +2,7 @@
 // Imports point down only: ARCHITECTURE.md lists the layers, test/architecture.test.ts checks them.
 /** The end-of-run report: JSON (for --report and CI) and a Locust-like table for the terminal. */
 import { Latency } from "../metrics/histogram.ts";
-import { Row, ROWS, rowReport, type RowReport, type Stats } from "../metrics/stats.ts";
+import { Row, rowReport, SCENARIO_ERROR_ROW, SLOW_HOOK_MS, type RowReport, type Stats } from "../metrics/stats.ts";
 import type { TimelinePoint } from "./timeline.ts";
 
 export interface HealthReport {
@@ -223,8 +223,11 @@ export function deliveryOf(t: { messages: number; bytes: number; latency: number
  * CONNACK behind its TLS 1.3 session tickets until the client's delayed ACK (40 ms on Linux)
  * acknowledges them. Nothing the client sets takes it away (bench/connack.bench.ts).
  */
-export function notesOn(phases: Report["phases"]): { notes?: string[] } {
+export function notesOn(phases: Report["phases"], scenarioErrors?: Row): { notes?: string[] } {
   const notes: string[] = [];
+  for (const [reason, n] of scenarioErrors?.reasons ?? []) {
+    if (reason.startsWith("blocked:")) notes.push(`The scenario's ${reason.slice(8)} hook ran over ${SLOW_HOOK_MS} ms ${n} time${n === 1 ? "" : "s"}: while it runs, no other device of its process does anything (see health.loop_lag_p99_ms). Keep hooks short.`);
+  }
   const connack = phases.connack;
   const tcp = phases.tcp_connect;
   if (connack && connack.count >= 5 && connack.p50_ms >= 36 && connack.p50_ms <= 50 && (!tcp || tcp.p50_ms < 10)) {
@@ -239,8 +242,9 @@ export function buildReport(r: ReportInput): Report {
   const seconds = Math.max(1e-3, (r.ended.getTime() - r.started.getTime()) / 1000);
   const stats: Record<string, RowReport> = {};
   const errors: Record<string, Record<string, number>> = {};
-  for (const name of ROWS) {
-    const row = rowReport(r.stats.rows[name], seconds);
+  // The built-in rows, then a scenario's own (d.measure, d.fail) and scenario_error.
+  for (const [name, data] of r.stats.allRows()) {
+    const row = rowReport(data, seconds);
     stats[name] = row;
     if (row.failures) errors[name] = row.reasons;
   }
@@ -264,7 +268,7 @@ export function buildReport(r: ReportInput): Report {
     errors,
     publishes: publishFlow(r.stats, r.inflight ?? 0),
     throughput: { connects_per_s: perSecond(r.stats.rows.connect.count, seconds), sent_per_s: perSecond(r.stats.sent, seconds), sent_mb_per_s: perSecond(r.stats.sentBytes / 1e6, seconds, 3), acked_per_s: perSecond(r.stats.rows.publish.count, seconds) },
-    ...notesOn(phases),
+    ...notesOn(phases, r.stats.custom.get(SCENARIO_ERROR_ROW)),
     health: {
       ...h,
       loop_lag_p99_ms: lag.p99_ms,

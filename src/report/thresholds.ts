@@ -2,7 +2,7 @@
  * CI thresholds on a report: `--threshold 'publish.p99_ms<500'`. A run that breaks one exits 3
  * and lists what broke, with the value it had.
  */
-import { ROWS } from "../metrics/stats.ts";
+import { CUSTOM_ROW, ROWS } from "../metrics/stats.ts";
 import type { Integrity, Report, SubscribersReport } from "./summary.ts";
 
 const ROW_METRICS = ["count", "failures", "failure_rate", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "rate_per_s"] as const;
@@ -39,7 +39,8 @@ const SYNTAX = /^\s*([a-z_]+)\.([a-z0-9_]+)\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+
 const DELIVERY_ROWS = ["deliver", "e2e"] as const;
 
 /** Parses one threshold; a string describing the problem when it is not one. */
-export function parseThreshold(expr: string): Threshold | string {
+/** @param scenarioRows the run has a scenario: its own row names are allowed */
+export function parseThreshold(expr: string, scenarioRows = false): Threshold | string {
   const m = SYNTAX.exec(expr);
   if (!m) return `"${expr}" is not ROW.METRIC<OP>NUMBER, e.g. publish.p99_ms<500 or connect.failure_rate<0.01`;
   const [, scope, metric, op, value] = m as unknown as [string, string, string, Op, string];
@@ -50,7 +51,8 @@ export function parseThreshold(expr: string): Threshold | string {
   } else if (scope === "subscribers") {
     if (!(SUBSCRIBER_METRICS as readonly string[]).includes(metric)) return `"${expr}": subscribers has ${SUBSCRIBER_METRICS.join(", ")} (with --subscribers)`;
   } else {
-    if (!(ROWS as readonly string[]).includes(scope) && !(DELIVERY_ROWS as readonly string[]).includes(scope)) return `"${expr}": no row "${scope}" (rows: ${[...ROWS, ...DELIVERY_ROWS].join(", ")}, and health, integrity, subscribers)`;
+    // A scenario's own rows (d.measure, d.fail) are known only once it runs: any such name may be held to account, and a row the run never had fails.
+    if (!(ROWS as readonly string[]).includes(scope) && !(DELIVERY_ROWS as readonly string[]).includes(scope) && !(scenarioRows && CUSTOM_ROW.test(scope))) return `"${expr}": no row "${scope}" (rows: ${[...ROWS, ...DELIVERY_ROWS].join(", ")}, ${scenarioRows ? "a scenario's own rows, " : ""}and health, integrity, subscribers)`;
     if (!(ROW_METRICS as readonly string[]).includes(metric)) return `"${expr}": a row has ${ROW_METRICS.join(", ")}`;
   }
   return { expr: expr.trim(), scope, metric, op, value: Number(value) };

@@ -22,6 +22,7 @@ import { planWorkers, Supervisor } from "../cluster/supervisor.ts";
 import { type Fleet, type FleetSnapshot } from "../cluster/fleet.ts";
 import { identitiesFor } from "../cluster/worker.ts";
 import type { RunConfig } from "../config/run.ts";
+import { openScenario } from "../config/scenario.ts";
 import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
@@ -105,6 +106,8 @@ export class RunSession {
 
   /** Checks identities and capacity, then builds the fleet (not started yet). Bad settings throw a ConfigError. */
   static async open(cfg: RunConfig, say: (line: string) => void): Promise<RunSession> {
+    // Workers and machines load the scenario themselves, by path and hash; this process checks it first.
+    const scenario = await openScenario(cfg);
     const fromStore = isStoreUrl(cfg.certDir);
     const where = fromStore ? `the store ${redactUrl(cfg.certDir)}` : cfg.certDir;
     // Listed once: the count, the preflight check, the machines' digest and a one-process fleet all use this.
@@ -169,7 +172,7 @@ export class RunSession {
     const lifecycle = cfg.lifecycle ? lifecycleService(cfg.lifecycle, cfg.swarm.tenant, say) : null;
     const fleet: Fleet =
       workers === 1
-        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }, synthetic ? undefined : base), lifecycle)
+        ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }, synthetic ? undefined : base), lifecycle, scenario)
         : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle);
     return new RunSession(cfg, fleet, workers, space[1]);
   }

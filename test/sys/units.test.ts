@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { parseDuration, parseRange } from "../../src/config/units.ts";
+import { parseDuration, parseRange } from "../../src/sys/units.ts";
 import { checkCapacity } from "../../src/engine/limits.ts";
 
 test("durations", () => {

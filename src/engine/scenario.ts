@@ -1,0 +1,394 @@
+/**
+ * Devices that run a scenario (--scenario FILE.ts): its hooks on the timer wheel, and the
+ * device API they call. The scenario decides what to send and when; this file encodes, sends
+ * and counts it as the built-in device's traffic is counted (traffic.ts): every publish ends in
+ * one counted outcome, and a hook that throws or blocks costs a counted scenario_error, never
+ * the process.
+ */
+import type { IPublishPacket } from "mqtt-packet";
+import type { Device as ApiDevice, Message, PublishOptions } from "../scenario/api.ts";
+import { intervalMs, type LoadedScenario } from "../scenario/load.ts";
+import { encodePublish, type OnePublishProperties, type QoS } from "../mqtt/codec.ts";
+import { State, type Conn, type Device } from "../mqtt/device.ts";
+import { subscribe, type SessionHost } from "../mqtt/session.ts";
+import { CUSTOM_ROW, MAX_CUSTOM_ROWS, RESERVED_ROWS, SCENARIO_ERROR_ROW, SLOW_HOOK_MS } from "../metrics/stats.ts";
+import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
+import type { SwarmState } from "./state.ts";
+
+/** Distinct scenario_error messages kept per stats delta; the rest count as "other". */
+const MAX_ERROR_REASONS = 50;
+
+/** What the runner needs from the connections: a device going offline for a while. */
+export interface ScenarioLinks extends SessionHost {
+  offline(dev: Device, ms: number): boolean;
+}
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+const EMPTY = new Uint8Array(0);
+
+export class ScenarioRunner {
+  private readonly devs: (ScriptDevice | undefined)[] = [];
+  private readonly topics: Map<string, (d: ScriptDevice) => string>;
+  /** The scheduled time of the `every` hook running now (NaN outside one): publishes are timed from it. */
+  scheduled = NaN;
+
+  constructor(
+    readonly st: SwarmState,
+    readonly sc: LoadedScenario,
+    readonly links: ScenarioLinks,
+  ) {
+    this.topics = new Map(Object.entries(sc.def.topics ?? {}).map(([name, t]) => [name, compileTopic(t, st.cfg.machine ?? "")]));
+  }
+
+  /** The device's scenario side, made (with its state) the first time it connects. */
+  private handle(dev: Device): ScriptDevice {
+    let h = this.devs[dev.index];
+    if (h && h.dev === dev) return h;
+    h = new ScriptDevice(this, dev, this.sc.every.length > 1 ? new Float64Array(this.sc.every.length) : null);
+    this.devs[dev.index] = h;
+    const init = this.sc.def.state;
+    if (init) {
+      const t0 = performance.now();
+      try {
+        h.state = (init(h as unknown as ApiDevice<never>) ?? {}) as Record<string, unknown>;
+      } catch (err) {
+        this.error("state", err);
+      }
+      this.timed("state", t0);
+    }
+    return h;
+  }
+
+  /** CONNACK accepted: each `every` hook first runs at a random point of its interval, then onConnect runs. */
+  connected(dev: Device, now: number): void {
+    const h = this.handle(dev);
+    if (this.st.publishing.publish) this.schedule(h, now);
+    const hook = this.sc.def.onConnect;
+    if (!hook) return;
+    const t0 = performance.now();
+    try {
+      hook(h);
+    } catch (err) {
+      this.error("onConnect", err);
+    }
+    this.timed("onConnect", t0);
+  }
+
+  /** The scenario timer (due at `at`) fired: runs each `every` hook that is due, then re-arms for the next. */
+  fire(dev: Device, at: number, now: number): void {
+    const st = this.st;
+    const h = this.devs[dev.index];
+    if (!h || h.dev !== dev || dev.state !== State.CONNECTED || st.stopping || !st.publishing.publish) return;
+    const every = this.sc.every;
+    for (let i = 0; i < every.length; i++) {
+      const due = h.multiple ? h.due(i) : at;
+      if (due > now) continue;
+      // The next run keeps to the schedule even when this one is late.
+      let next = due + this.interval(h, i);
+      if (next <= now) next = now + 1;
+      h.setDue(i, next);
+      this.scheduled = intendedTime(due, st.prevTick, now);
+      const t0 = performance.now();
+      try {
+        every[i]!.hook.run(h);
+      } catch (err) {
+        this.error(every[i]!.name, err);
+      }
+      this.scheduled = NaN;
+      this.timed(every[i]!.name, t0);
+      if (dev.conn === null || dev.state !== State.CONNECTED) return; // it went offline in the hook
+    }
+    this.arm(h);
+  }
+
+  /** Publishing resumed (the API): connected devices get their hooks scheduled again. */
+  rearm(now: number): void {
+    if (!this.st.publishing.publish) return;
+    for (const h of this.devs) {
+      if (!h || h.dev.state !== State.CONNECTED || this.st.wheel.deadline(h.dev.index, Timer.SCENARIO) !== Infinity) continue;
+      this.schedule(h, now);
+    }
+  }
+
+  /** Each `every` hook's first run after a connect (or a resume), as its `start` says. */
+  private schedule(h: ScriptDevice, now: number): void {
+    for (let i = 0; i < this.sc.every.length; i++) {
+      const start = this.sc.every[i]!.hook.start;
+      h.setDue(i, start === "now" ? now : now + (start === "interval" ? 1 : Math.random()) * this.interval(h, i));
+    }
+    this.arm(h);
+  }
+
+  /** With several `every` hooks, the wheel holds the earliest of their times (with one, setDue set it). */
+  private arm(h: ScriptDevice): void {
+    if (!h.multiple) return;
+    let next = Infinity;
+    for (let i = 0; i < this.sc.every.length; i++) next = Math.min(next, h.due(i));
+    if (next < Infinity) this.st.wheel.set(h.dev.index, Timer.SCENARIO, next);
+  }
+
+  /** Hook i's next interval, ms: fixed, or what its function says now (a bad answer counts and falls back to a minute). */
+  private interval(h: ScriptDevice, i: number): number {
+    const e = this.sc.every[i]!;
+    let r = e.fixed;
+    if (!r) {
+      let v: unknown;
+      try {
+        v = (e.hook.interval as (d: ApiDevice<Record<string, unknown>>) => unknown)(h);
+      } catch (err) {
+        this.error(`${e.name}.interval`, err);
+      }
+      const parsed = intervalMs(v as never);
+      if (typeof parsed === "string") {
+        this.error(`${e.name}.interval`, new Error(parsed));
+        r = [60_000, 60_000];
+      } else r = parsed;
+    }
+    return Math.max(TICK_MS, r[0] + Math.random() * (r[1] - r[0]));
+  }
+
+  /** A PUBLISH came (already counted in recv_message and acknowledged): onMessage. */
+  message(conn: Conn, p: IPublishPacket): void {
+    const hook = this.sc.def.onMessage;
+    const h = this.devs[conn.device.index];
+    if (!hook || !h || h.dev !== conn.device) return;
+    const bytes = (p.payload as Uint8Array | undefined) ?? EMPTY;
+    const props = p.properties;
+    const msg: Message = {
+      topic: p.topic,
+      payload: parsePayload(bytes),
+      bytes,
+      qos: p.qos,
+      retain: p.retain,
+      ...(props?.responseTopic ? { responseTopic: props.responseTopic } : {}),
+      ...(props?.correlationData ? { correlationData: props.correlationData as Uint8Array } : {}),
+      ...(props?.userProperties ? { userProperties: props.userProperties as Record<string, string | string[]> } : {}),
+      ...(props?.contentType ? { contentType: props.contentType } : {}),
+    };
+    const t0 = performance.now();
+    try {
+      hook(h, msg.topic, msg.payload, msg);
+    } catch (err) {
+      this.error("onMessage", err);
+    }
+    this.timed("onMessage", t0);
+  }
+
+  /** The connection ended: onDisconnect, with the reason. */
+  closed(dev: Device, reason: string): void {
+    const hook = this.sc.def.onDisconnect;
+    const h = this.devs[dev.index];
+    if (!hook || !h || h.dev !== dev) return;
+    const t0 = performance.now();
+    try {
+      hook(h, reason);
+    } catch (err) {
+      this.error("onDisconnect", err);
+    }
+    this.timed("onDisconnect", t0);
+  }
+
+  // ---- what the device API does --------------------------------------------------------
+
+  topic(h: ScriptDevice, name: string): string {
+    const t = this.topics.get(name);
+    return t ? t(h) : name;
+  }
+
+  publish(h: ScriptDevice, topicName: string, payload: unknown, o: PublishOptions | undefined): boolean {
+    const st = this.st;
+    if (st.stopping) return false; // nothing new leaves while acks drain
+    const dev = h.dev;
+    const conn = dev.conn;
+    const row = st.stats.rows.publish;
+    if (dev.state !== State.CONNECTED || !conn) return void row.fail("not_connected"), false;
+    const qos = (o?.qos ?? st.cfg.qos) as QoS;
+    const retain = o?.retain === true;
+    if (conn.pending) {
+      st.stats.health.backpressure_skips++;
+      return void row.fail("backpressure"), false;
+    }
+    if (qos > 0 && dev.inflight.count >= dev.inflight.size) return void row.fail("window_full"), false;
+    if (qos > 0 && dev.inflight.count >= conn.sendMax) return void row.fail("receive_maximum_full"), false;
+    if (qos > conn.maxQoS) return void row.fail("qos_over_server_maximum"), false;
+    if (retain && !conn.retainAvailable) return void row.fail("retain_unavailable"), false;
+    const id = qos > 0 ? dev.packetId() : 0;
+    let bytes: Uint8Array;
+    try {
+      bytes = encodePublish(this.topic(h, topicName), payloadBytes(payload), qos, retain, id, conn.version, propertiesOf(o));
+    } catch (err) {
+      this.error("publish", err); // a topic too long, a payload JSON cannot write: the scenario's error, and no publish
+      return false;
+    }
+    if (conn.maxPacketOut && bytes.length > conn.maxPacketOut) return void row.fail("over_server_maximum_packet_size"), false;
+    const now = st.clock();
+    const scheduled = Number.isNaN(this.scheduled) ? now : this.scheduled;
+    if (qos > 0) {
+      dev.inflight.add(id, scheduled, now, st.persistent ? bytes : undefined);
+      if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
+    }
+    st.outbox.send(conn, bytes);
+    st.stats.sent++;
+    st.stats.sentBytes += bytes.length;
+    if (qos === 0) row.ok();
+    return true;
+  }
+
+  canPublish(h: ScriptDevice): boolean {
+    const dev = h.dev;
+    const conn = dev.conn;
+    return dev.state === State.CONNECTED && conn !== null && !conn.pending && !this.st.stopping && dev.inflight.count < Math.min(dev.inflight.size, conn.sendMax);
+  }
+
+  subscribe(h: ScriptDevice, name: string, qos: QoS | undefined): void {
+    const conn = h.dev.conn;
+    if (h.dev.state !== State.CONNECTED || !conn) return void this.st.stats.rows.subscribe.fail("not_connected");
+    subscribe(this.links, conn, this.topic(h, name), qos ?? this.st.cfg.qos, this.st.clock());
+  }
+
+  /** d.measure / d.fail: the custom row `name`, or a scenario_error when the name cannot be one. */
+  row(name: string) {
+    const stats = this.st.stats;
+    const row = stats.custom.get(name);
+    if (row) return row;
+    if (!CUSTOM_ROW.test(name) || RESERVED_ROWS.includes(name)) return void this.error("measure", new Error(`row name ${JSON.stringify(name).slice(0, 50)}: lower-case letters, digits and _, not ${RESERVED_ROWS.join(", ")}`));
+    if (stats.custom.size >= MAX_CUSTOM_ROWS + 1) return void this.error("measure", new Error(`more than ${MAX_CUSTOM_ROWS} custom rows`));
+    return stats.customRow(name);
+  }
+
+  offline(h: ScriptDevice, ms: number | undefined): void {
+    if (ms === undefined) return void this.error("offline", new Error("offline(duration) needs a time such as \"10m\""));
+    this.links.offline(h.dev, Math.max(TICK_MS, ms));
+  }
+
+  /** A hook threw: scenario_error, by hook and message (deduplicated, bounded). */
+  error(hook: string, err: unknown): void {
+    const row = this.st.stats.customRow(SCENARIO_ERROR_ROW);
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    const reason = `${hook}: ${message}`.slice(0, 160);
+    row.fail(row.reasons.has(reason) || row.reasons.size < MAX_ERROR_REASONS ? reason : "other");
+  }
+
+  private timed(hook: string, t0: number): void {
+    const ms = performance.now() - t0;
+    if (ms > SLOW_HOOK_MS) this.st.stats.customRow(SCENARIO_ERROR_ROW).fail(`blocked:${hook}`);
+  }
+}
+
+/** A device as its hooks see it (the scenario API's Device): one small object per device, its methods on the prototype. */
+class ScriptDevice implements ApiDevice<Record<string, unknown>> {
+  state: Record<string, unknown> = {};
+
+  constructor(
+    private readonly r: ScenarioRunner,
+    readonly dev: Device,
+    /** Next run of each `every` hook (more than one); with one, the wheel's deadline is the only one. */
+    private readonly dues: Float64Array | null,
+  ) {}
+
+  get multiple(): boolean {
+    return this.dues !== null;
+  }
+  due(i: number): number {
+    return this.dues ? this.dues[i]! : this.r.st.wheel.deadline(this.dev.index, Timer.SCENARIO);
+  }
+  setDue(i: number, at: number): void {
+    if (this.dues) this.dues[i] = at;
+    else this.r.st.wheel.set(this.dev.index, Timer.SCENARIO, at);
+  }
+
+  get id(): string {
+    return this.dev.id;
+  }
+  get clientId(): string {
+    return this.dev.clientId;
+  }
+  get tenant(): string {
+    return this.r.st.cfg.tenant;
+  }
+  get index(): number {
+    return this.r.st.identities.position?.(this.dev.index) ?? this.dev.index;
+  }
+  get connected(): boolean {
+    return this.dev.state === State.CONNECTED;
+  }
+  now(): number {
+    return Math.round(this.r.st.wallClock(Number.isNaN(this.r.scheduled) ? this.r.st.clock() : this.r.scheduled));
+  }
+  seq(): number {
+    return this.dev.nextSeq++;
+  }
+  random(): number {
+    return Math.random();
+  }
+  topic(name: string): string {
+    return this.r.topic(this, name);
+  }
+  publish(topic: string, payload?: unknown, options?: PublishOptions): boolean {
+    return this.r.publish(this, topic, payload, options);
+  }
+  subscribe(topic: string, options?: { qos?: 0 | 1 | 2 }): void {
+    this.r.subscribe(this, topic, options?.qos);
+  }
+  canPublish(): boolean {
+    return this.r.canPublish(this);
+  }
+  reply(request: Message, payload?: unknown, options?: PublishOptions): boolean {
+    if (!request.responseTopic) return false;
+    return this.r.publish(this, request.responseTopic, payload, { ...options, ...(request.correlationData ? { correlationData: request.correlationData } : {}) });
+  }
+  measure(row: string, ms?: number): void {
+    this.r.row(row)?.ok(typeof ms === "number" && Number.isFinite(ms) ? Math.max(0, ms) : undefined);
+  }
+  fail(row: string, reason: string): void {
+    this.r.row(row)?.fail(String(reason).slice(0, 80));
+  }
+  offline(duration: number | string): void {
+    this.r.offline(this, typeof duration === "number" ? duration : parseDurationMs(duration));
+  }
+}
+
+function parseDurationMs(d: string): number | undefined {
+  const r = intervalMs(d);
+  return typeof r === "string" ? undefined : r[0];
+}
+
+/** A topic template's per-device parts filled: {tenant}, {id}, {clientId}, {index}, {machine}. */
+function compileTopic(template: string, machine: string): (d: ScriptDevice) => string {
+  if (!template.includes("{")) return () => template;
+  return (d) => template.replace(/\{(tenant|id|clientId|index|machine)\}/g, (_, k: string) => (k === "machine" ? machine : String(d[k as "tenant" | "id" | "clientId" | "index"])));
+}
+
+function payloadBytes(p: unknown): Uint8Array {
+  if (p === undefined || p === null) return EMPTY;
+  if (p instanceof Uint8Array) return p;
+  if (typeof p === "string") return utf8.encode(p);
+  return utf8.encode(JSON.stringify(p));
+}
+
+function propertiesOf(o: PublishOptions | undefined): OnePublishProperties | undefined {
+  if (!o || (o.responseTopic === undefined && o.correlationData === undefined && o.userProperties === undefined && o.contentType === undefined && o.messageExpiry === undefined)) return undefined;
+  return {
+    ...(o.responseTopic !== undefined ? { responseTopic: o.responseTopic } : {}),
+    ...(o.correlationData !== undefined ? { correlationData: typeof o.correlationData === "string" ? utf8.encode(o.correlationData) : o.correlationData } : {}),
+    ...(o.userProperties ? { userProperties: Object.fromEntries(Object.entries(o.userProperties).map(([k, v]) => [k, [String(v)]])) } : {}),
+    ...(o.contentType !== undefined ? { contentType: o.contentType } : {}),
+    ...(o.messageExpiry !== undefined ? { messageExpiryInterval: o.messageExpiry } : {}),
+  };
+}
+
+/** JSON when it parses, else text. */
+function parsePayload(bytes: Uint8Array): unknown {
+  const s = text.decode(bytes);
+  const c = s.charCodeAt(0);
+  // { [ " - digits t f n: worth trying as JSON.
+  if (c === 123 || c === 91 || c === 34 || c === 45 || (c >= 48 && c <= 57) || c === 116 || c === 102 || c === 110) {
+    try {
+      return JSON.parse(s);
+    } catch {
+      return s;
+    }
+  }
+  return s;
+}
