@@ -14,9 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startBrokers, startRedis } from "../scripts/lib/testbed.ts";
-import { issueParallel, workersFor } from "../src/pki/batch.ts";
-import { openLocalCa } from "../src/pki/signers/local.ts";
-import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+import { cpuUs, ensureCerts } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -37,24 +35,10 @@ const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench:
 const log = (s: string) => process.stderr.write(`# ${s}\n`);
 const MAIN = join(import.meta.dir, "../src/cli/main.ts");
 
-async function certs(n: number): Promise<string> {
-  const root = values.certs!;
-  const have = existsSync(root) ? listDeviceIds(root).length : 0;
-  if (have < n) {
-    log(`making ${n - have} certificates in ${root}`);
-    const dir = ensureCertDir(root);
-    const { ca } = openLocalCa(dir, { kind: "ec" });
-    const ids = Array.from({ length: n - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
-    await issueParallel({ root, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
-  }
-  return root;
-}
+const certs = (n: number) => ensureCerts(values.certs!, n, "ec", log);
 
-/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
+/** CPU seconds (user + system) a process has used so far. */
+const cpuSeconds = (pid: number) => cpuUs(pid) / 1e6;
 
 async function run(args: string[], brokerCount: number, certDir: string, onStarted?: (pid: number) => Promise<void>, env: Record<string, string | undefined> = process.env): Promise<Record<string, any>> {
   const state = mkdtempSync(join(tmpdir(), "cicada-bench-state-"));

@@ -11,16 +11,14 @@
  * also deliver each message.
  *   bun bench/msgrate.bench.ts [--rates 500,2000,max] [--qos 1] [--devices 1000] [--window 10] [--pin] [--tcp] [--count subscriber|broker]
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startBroker } from "../scripts/lib/testbed.ts";
-import { issueParallel, workersFor } from "../src/pki/batch.ts";
-import { openLocalCa } from "../src/pki/signers/local.ts";
-import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
 import { Probe } from "../test/helpers/probe.ts";
 import { issuedIdentity } from "../test/helpers/testbed.ts";
+import { cpuUs, ensureCerts } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -40,21 +38,7 @@ const windowS = Number(values.window);
 const log = (s: string) => process.stderr.write(`# ${s}\n`);
 const MAIN = join(import.meta.dir, "../src/cli/main.ts");
 
-/** utime + stime of a process, µs (from /proc; 100 ticks per second). */
-function cpuUs(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10_000;
-}
-
-const root = values.certs!;
-const have = existsSync(root) ? listDeviceIds(root).length : 0;
-if (have < devices) {
-  log(`making ${devices - have} certificates in ${root}`);
-  const dir = ensureCertDir(root);
-  const { ca } = openLocalCa(dir, { kind: "ec" });
-  const ids = Array.from({ length: devices - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
-  await issueParallel({ root, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
-}
+const root = await ensureCerts(values.certs!, devices, "ec", log);
 const state = mkdtempSync(join(tmpdir(), "cicada-msgrate-"));
 const broker = await startBroker({ certDir: root, stateDir: state, verbose: false, plain: values.tcp });
 try {

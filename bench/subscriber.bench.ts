@@ -7,12 +7,13 @@
  * cicada on core 0 and mosquitto on core 1 with --pin. One JSON line per run, then the figure:
  *   bun bench/subscriber.bench.ts [--rate 20000] [--devices 500] [--window 10] [--pin]
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startBroker } from "../scripts/lib/testbed.ts";
 import { Probe } from "../test/helpers/probe.ts";
+import { cpuUs } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -26,11 +27,6 @@ const rate = Number(values.rate);
 const devices = Number(values.devices);
 const windowS = Number(values.window);
 const MAIN = join(import.meta.dir, "../src/cli/main.ts");
-
-function cpuUs(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10_000;
-}
 
 const state = mkdtempSync(join(tmpdir(), "cicada-subscriber-"));
 const broker = await startBroker({ certDir: join(state, "cert"), stateDir: state, verbose: false, plain: true });

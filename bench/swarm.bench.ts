@@ -7,17 +7,15 @@
  * The swarm runs in its own process (bench/fixtures/swarm-fixture.ts) so its CPU and RSS are its own.
  *   bun bench/swarm.bench.ts [--held 19000] [--brokers 2] [--rate 400] [--msgs 5000] [--rsa 1000] [--only held,publish,rsa]
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startBrokers, type Broker } from "../scripts/lib/testbed.ts";
-import { issueParallel, workersFor } from "../src/pki/batch.ts";
 import type { KeyKind } from "../src/pki/build.ts";
-import { openLocalCa } from "../src/pki/signers/local.ts";
-import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
 import type { SwarmConfig } from "../src/engine/config.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
+import { ensureCerts } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -37,17 +35,8 @@ const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench:
 const log = (s: string) => process.stderr.write(`# ${s}\n`);
 
 /** A reusable certificate directory with at least `n` devices of `kind`. */
-async function certs(kind: KeyKind, n: number): Promise<string> {
-  const root = `${values.certs}-${kind}`;
-  const have = existsSync(root) ? listDeviceIds(root).length : 0;
-  if (have < n) {
-    log(`making ${n - have} ${kind} certificates in ${root}`);
-    const dir = ensureCertDir(root);
-    const { ca } = openLocalCa(dir, { kind });
-    const ids = Array.from({ length: n - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
-    await issueParallel({ root, tenant: "admin", kind, days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
-  }
-  return root;
+function certs(kind: KeyKind, n: number): Promise<string> {
+  return ensureCerts(`${values.certs}-${kind}`, n, kind, log);
 }
 
 class Fixture {

@@ -81,7 +81,8 @@ function adapt(argv: string[], bed: Bed): string[] {
     } else if (w === "--ui" && next) {
       out.push(w, "127.0.0.1:0");
       i++;
-    } else out.push(w.replace(/redis:\/\/(?:10\.0\.0\.1|127\.0\.0\.1):6379/, `redis://127.0.0.1:${bed.redisPort}`));
+    } else if (w.startsWith("scenarios/")) out.push(join(import.meta.dir, "..", w)); // the shipped scenarios, from the repository
+    else out.push(w.replace(/redis:\/\/(?:10\.0\.0\.1|127\.0\.0\.1):6379/, `redis://127.0.0.1:${bed.redisPort}`));
   }
   if (cmd === "run") {
     if (!out.includes("--port")) out.push("--port", String(bed.broker.port));
@@ -131,7 +132,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS || !HAVE_WEBSOCKIFY)("the README'
     expect(cmds).toContain("cicada store restore");
     expect(cmds).toContain("cicada dojot clear --templates");
     // Every command names a subcommand this test runs below.
-    for (const c of cmds) expect(c).toMatch(/^cicada (--help|run|worker|certs (create|revoke|crl|server)|store (export|map|restore|clear)|dojot (create|clear))\b/);
+    for (const c of cmds) expect(c).toMatch(/^cicada (--help|run|worker|certs (create|revoke|crl|server)|store (export|map|restore|clear)|dojot (create|clear)|scenario (init|check))\b/);
   });
 
   test("each runs on the test bed and does its job", async () => {
@@ -194,4 +195,25 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS || !HAVE_WEBSOCKIFY)("the README'
     expect(existsSync(join(local, "cert", ".broker", "server.crt"))).toBe(true);
     expect([...dojot.certs.values()].length).toBeGreaterThanOrEqual(5 + 20);
   }, 240_000);
+});
+
+/** Members of interface `name` in the scenario API's source (scenario/api.ts). */
+function membersOf(source: string, name: string): string[] {
+  const body = new RegExp(`export interface ${name}\\b[^{]*\\{([\\s\\S]*?)\\n\\}`).exec(source)?.[1] ?? "";
+  return [...body.matchAll(/^ {2}(?:readonly )?(\w+)\??[(:<]/gm)].map((m) => m[1]!);
+}
+
+test("the README's Scenarios section names every member of the scenario API (src/scenario/api.ts)", () => {
+  const api = readFileSync(join(import.meta.dir, "../src/scenario/api.ts"), "utf8");
+  const section = README.slice(README.indexOf("## Scenarios"), README.indexOf("\n## ", README.indexOf("## Scenarios") + 3));
+  const missing: string[] = [];
+  for (const iface of ["Scenario", "Every", "PublishOptions", "Message"]) {
+    const members = membersOf(api, iface);
+    expect(members.length).toBeGreaterThan(2);
+    for (const m of members) if (!section.includes(`\`${m}\``)) missing.push(`${iface}.${m}`);
+  }
+  const device = membersOf(api, "Device");
+  expect(device).toContain("publish");
+  for (const m of device) if (!new RegExp(`\`d\\.${m}\\b`).test(section)) missing.push(`Device.${m}`);
+  expect(missing).toEqual([]);
 });

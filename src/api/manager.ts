@@ -4,6 +4,7 @@
  * kept on disk (one JSON file per run, rewritten as it goes), so the dashboard's history
  * survives a page reload and a restart of cicada.
  */
+import { scenarioNames } from "../config/scenario.ts";
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseCommand } from "../config/options.ts";
@@ -118,6 +119,7 @@ export class RunManager {
     if (change.users !== undefined && change.users > s.capacity) {
       throw new ApiError(400, [`users must be at most ${s.capacity}: the run has ${s.capacity} identities (make more with cicada certs create, then start a new run)`]);
     }
+    if (change.msg_rate !== undefined && s.cfg.swarm.scenario) throw new ApiError(400, [`msg_rate: the run's scenario (${s.cfg.swarm.scenario.name}) decides how often its devices publish; publish on/off pauses its every-hooks`]);
     const msgRate = change.msg_rate ?? s.msgRateNow;
     const each = typeof msgRate === "number" ? (Math.max(1, change.users ?? s.usersNow) * 1000) / msgRate : Infinity;
     if (each < TICK_MS) throw new ApiError(400, [`msg_rate ${msgRate} over ${change.users ?? s.usersNow} devices is a publish every ${each.toFixed(2)} ms per device; a device publishes at most every ${TICK_MS} ms`]);
@@ -223,6 +225,7 @@ function defaultsOf(argv: string[]): Record<string, unknown> {
     port: [...new Set(cfg.swarm.targets.map((t) => t.port))].join(","),
     duration: `${cfg.durationMs / 1000}s`,
     qos: cfg.swarm.qos,
+    scenarios: scenarioNames(cfg.scenariosDir),
   };
 }
 

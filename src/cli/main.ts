@@ -9,6 +9,7 @@ import { dojotCommand } from "./dojot.ts";
 import { storeCommand } from "./store.ts";
 import { runCommand } from "./run.ts";
 import { workerCommand } from "./worker.ts";
+import { scenarioCommand } from "./scenario.ts";
 import { runWorkerProcess } from "../cluster/worker.ts";
 
 const HELP = `cicada ${pkg.version} — MQTT load generator for IoT platforms: fleets of mTLS devices.
@@ -18,6 +19,7 @@ Usage: cicada <command> [options]
 Commands:
   run        Simulate devices against an MQTT broker and report how it held up
   worker     Join a run that spans machines (controller: cicada run --redis URL)
+  scenario   Device behaviour in TypeScript: init a scenario file, check one
   certs      Device certificates, the local CA, CRL and broker certificates
   store      The Redis certificate store (dojot's layout): export, map, restore, clear
   dojot      Devices and templates in dojot: create, clear
@@ -37,6 +39,7 @@ const COMMANDS: Record<string, Command> = {
   dojot: dojotCommand,
   run: runCommand,
   worker: workerCommand,
+  scenario: scenarioCommand,
   // Internal: a worker process started by `cicada run` (talks to its supervisor over IPC).
   "__swarm-worker": () => runWorkerProcess(),
 };

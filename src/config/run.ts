@@ -96,6 +96,7 @@ revoked one after a revoke, which the broker must refuse (else: revoked_but_acce
 Examples:
   cicada certs create --devices 1000
   cicada run --port 8883 --users 1000 --rate 100 --duration 5m --report run.json
+  cicada run --scenario scenarios/tracker.ts --users 5000 --duration 10m
   cicada run --redis redis://10.0.0.1:6379 --expect-machines 3 --users 100000 --rate 300 --duration 30m`,
 };
 
@@ -123,6 +124,8 @@ export interface RunConfig {
   subscribers?: SubscribersConfig;
   /** Set with --redis: this process is the controller of a federated run. */
   federation?: { redis: RedisSettings; expect: number; graceMs: number; clusterKey: string | null };
+  /** --scenarios: the directory scenario names are looked up in (the dashboard lists them). */
+  scenariosDir?: string;
   /** The settings as given, for the report. */
   echo: Record<string, unknown>;
 }
@@ -288,6 +291,7 @@ export function readRunConfig(o: Options): RunConfig {
     ...(msgRate !== undefined ? { msgRate } : {}),
     federation,
     ...(store ? { store } : {}),
+    ...(o.has("scenarios") ? { scenariosDir: o.str("scenarios")! } : {}),
     echo: {
       targets: targets.map((t) => `${t.host}:${t.port}`),
       users,

@@ -1,5 +1,5 @@
 /** Which scenario the devices run (--scenario, --scenarios): a file on this machine, named by path or by name in a directory. */
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Options, OptionSpecs } from "./options.ts";
 import { hashFile, loadScenario, ScenarioError, type LoadedScenario, type ScenarioRef } from "../scenario/load.ts";
@@ -9,7 +9,7 @@ import type { RunConfig } from "./run.ts";
 
 export const SCENARIO_OPTIONS: OptionSpecs = {
   scenario: { type: "string", arg: "FILE.ts|NAME", help: "What each device does, as a TypeScript scenario (README, Scenarios); a NAME is NAME.ts in --scenarios. Default: dojot's device" },
-  scenarios: { type: "string", arg: "DIR", help: "Scenario files that --scenario NAME, the API's start request and a controller's runs may name" },
+  scenarios: { type: "string", arg: "DIR", help: "Scenario files that --scenario NAME and the API's start request may name (the dashboard lists them)" },
 };
 
 /** A scenario name: what the API's start request may give (never a path). */
@@ -32,6 +32,17 @@ export function readScenario(o: Options): ScenarioRef | undefined {
   } catch (err) {
     o.fail("scenario", `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, given);
     return undefined;
+  }
+}
+
+/** The scenario names `dir` holds (NAME.ts or NAME.js), sorted; none without a directory. */
+export function scenarioNames(dir: string | undefined): string[] {
+  if (dir === undefined) return [];
+  try {
+    const names = readdirSync(dir).map((f) => /^(.+)\.(ts|js)$/.exec(f)?.[1]).filter((n): n is string => n !== undefined && SCENARIO_NAME.test(n));
+    return [...new Set(names)].sort();
+  } catch {
+    return [];
   }
 }
 

@@ -7,13 +7,14 @@
  */
 import type { IPublishPacket } from "mqtt-packet";
 import type { Device as ApiDevice, Message, PublishOptions } from "../scenario/api.ts";
-import { intervalMs, type LoadedScenario } from "../scenario/load.ts";
-import { encodePublish, type OnePublishProperties, type QoS } from "../mqtt/codec.ts";
+import type { LoadedScenario } from "../scenario/load.ts";
+import { encodePublish, type QoS } from "../mqtt/codec.ts";
 import { State, type Conn, type Device } from "../mqtt/device.ts";
 import { subscribe, type SessionHost } from "../mqtt/session.ts";
 import { CUSTOM_ROW, MAX_CUSTOM_ROWS, RESERVED_ROWS, SCENARIO_ERROR_ROW, SLOW_HOOK_MS } from "../metrics/stats.ts";
 import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
 import type { SwarmState } from "./state.ts";
+import { cachedInterval, compileTopic, EMPTY, parsePayload, payloadBytes, propertiesOf, ScriptDevice } from "./scenario-device.ts";
 
 /** Distinct scenario_error messages kept per stats delta; the rest count as "other". */
 const MAX_ERROR_REASONS = 50;
@@ -23,9 +24,6 @@ export interface ScenarioLinks extends SessionHost {
   offline(dev: Device, ms: number): boolean;
 }
 
-const utf8 = new TextEncoder();
-const text = new TextDecoder();
-const EMPTY = new Uint8Array(0);
 
 export class ScenarioRunner {
   private readonly devs: (ScriptDevice | undefined)[] = [];
@@ -68,7 +66,7 @@ export class ScenarioRunner {
     if (!hook) return;
     const t0 = performance.now();
     try {
-      hook(h);
+      this.async("onConnect", hook(h));
     } catch (err) {
       this.error("onConnect", err);
     }
@@ -91,7 +89,7 @@ export class ScenarioRunner {
       this.scheduled = intendedTime(due, st.prevTick, now);
       const t0 = performance.now();
       try {
-        every[i]!.hook.run(h);
+        this.async(every[i]!.name, every[i]!.hook.run(h));
       } catch (err) {
         this.error(every[i]!.name, err);
       }
@@ -139,7 +137,7 @@ export class ScenarioRunner {
       } catch (err) {
         this.error(`${e.name}.interval`, err);
       }
-      const parsed = intervalMs(v as never);
+      const parsed = cachedInterval(v);
       if (typeof parsed === "string") {
         this.error(`${e.name}.interval`, new Error(parsed));
         r = [60_000, 60_000];
@@ -168,7 +166,7 @@ export class ScenarioRunner {
     };
     const t0 = performance.now();
     try {
-      hook(h, msg.topic, msg.payload, msg);
+      this.async("onMessage", hook(h, msg.topic, msg.payload, msg));
     } catch (err) {
       this.error("onMessage", err);
     }
@@ -182,7 +180,7 @@ export class ScenarioRunner {
     if (!hook || !h || h.dev !== dev) return;
     const t0 = performance.now();
     try {
-      hook(h, reason);
+      this.async("onDisconnect", hook(h, reason));
     } catch (err) {
       this.error("onDisconnect", err);
     }
@@ -270,125 +268,13 @@ export class ScenarioRunner {
     row.fail(row.reasons.has(reason) || row.reasons.size < MAX_ERROR_REASONS ? reason : "other");
   }
 
+  /** An async hook: its rejection is counted like a throw (unhandled, it would end the process). */
+  private async(hook: string, result: unknown): void {
+    if (result instanceof Promise) result.catch((err: unknown) => this.error(hook, err));
+  }
+
   private timed(hook: string, t0: number): void {
     const ms = performance.now() - t0;
     if (ms > SLOW_HOOK_MS) this.st.stats.customRow(SCENARIO_ERROR_ROW).fail(`blocked:${hook}`);
   }
-}
-
-/** A device as its hooks see it (the scenario API's Device): one small object per device, its methods on the prototype. */
-class ScriptDevice implements ApiDevice<Record<string, unknown>> {
-  state: Record<string, unknown> = {};
-
-  constructor(
-    private readonly r: ScenarioRunner,
-    readonly dev: Device,
-    /** Next run of each `every` hook (more than one); with one, the wheel's deadline is the only one. */
-    private readonly dues: Float64Array | null,
-  ) {}
-
-  get multiple(): boolean {
-    return this.dues !== null;
-  }
-  due(i: number): number {
-    return this.dues ? this.dues[i]! : this.r.st.wheel.deadline(this.dev.index, Timer.SCENARIO);
-  }
-  setDue(i: number, at: number): void {
-    if (this.dues) this.dues[i] = at;
-    else this.r.st.wheel.set(this.dev.index, Timer.SCENARIO, at);
-  }
-
-  get id(): string {
-    return this.dev.id;
-  }
-  get clientId(): string {
-    return this.dev.clientId;
-  }
-  get tenant(): string {
-    return this.r.st.cfg.tenant;
-  }
-  get index(): number {
-    return this.r.st.identities.position?.(this.dev.index) ?? this.dev.index;
-  }
-  get connected(): boolean {
-    return this.dev.state === State.CONNECTED;
-  }
-  now(): number {
-    return Math.round(this.r.st.wallClock(Number.isNaN(this.r.scheduled) ? this.r.st.clock() : this.r.scheduled));
-  }
-  seq(): number {
-    return this.dev.nextSeq++;
-  }
-  random(): number {
-    return Math.random();
-  }
-  topic(name: string): string {
-    return this.r.topic(this, name);
-  }
-  publish(topic: string, payload?: unknown, options?: PublishOptions): boolean {
-    return this.r.publish(this, topic, payload, options);
-  }
-  subscribe(topic: string, options?: { qos?: 0 | 1 | 2 }): void {
-    this.r.subscribe(this, topic, options?.qos);
-  }
-  canPublish(): boolean {
-    return this.r.canPublish(this);
-  }
-  reply(request: Message, payload?: unknown, options?: PublishOptions): boolean {
-    if (!request.responseTopic) return false;
-    return this.r.publish(this, request.responseTopic, payload, { ...options, ...(request.correlationData ? { correlationData: request.correlationData } : {}) });
-  }
-  measure(row: string, ms?: number): void {
-    this.r.row(row)?.ok(typeof ms === "number" && Number.isFinite(ms) ? Math.max(0, ms) : undefined);
-  }
-  fail(row: string, reason: string): void {
-    this.r.row(row)?.fail(String(reason).slice(0, 80));
-  }
-  offline(duration: number | string): void {
-    this.r.offline(this, typeof duration === "number" ? duration : parseDurationMs(duration));
-  }
-}
-
-function parseDurationMs(d: string): number | undefined {
-  const r = intervalMs(d);
-  return typeof r === "string" ? undefined : r[0];
-}
-
-/** A topic template's per-device parts filled: {tenant}, {id}, {clientId}, {index}, {machine}. */
-function compileTopic(template: string, machine: string): (d: ScriptDevice) => string {
-  if (!template.includes("{")) return () => template;
-  return (d) => template.replace(/\{(tenant|id|clientId|index|machine)\}/g, (_, k: string) => (k === "machine" ? machine : String(d[k as "tenant" | "id" | "clientId" | "index"])));
-}
-
-function payloadBytes(p: unknown): Uint8Array {
-  if (p === undefined || p === null) return EMPTY;
-  if (p instanceof Uint8Array) return p;
-  if (typeof p === "string") return utf8.encode(p);
-  return utf8.encode(JSON.stringify(p));
-}
-
-function propertiesOf(o: PublishOptions | undefined): OnePublishProperties | undefined {
-  if (!o || (o.responseTopic === undefined && o.correlationData === undefined && o.userProperties === undefined && o.contentType === undefined && o.messageExpiry === undefined)) return undefined;
-  return {
-    ...(o.responseTopic !== undefined ? { responseTopic: o.responseTopic } : {}),
-    ...(o.correlationData !== undefined ? { correlationData: typeof o.correlationData === "string" ? utf8.encode(o.correlationData) : o.correlationData } : {}),
-    ...(o.userProperties ? { userProperties: Object.fromEntries(Object.entries(o.userProperties).map(([k, v]) => [k, [String(v)]])) } : {}),
-    ...(o.contentType !== undefined ? { contentType: o.contentType } : {}),
-    ...(o.messageExpiry !== undefined ? { messageExpiryInterval: o.messageExpiry } : {}),
-  };
-}
-
-/** JSON when it parses, else text. */
-function parsePayload(bytes: Uint8Array): unknown {
-  const s = text.decode(bytes);
-  const c = s.charCodeAt(0);
-  // { [ " - digits t f n: worth trying as JSON.
-  if (c === 123 || c === 91 || c === 34 || c === 45 || (c >= 48 && c <= 57) || c === 116 || c === 102 || c === 110) {
-    try {
-      return JSON.parse(s);
-    } catch {
-      return s;
-    }
-  }
-  return s;
 }

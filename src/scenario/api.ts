@@ -101,7 +101,11 @@ export interface Every<S = Record<string, unknown>> {
   run(d: Device<S>): void;
 }
 
-/** A device type: the default export of a scenario file. */
+/**
+ * A device type: the default export of a scenario file. A hook may be async: what it awaits runs
+ * later, outside the timer wheel, and a rejection is counted as a scenario_error. An exception
+ * in a timer of the scenario's own (setTimeout) is not caught: use `every` instead.
+ */
 export interface Scenario<S = Record<string, unknown>> {
   /** Letters, digits, - and _; shown in the report. */
   name: string;

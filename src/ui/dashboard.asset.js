@@ -91,6 +91,12 @@
     formFilled = true;
     var f = $("#start");
     ["users", "rate", "host", "port", "duration"].forEach(function (k) { if (defaults[k] !== undefined) f.elements[k].value = defaults[k]; });
+    // The scenarios the server's --scenarios directory holds, by name.
+    (defaults.scenarios || []).forEach(function (name) {
+      var o = document.createElement("option");
+      o.value = name;
+      $("#scenario-names").appendChild(o);
+    });
   }
 
   function poll() {
@@ -160,6 +166,7 @@
     var body = { users: Number(f.users.value), rate: Number(f.rate.value), host: f.host.value, port: f.port.value };
     if (f.duration.value) body.duration = f.duration.value;
     if (f.label.value) body.label = f.label.value;
+    if (f.scenario.value) body.scenario = f.scenario.value;
     showError(null);
     api("POST", "/api/runs", body).then(function () { return poll(); }).then(history).catch(showError);
   });

@@ -4,7 +4,7 @@
  * parsed by a Prometheus text-format parser and checked against the JSON stats.
  */
 import { describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
 import { createApp } from "../../src/api/app.ts";
@@ -112,6 +112,43 @@ describe("control API (app.request)", () => {
 });
 
 describe.skipIf(!HAVE_MOSQUITTO)("control API over a real socket", () => {
+  test("a run started by scenario name, found only in the server's --scenarios: its custom rows in /metrics and the report", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 5);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const dir = join(tmp.path, "scenarios");
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, "pinger.ts"),
+      `import { defineScenario } from "cicada/scenario";
+export default defineScenario({ name: "pinger", every: [{ interval: "200ms", run(d) { d.publish(d.clientId + "/attrs", { n: d.seq() }); d.measure("ping", 1); } }] });
+`,
+    );
+    // A scenario elsewhere on the machine, which no request may name.
+    writeFileSync(join(tmp.path, "elsewhere.ts"), readFileSync(join(dir, "pinger.ts")));
+    await using ui = await startUi(["--certs", certDir, "--port", String(broker.port), "--history", join(tmp.path, "runs"), "--scenarios", dir]);
+    const api = (path: string, init?: RequestInit) => fetch(`${ui.url}${path}`, init);
+    for (const bad of ["../elsewhere", join(tmp.path, "elsewhere.ts"), "pinger.ts"]) expect((await api("/api/runs", post({ users: 5, scenario: bad }))).status).toBe(400);
+    const missing = await api("/api/runs", post({ users: 5, scenario: "elsewhere" }));
+    expect(missing.status).toBe(400);
+    expect(((await missing.json()) as { errors: string[] }).errors[0]).toContain(`no elsewhere.ts in ${dir}`);
+
+    const started = await api("/api/runs", post({ users: 5, duration: "3s", scenario: "pinger" }));
+    expect(started.status).toBe(201);
+    const { id } = (await started.json()) as { id: string };
+    // The scenario decides how often its devices publish: a message rate for them is refused, said why.
+    const rate = await api("/api/runs/current", { method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify({ msg_rate: 100 }) });
+    expect(rate.status).toBe(400);
+    expect(((await rate.json()) as { errors: string[] }).errors[0]).toContain("scenario (pinger) decides");
+    await ui.waitFor(async () => /cicada_requests_total\{row="ping"\} [1-9]/.test(await (await api("/metrics")).text()));
+    await ui.waitFor(async () => ((await (await api(`/api/runs/${id}`)).json()) as { state: string }).state === "finished");
+    const { report } = (await (await api(`/api/runs/${id}`)).json()) as { report: { config: { scenario: string }; stats: Record<string, { count: number }> } };
+    expect(report.config.scenario).toBe("pinger");
+    expect(report.stats.ping!.count).toBeGreaterThan(20);
+    expect(report.stats.publish!.count).toBe(report.stats.ping!.count);
+  }, 60_000);
+
   test("start, change users live, stop; /metrics agrees with the JSON stats; the run is kept on disk", async () => {
     using tmp = tempDir();
     const certDir = join(tmp.path, "cert");

@@ -4,7 +4,10 @@ import parsePrometheus from "parse-prometheus-text-format";
 import { createApp } from "../../src/api/app.ts";
 import { RunManager } from "../../src/api/manager.ts";
 import { renderMetrics } from "../../src/api/metrics.ts";
-import { Stats } from "../../src/metrics/stats.ts";
+import { ROWS, Stats } from "../../src/metrics/stats.ts";
+import { addEncoded, encodeStats, packStats, unpackStats } from "../../src/metrics/snapshot.ts";
+import { buildReport } from "../../src/report/summary.ts";
+import { checkThresholds, parseThreshold, type Threshold } from "../../src/report/thresholds.ts";
 import { Latency } from "../../src/metrics/histogram.ts";
 import { tempDir } from "../helpers/tmp.ts";
 
@@ -55,6 +58,39 @@ describe("/metrics", () => {
     // Without subscribers the delivery families are absent, not zero.
     const plain = parsePrometheus(renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 1, machines: 0 })).map((f) => f.name);
     expect(plain).not.toContain("cicada_delivered_total");
+  });
+
+  test("a scenario's own rows cross the wire encoding between processes and machines, and show in /metrics, the report and thresholds", () => {
+    const worker = sampleStats();
+    for (const ms of [1200, 3400]) worker.customRow("firmware_download").ok(ms);
+    worker.customRow("firmware").fail("checksum");
+    worker.customRow("scenario_error").fail("onMessage: TypeError: x");
+    // A worker's delta, packed as machines send it, added into the controller's totals twice (two workers).
+    const total = new Stats();
+    for (let i = 0; i < 2; i++) addEncoded(total, unpackStats(packStats(encodeStats(worker))));
+    expect(total.custom.get("firmware_download")!.count).toBe(4);
+    expect(total.custom.get("firmware")!.reasons.get("checksum")).toBe(2);
+    const families = parsePrometheus(renderMetrics({ stats: total, running: true, target: 1, connected: 1, workers: 2, machines: 0 }));
+    const requests = families.find((f) => f.name === "cicada_requests_total")!.metrics;
+    expect(requests.find((m) => m.labels?.row === "firmware_download")?.value).toBe("4");
+    const failures = families.find((f) => f.name === "cicada_failures_total")!.metrics;
+    expect(failures.find((m) => m.labels?.row === "scenario_error")?.labels?.reason).toBe("onMessage: TypeError: x");
+    const report = buildReport({ config: {}, started: new Date(0), ended: new Date(10_000), interrupted: false, users: { target: 1, active: 1, connected: 1 }, stats: total, cpuMicros: 0, rssBytes: 0 });
+    expect(report.stats.firmware_download!.count).toBe(4);
+    expect(report.errors.firmware).toEqual({ checksum: 2 });
+    // The built-in rows come first, in their order, then the scenario's by name.
+    expect(Object.keys(report.stats)).toEqual([...ROWS, "firmware", "firmware_download", "scenario_error"]);
+    const threshold = parseThreshold("firmware_download.p99_ms<3000", true);
+    expect(typeof threshold).not.toBe("string");
+    expect(checkThresholds(report, [threshold as Threshold]).map((b) => b.expr)).toEqual(["firmware_download.p99_ms<3000"]);
+    // Without a scenario a row name must be a built-in one.
+    expect(parseThreshold("firmware_download.p99_ms<3000")).toContain('no row "firmware_download"');
+    // A forged delta cannot add rows with names no scenario could give.
+    const forged = encodeStats(worker);
+    forged.rows["Bad Name!"] = forged.rows.firmware!;
+    const into = new Stats();
+    addEncoded(into, forged);
+    expect([...into.custom.keys()].sort()).toEqual(["firmware", "firmware_download", "scenario_error"]);
   });
 
   test("the Grafana dashboard queries only metrics /metrics exposes, with panels for rate, devices, latency and failures", async () => {

@@ -3,6 +3,8 @@ import { describe, expect, test } from "bun:test";
 import { FakeBroker, waitFor } from "../helpers/broker.ts";
 import { plainIds, startSwarm, swarmConfig } from "../helpers/swarm.ts";
 import { leaseClock } from "../../src/engine/scheduler.ts";
+import { checkScenario } from "../../src/scenario/load.ts";
+import type { Scenario } from "../../src/scenario/api.ts";
 
 const at = (b: FakeBroker) => [{ host: "127.0.0.1", port: b.port }];
 
@@ -294,4 +296,44 @@ test("a device whose identity cannot be read costs a counted error, and the othe
   await waitFor(() => swarm.snapshot().connected === 3, "3 devices connected");
   expect(swarm.stats.health.timer_errors).toBe(1);
   expect(broker.received.filter((r) => r.cmd === "connect").map((r) => r.clientId).sort()).toEqual(["admin:p0", "admin:p2", "admin:p3"]);
+});
+
+describe("a scenario's publishes are held to the same rules as the built-in device's", () => {
+  const scenario = (def: Scenario<Record<string, unknown>>) => checkScenario(def, { name: "", path: "test.ts", sha256: "0".repeat(64) });
+
+  test("the CONNACK's Maximum QoS, Retain Available and Maximum Packet Size: each refused publish counted by name and never sent", async () => {
+    using broker = new FakeBroker({ kind: "connack-properties", properties: { maximumQoS: 1, retainAvailable: false, maximumPacketSize: 300 } });
+    const sc = scenario({
+      name: "limits",
+      every: [
+        {
+          interval: "50ms",
+          run(d) {
+            d.publish(`${d.clientId}/a`, { ok: true }, { qos: 1 });
+            d.publish(`${d.clientId}/a`, "x", { qos: 2 });
+            d.publish(`${d.clientId}/a`, "x", { qos: 1, retain: true });
+            d.publish(`${d.clientId}/a`, "x".repeat(400), { qos: 0 });
+          },
+        },
+      ],
+    });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 2, version: 5 }), plainIds(2), null, sc);
+    await waitFor(() => swarm.stats.rows.publish.count >= 6, "6 publishes acked");
+    const reasons = swarm.stats.rows.publish.reasons;
+    expect([...reasons.keys()].sort()).toEqual(["over_server_maximum_packet_size", "qos_over_server_maximum", "retain_unavailable"]);
+    // Only the allowed ones reached the broker, and the report's sent counts only those.
+    expect(broker.received.filter((p) => p.cmd === "publish").every((p) => p.qos === 1)).toBe(true);
+    expect(swarm.stats.sent).toBe(broker.count("publish"));
+  });
+
+  test("a full in-flight window is a counted window_full; what is in flight when the run stops is unacked_at_stop", async () => {
+    using broker = new FakeBroker({ kind: "no-acks" });
+    const sc = scenario({ name: "window", every: [{ interval: "20ms", run: (d) => void d.publish(`${d.clientId}/a`, "x", { qos: 1 }) }] });
+    const swarm = startSwarm(swarmConfig(at(broker), { users: 1, inflight: 3, drainMs: 0 }), plainIds(1), null, sc);
+    await waitFor(() => (swarm.stats.rows.publish.reasons.get("window_full") ?? 0) >= 3, "3 window_full");
+    await swarm.stop(500);
+    expect(broker.count("publish")).toBe(3);
+    expect(swarm.stats.rows.publish.reasons.get("unacked_at_stop")).toBe(3);
+    expect(swarm.stats.sent).toBe(3);
+  });
 });

@@ -1,4 +1,5 @@
 /** Building swarms for tests: configs with short timings, and certificate directories. */
+import type { LoadedScenario } from "../../src/scenario/load.ts";
 import { issueAll } from "../../src/pki/batch.ts";
 import { openLocalCa } from "../../src/pki/signers/local.ts";
 import { DirIdentities, ensureCertDir } from "../../src/store/dir.ts";
@@ -42,8 +43,8 @@ export function plainIds(n: number): IdentitySource {
 }
 
 /** A started swarm that is stopped when the test scope ends. */
-export function startSwarm(cfg: SwarmConfig, ids: IdentitySource, lifecycle: LifecycleHooks | null = null): Swarm & AsyncDisposable {
-  const s = new Swarm(cfg, ids, undefined, lifecycle) as Swarm & AsyncDisposable;
+export function startSwarm(cfg: SwarmConfig, ids: IdentitySource, lifecycle: LifecycleHooks | null = null, scenario: LoadedScenario | null = null): Swarm & AsyncDisposable {
+  const s = new Swarm(cfg, ids, undefined, lifecycle, scenario) as Swarm & AsyncDisposable;
   s[Symbol.asyncDispose] = () => s.stop(2000);
   s.start();
   return s;

@@ -4,7 +4,7 @@
  * mosquitto and a real redis-server.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Redis from "ioredis";
 import { startRedis } from "../../scripts/lib/testbed.ts";
@@ -136,6 +136,41 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis",
     const bad = cicada(["worker", "--redis", redis.url, "--certs", certDir]);
     expect(await bad.proc.exited).toBe(4);
     expect(bad.out.err).toContain("cannot reach Redis");
+  }, 60_000);
+
+  test("a scenario runs on a machine only as the machine's own file with the controller's content (SHA-256)", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using redis = await startRedis({ stateDir: tmp.path });
+    const scenario = readFileSync(join(import.meta.dir, "../../scenarios/dojot.ts"), "utf8");
+    for (const [dir, text] of [["ctl", scenario], ["same", scenario], ["edited", `${scenario}// edited\n`]] as const) {
+      mkdirSync(join(tmp.path, dir));
+      // The machine's copy under another name: found by content, not by name.
+      writeFileSync(join(tmp.path, dir, dir === "same" ? "renamed.ts" : "dojot.ts"), text);
+    }
+    const env = { DOJOT_INTERVAL: "300ms" };
+    const run = (report: string) =>
+      cicada(["run", "--redis", redis.url, "--scenario", join(tmp.path, "ctl", "dojot.ts"), "--certs", certDir, "--port", String(broker.port), "--users", "4", "--rate", "100", "--duration", "3s", "--grace", "5s", "--report", report], env);
+    const good = cicada(["worker", "--redis", redis.url, "--scenarios", join(tmp.path, "same"), "--certs", certDir, "--workers", "1", "--once"], env);
+    const report = join(tmp.path, "r.json");
+    expect(await run(report).proc.exited).toBe(0);
+    expect(await good.proc.exited).toBe(0);
+    const r = JSON.parse(readFileSync(report, "utf8"));
+    expect(r.config.scenario).toBe("dojot");
+    expect(r.stats.publish.count).toBeGreaterThan(10);
+
+    // An edited copy is not the run's scenario: the machine runs nothing and says which file to copy.
+    const edited = cicada(["worker", "--redis", redis.url, "--scenarios", join(tmp.path, "edited"), "--certs", certDir, "--workers", "1", "--once"], env);
+    const ctl = run(join(tmp.path, "r2.json"));
+    await waitFor(() => edited.out.err.includes("no file in"), "the machine refusing the scenario", 20_000);
+    expect(edited.out.err).toContain("copy dojot's file");
+    ctl.proc.kill("SIGINT");
+    await ctl.proc.exited;
+    edited.proc.kill("SIGINT");
+    await edited.proc.exited;
+    expect(readFileSync(broker.log, "utf8").split("\n").filter((l) => l.includes("New client connected")).length).toBe(4);
   }, 60_000);
 
   test("bad input: every problem listed, exit 2", async () => {

@@ -232,7 +232,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("shipped scenarios against mosquitto", () => {
 });
 
 describe.skipIf(!HAVE_MOSQUITTO)("a broken scenario costs counted errors, never the process", () => {
-  test("throws are counted by hook and message, a blocking hook is named, custom rows add up over workers", async () => {
+  test("throws and async rejections are counted by hook and message, a blocking hook is named, custom rows add up over workers", async () => {
     const file = join(tmp.path, "broken.ts");
     writeFileSync(
       file,
@@ -248,6 +248,7 @@ export default defineScenario<{ n: number }>({
       if (d.index === 1 && d.state.n === 3) { const end = performance.now() + 80; while (performance.now() < end) {} }
       d.publish("{clientId}/attrs".replace("{clientId}", d.clientId), { n: d.state.n }, { qos: 1 });
     } },
+    { name: "later", interval: "300ms", async run(d) { await null; if (d.index === 5) throw new Error("async boom"); } },
   ],
   onConnect(d) { if (d.index === 3) (undefined as unknown as { x: number }).x; },
 });
@@ -257,6 +258,8 @@ export default defineScenario<{ n: number }>({
     const errors = report.errors.scenario_error!;
     expect(Object.keys(errors).some((k) => /^tick: Error: boom$/.test(k))).toBe(true);
     expect(Object.keys(errors).some((k) => /^onConnect: TypeError/.test(k))).toBe(true);
+    // An async hook's rejection is counted too; left unhandled it would have ended the worker.
+    expect(errors["later: Error: async boom"]).toBeGreaterThanOrEqual(3);
     expect(errors["blocked:tick"]).toBeGreaterThanOrEqual(1);
     expect(report.notes?.some((n) => n.includes("tick hook ran over 50 ms"))).toBe(true);
     // Devices 1, 3, 5 went on publishing; the custom row counted every tick of the 6, over both workers.
@@ -283,5 +286,46 @@ export default defineScenario<{ n: number }>({
     const syntax = await cicada(["run", ...base(), "--scenario", broken]);
     expect(syntax.code).toBe(2);
     expect(syntax.stderr).toContain("does not load");
+  });
+});
+
+describe("cicada scenario init and check", () => {
+  // tsc from this repository's node_modules, as a scenario author's project would have it.
+  const withTsc = { PATH: `${resolve(import.meta.dir, "../../node_modules/.bin")}:${process.env.PATH}` };
+
+  test("init writes a starter and the API's types; check type-checks it and shows what one device sends and receives", async () => {
+    using dir = tempDir();
+    const init = await cicada(["scenario", "init", "thermo", "--dir", dir.path]);
+    expect(init.code).toBe(0);
+    expect(readFileSync(join(dir.path, "cicada.d.ts"), "utf8")).toContain('declare module "cicada/scenario"');
+    expect(readFileSync(join(dir.path, "thermo.ts"), "utf8")).toContain('name: "thermo"');
+    // Never over an existing scenario.
+    const again = await cicada(["scenario", "init", "thermo", "--dir", dir.path]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain("exists");
+
+    const check = await cicada(["scenario", "check", join(dir.path, "thermo.ts"), "--seconds", "1s", "--send", 'admin:check-0/config {"ts":1}'], { env: withTsc });
+    expect(check.code).toBe(0);
+    expect(check.stdout).toContain("types: ok");
+    expect(check.stdout).toMatch(/SUBSCRIBE admin:check-0\/config \(QoS 1\)/);
+    expect(check.stdout).toMatch(/PUBLISH admin:check-0\/attrs \(QoS 1, \d+ B\) \{"ts":\d+,"seq":1,"temperature":[\d.]+\}/);
+    expect(check.stdout).toMatch(/command +1 ok, 0 failed/);
+  });
+
+  test("check fails a scenario with a type error, and names what its hooks threw", async () => {
+    using dir = tempDir();
+    writeFileSync(join(dir.path, "typo.ts"), `import { defineScenario } from "cicada/scenario";\nexport default defineScenario({ name: "typo", every: [{ interval: "1s", run: (d) => d.publsh("x") }] });\n`);
+    const r = await cicada(["scenario", "check", join(dir.path, "typo.ts"), "--seconds", "300ms"], { env: withTsc });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toContain("TS2551"); // Property 'publsh' does not exist … Did you mean 'publish'?
+    expect(r.stdout).toMatch(/scenario_error +0 ok, 1 failed \(1× every\[0\]: TypeError/);
+  });
+
+  test("check runs every shipped scenario's hooks once without an error", async () => {
+    for (const f of ["dojot", "meter", "tracker", "command-responder", "firmware", "intermittent"]) {
+      const r = await cicada(["scenario", "check", join(SCENARIOS, `${f}.ts`), "--seconds", "300ms"], { env: withTsc });
+      expect({ f, code: r.code, out: r.code ? r.stdout + r.stderr : "" }).toEqual({ f, code: 0, out: "" });
+      expect(r.stdout).toContain("types: ok");
+    }
   });
 });

@@ -5,7 +5,7 @@
  * A screenshot is kept in test/artifacts/.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { makeCerts } from "../helpers/swarm.ts";
@@ -97,4 +97,39 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_CHROMIUM)("dashboard in Chromium", () =
       await browser.close();
     }
   }, 90_000);
+
+  test("a scenario picked on the form by name; its own rows join the stats table as they are counted", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 10);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const dir = join(tmp.path, "scenarios");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "pinger.ts"), `import { defineScenario } from "cicada/scenario";\nexport default defineScenario({ name: "pinger", every: [{ interval: "200ms", run(d) { d.publish(d.clientId + "/attrs", "{}"); d.measure("ping", 2); } }] });\n`);
+    await using ui = await startUi(["--certs", certDir, "--port", String(broker.port), "--history", join(tmp.path, "runs"), "--scenarios", dir]);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"] });
+    try {
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${ui.url}/`);
+      // The server's scenarios are offered by name.
+      await page.waitForFunction(() => document.querySelectorAll("#scenario-names option").length === 1);
+      expect(await page.getAttribute("#scenario-names option", "value")).toBe("pinger");
+      await page.fill("#start input[name=users]", "10");
+      await page.fill("#start input[name=duration]", "20s");
+      await page.fill("#start input[name=scenario]", "pinger");
+      await page.click("#start-btn");
+      await page.waitForSelector("#state[data-state=running]");
+      await page.waitForFunction(() => Number(document.querySelector("#stats tr[data-row=ping] td:nth-child(2)")?.textContent ?? 0) > 20, null, { timeout: 20_000 });
+      const pings = Number(await page.textContent("#stats tr[data-row=ping] td:nth-child(2)"));
+      const publishes = Number(await page.textContent("#stats tr[data-row=publish] td:nth-child(2)"));
+      expect(Math.abs(pings - publishes)).toBeLessThanOrEqual(10);
+      await page.click("#stop");
+      await page.waitForSelector("#state[data-state=idle]", { timeout: 20_000 });
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
 });
