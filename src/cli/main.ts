@@ -60,6 +60,11 @@ async function main(argv: string[]): Promise<number> {
   return run(rest);
 }
 
+// Output piped into head and cut short is the reader's choice, not an error: the rest is dropped quietly.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EPIPE") throw err;
+});
+
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (err) {

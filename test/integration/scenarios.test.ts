@@ -13,7 +13,7 @@ import { waitFor } from "../helpers/broker.ts";
 import type { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
 import { HAVE_MOSQUITTO, probeOn, startBroker, type Broker } from "../helpers/testbed.ts";
-import { cicada, spawnCicada, tempDir, type TempDir } from "../helpers/tmp.ts";
+import { cicada, sh, spawnCicada, tempDir, type TempDir } from "../helpers/tmp.ts";
 
 const SCENARIOS = resolve(import.meta.dir, "../../scenarios");
 
@@ -319,6 +319,14 @@ describe("cicada scenario init and check", () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toContain("TS2551"); // Property 'publsh' does not exist … Did you mean 'publish'?
     expect(r.stdout).toMatch(/scenario_error +0 ok, 1 failed \(1× every\[0\]: TypeError/);
+  });
+
+  test("check piped into head and cut short ends quietly with its own verdict", async () => {
+    const main = resolve(import.meta.dir, "../../src/cli/main.ts");
+    const r = await sh(["bash", "-c", `set -o pipefail; "${process.execPath}" "${main}" scenario check "${join(SCENARIOS, "dojot.ts")}" --no-typecheck --seconds 300ms | head -1`]);
+    expect(r.stdout).toStartWith("scenario dojot: loads");
+    expect(r.stderr).not.toContain("EPIPE");
+    expect(r.code).toBe(0);
   });
 
   test("check runs every shipped scenario's hooks once without an error", async () => {
