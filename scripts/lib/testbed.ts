@@ -201,3 +201,48 @@ export async function startRedis(opts: { stateDir: string; port?: number; passwo
   const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : "";
   return { pid: proc.pid, host, port, url: `${opts.tlsCertDir ? "rediss" : "redis"}://${auth}${host}:${port}`, stop, [Symbol.asyncDispose]: stop };
 }
+
+export interface PrometheusServer {
+  pid: number;
+  port: number;
+  /** Base URL of its HTTP API, e.g. http://127.0.0.1:9090. */
+  url: string;
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Starts Prometheus (Debian's `prometheus` package) on a free loopback port, scraping `targets`
+ * (host:port of cicada's /metrics) every `intervalS` seconds, with the bearer `token` when given.
+ */
+export async function startPrometheus(opts: { stateDir: string; targets: string[]; intervalS?: number; token?: string }): Promise<PrometheusServer> {
+  const host = "127.0.0.1";
+  const port = await freePort(host);
+  const wd = resolve(opts.stateDir, `prometheus-${port}`);
+  mkdirSync(join(wd, "data"), { recursive: true });
+  const config = join(wd, "prometheus.yml");
+  const interval = `${opts.intervalS ?? 1}s`;
+  writeFileSync(
+    config,
+    [
+      "global:",
+      `  scrape_interval: ${interval}`,
+      `  evaluation_interval: ${interval}`,
+      "scrape_configs:",
+      "  - job_name: cicada",
+      `    scrape_interval: ${interval}`,
+      ...(opts.token ? ["    authorization:", `      credentials: ${JSON.stringify(opts.token)}`] : []),
+      "    static_configs:",
+      `      - targets: [${opts.targets.map((t) => JSON.stringify(t)).join(", ")}]`,
+      "",
+    ].join("\n"),
+  );
+  const args = ["prometheus", `--config.file=${config}`, `--storage.tsdb.path=${join(wd, "data")}`, `--web.listen-address=${host}:${port}`, "--log.level=warn"];
+  const { proc, stop } = await spawnServer(args, host, port, join(wd, "stderr.log"));
+  const url = `http://${host}:${port}`;
+  // Listening is not ready: wait until it says it is.
+  for (const end = Date.now() + 15_000; Date.now() < end; await Bun.sleep(100)) {
+    if ((await fetch(`${url}/-/ready`).catch(() => null))?.ok) break;
+  }
+  return { pid: proc.pid, port, url, stop, [Symbol.asyncDispose]: stop };
+}

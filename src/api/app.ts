@@ -19,7 +19,7 @@ import { HTTPException } from "hono/http-exception";
 import { guard, type GuardOptions } from "./guard.ts";
 import { ApiError, type RunManager } from "./manager.ts";
 import { Start } from "./start.ts";
-import { renderMetrics } from "./metrics.ts";
+import { METRICS_TYPE, metricsOf, renderMetrics } from "./metrics.ts";
 
 const Errors = z.object({ errors: z.array(z.string()).openapi({ example: ["--users must be a whole number from 1 to 10000000 (got \"0\")"] }) }).openapi("Errors");
 const Report = z.record(z.string(), z.unknown()).openapi("Report", { description: "The run's report: config, stats rows, errors, health, workers/machines, timeline (as --report run.json)" });
@@ -108,19 +108,8 @@ export function createApp(manager: RunManager, opts: GuardOptions = {}): OpenAPI
     return c.body(renderReport(run.report, format), 200, { "content-type": types[format], "content-disposition": `attachment; filename="cicada-${id}.${format}"` });
   });
   app.openapi(routes.metrics, (c) => {
-    // A finished run keeps its final counters (a scrape after the end still sees them); gauges drop to 0.
-    const running = manager.session;
-    const snap = manager.latest?.fleet.snapshot();
-    const body = renderMetrics({
-      stats: snap?.stats ?? null,
-      running: !!running,
-      target: running ? snap!.target : 0,
-      connected: running ? snap!.connected : 0,
-      workers: running ? snap!.workers.filter((w) => w.alive).length : 0,
-      machines: running ? (snap!.machines?.filter((m) => !m.lost && !m.rejected).length ?? 0) : 0,
-      subscribers: manager.latest?.subscriberCounts() ?? null,
-    });
-    return c.body(body, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+    const body = renderMetrics(metricsOf(manager.latest, !!manager.session));
+    return c.body(body, 200, { "content-type": METRICS_TYPE });
   });
 
   app.doc31("/openapi.json", { openapi: "3.1.0", info: { title: "cicada control API", version: pkg.version }, security: opts.token ? [{ Bearer: [] }] : [] });

@@ -3,8 +3,13 @@
  * stats: counters per row and failure reason, latency histograms in seconds, devices,
  * workers and the generator's own health.
  */
-import type { Stats } from "../metrics/stats.ts";
+import { PHASES, type Health, type Stats } from "../metrics/stats.ts";
+import type { RunSession } from "../run/session.ts";
+import type { FleetSnapshot } from "../cluster/fleet.ts";
 import type { Latency } from "../metrics/histogram.ts";
+
+/** The content type of Prometheus' text exposition format. */
+export const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /** Histogram bucket bounds, seconds. */
 export const BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
@@ -19,7 +24,20 @@ export interface MetricsInput {
   machines: number;
   /** What the run's consumer (--subscribers, or --verify's) was delivered so far. */
   subscribers?: { messages: number; bytes: number; latency: Latency } | null;
+  /** The processes running devices (this one, or each worker): memory and CPU, labelled by slot. */
+  processes?: { slot: number; pid: number; rss: number; cpu_us: number }[];
 }
+
+/** Health counters exported as they are, with what each means. */
+const HEALTH: [keyof Health, string, string][] = [
+  ["late_sends", "cicada_late_sends_total", "Publishes that left more than 100 ms after their scheduled time."],
+  ["backpressure_skips", "cicada_backpressure_skips_total", "Publishes skipped because a socket's send buffer was full."],
+  ["protocol_errors", "cicada_protocol_errors_total", "Inbound bytes that were not MQTT."],
+  ["timer_errors", "cicada_timer_errors_total", "Timer callbacks that threw (each cost its device its connection, not the process)."],
+  ["command_gaps", "cicada_command_gaps_total", "Numbered commands (--actuate) a device never received."],
+  ["no_matching_subscribers", "cicada_no_matching_subscribers_total", "MQTT 5 acks saying no one was subscribed (reason 0x10)."],
+  ["sessions_resumed", "cicada_sessions_resumed_total", "Connections whose CONNACK said Session Present."],
+];
 
 const label = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
@@ -30,6 +48,28 @@ function histogram(out: string[], name: string, labels: string, l: Latency): voi
   out.push(`${name}_bucket{${sep}le="+Inf"} ${l.count}`);
   out.push(`${name}_sum${labels ? `{${labels}}` : ""} ${sumMs / 1000}`);
   out.push(`${name}_count${labels ? `{${labels}}` : ""} ${l.count}`);
+}
+
+/**
+ * What /metrics shows of a run (`latest`, the current or last one). A finished run keeps its final
+ * counters, so a scrape after the end still sees them; its gauges drop to 0.
+ */
+export function metricsOf(latest: RunSession | null, running: boolean): MetricsInput {
+  return { ...fleetMetrics(latest?.fleet.snapshot() ?? null, running), subscribers: latest?.subscriberCounts() ?? null };
+}
+
+/** A fleet's figures for /metrics: a run's (metricsOf), or one machine's own (`cicada worker --metrics`, with its stats). */
+export function fleetMetrics(snap: FleetSnapshot | null, running: boolean, stats: Stats | null = snap?.stats ?? null): MetricsInput {
+  const alive = running && snap ? snap.workers.filter((w) => w.alive) : [];
+  return {
+    stats,
+    running,
+    target: running && snap ? snap.target : 0,
+    connected: running && snap ? snap.connected : 0,
+    workers: alive.length,
+    machines: running && snap ? (snap.machines?.filter((m) => !m.lost && !m.rejected).length ?? 0) : 0,
+    processes: alive.map((w) => ({ slot: w.slot, pid: w.pid, rss: w.rss, cpu_us: w.cpu_us })),
+  };
 }
 
 export function renderMetrics(m: MetricsInput): string {
@@ -69,11 +109,16 @@ export function renderMetrics(m: MetricsInput): string {
   }
   head("cicada_event_loop_lag_seconds", "histogram", "How late the scheduler's 10 ms tick ran: the generator's own delay.");
   if (s) histogram(out, "cicada_event_loop_lag_seconds", "", s.loopLag);
-  head("cicada_late_sends_total", "counter", "Publishes that left more than 100 ms after their scheduled time.");
-  out.push(`cicada_late_sends_total ${s?.health.late_sends ?? 0}`);
-  head("cicada_backpressure_skips_total", "counter", "Publishes skipped because a socket's send buffer was full.");
-  out.push(`cicada_backpressure_skips_total ${s?.health.backpressure_skips ?? 0}`);
-  head("cicada_protocol_errors_total", "counter", "Inbound bytes that were not MQTT.");
-  out.push(`cicada_protocol_errors_total ${s?.health.protocol_errors ?? 0}`);
+  for (const [key, name, help] of HEALTH) {
+    head(name, "counter", help);
+    out.push(`${name} ${s?.health[key] ?? 0}`);
+  }
+  head("cicada_phase_seconds", "histogram", "Each connection phase apart: TCP connect, TLS handshake, WebSocket upgrade, CONNECT → CONNACK, SUBSCRIBE → SUBACK, publish written → PUBACK, and publish → delivery (e2e).");
+  if (s) for (const p of PHASES) histogram(out, "cicada_phase_seconds", `phase="${p}"`, s.phases[p]);
+  const procs = m.processes ?? [];
+  head("cicada_process_resident_memory_bytes", "gauge", "Resident memory of each process running devices, by worker slot.");
+  for (const p of procs) out.push(`cicada_process_resident_memory_bytes{slot="${p.slot}",pid="${p.pid}"} ${p.rss}`);
+  head("cicada_process_cpu_seconds_total", "counter", "CPU time (user + system) of each process running devices, by worker slot.");
+  for (const p of procs) out.push(`cicada_process_cpu_seconds_total{slot="${p.slot}",pid="${p.pid}"} ${p.cpu_us / 1e6}`);
   return `${out.join("\n")}\n`;
 }

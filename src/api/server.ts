@@ -1,5 +1,9 @@
-/** `cicada run --ui HOST:PORT`: serves the dashboard, the control API and /metrics until Ctrl-C. */
+/** `cicada run --ui HOST:PORT`: serves the dashboard, the control API and /metrics until Ctrl-C; `--metrics HOST:PORT`: /metrics alone for one run. */
+import { Hono } from "hono";
 import type { RunConfig } from "../config/run.ts";
+import type { Listen } from "../config/serve.ts";
+import { guard } from "./guard.ts";
+import { METRICS_TYPE, renderMetrics, type MetricsInput } from "./metrics.ts";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
 import { createApp } from "./app.ts";
 import { RunManager } from "./manager.ts";
@@ -40,4 +44,23 @@ export async function serveControl(cfg: RunConfig, argv: string[]): Promise<numb
   if (manager.session) await manager.stop(true);
   await server.stop(true);
   return EXIT.OK;
+}
+
+/**
+ * `cicada run --metrics HOST:PORT` (this run) and `cicada worker --metrics HOST:PORT` (this
+ * machine's devices): /metrics alone, under the same guard as the control API (Host checked,
+ * the bearer token when one is given). Returns the server, to stop when done.
+ */
+export function serveMetrics(listen: Listen, input: () => MetricsInput, say: (line: string) => void): { stop(): Promise<void> } {
+  const app = new Hono();
+  app.use("*", guard({ ...(listen.token ? { token: listen.token } : {}), allowHosts: listen.allowHosts }));
+  app.get("/metrics", (c) => c.body(renderMetrics(input()), 200, { "content-type": METRICS_TYPE }));
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({ hostname: listen.host, port: listen.port, fetch: app.fetch, idleTimeout: 60 });
+  } catch (err) {
+    throw new LoadError(`--metrics ${listen.host}:${listen.port}: cannot listen: ${messageOf(err)}`, EXIT.BAD_INPUT);
+  }
+  say(`metrics on http://${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${server.port}/metrics`);
+  return { stop: () => server.stop(true) };
 }

@@ -1,5 +1,6 @@
 /** `cicada run`: a fleet of devices on this machine — one process per core — with a live progress line and a final report; or, with --ui, the dashboard and control API. */
-import { serveControl } from "../api/server.ts";
+import { serveControl, serveMetrics } from "../api/server.ts";
+import { metricsOf } from "../api/metrics.ts";
 import { readRunConfig, RUN_SPEC, type RunConfig } from "../config/run.ts";
 import { EXIT } from "../errors.ts";
 import { writeReportSafely } from "../report/formats.ts";
@@ -16,8 +17,26 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (cfg.ui) return serveControl(cfg, argv);
   const say = (line: string) => process.stderr.write(`cicada: ${line}\n`);
   const session = await RunSession.open(cfg, say);
-  return runToEnd(cfg, session);
+  let running = true;
+  const metrics = cfg.metrics ? serveMetrics(cfg.metrics, () => metricsOf(session, running), say) : null;
+  try {
+    return await runToEnd(cfg, session);
+  } finally {
+    running = false;
+    if (metrics) {
+      // The final counters stay up for one default scrape interval, so Prometheus sees how the run ended (Ctrl-C cuts it short).
+      say(`serving the final metrics for ${METRICS_LINGER_MS / 1000}s more`);
+      const { promise, resolve } = Promise.withResolvers<void>();
+      process.once("SIGINT", resolve);
+      await Promise.race([Bun.sleep(METRICS_LINGER_MS), promise]);
+      process.off("SIGINT", resolve);
+      await metrics.stop();
+    }
+  }
 }
+
+/** How long --metrics goes on serving after the report: Prometheus' default scrape interval is 15 s, the README's config 5 s. */
+const METRICS_LINGER_MS = 5000;
 
 async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
   const fleet = session.fleet;

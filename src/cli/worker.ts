@@ -1,4 +1,7 @@
 /** `cicada worker`: one machine of a federated run — joins the controller over Redis and runs its share of the devices. */
+import { readListen } from "../config/serve.ts";
+import { serveMetrics } from "../api/server.ts";
+import { fleetMetrics } from "../api/metrics.ts";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MachineAgent } from "../cluster/machine.ts";
@@ -24,6 +27,9 @@ export const WORKER_SPEC: CommandSpec = {
     name: { type: "string", arg: "NAME", help: "Machine name in the registry and the report (default host-pid)" },
     once: { type: "boolean", help: "Exit after one run instead of waiting for the next" },
     scenarios: { type: "string", arg: "DIR", help: "Scenario files this machine may run: a controller's --scenario runs here only as a file of this directory with the same content (SHA-256)" },
+    metrics: { type: "string", arg: "HOST:PORT", help: "Serve this machine's own /metrics here (its devices, its processes) for Prometheus, e.g. 0.0.0.0:9464 with --token" },
+    token: { type: "string", arg: "TOKEN", env: "CICADA_TOKEN", help: "Bearer token --metrics requires, 16+ characters (required to bind beyond loopback)" },
+    "ui-allow-host": { type: "string", arg: "LIST", help: "With --metrics: host names answered to besides the addresses and localhost" },
     "verify-cert": { type: "string", arg: "FILE", help: "This machine's verifying consumer certificate, for runs with --verify (it counts this machine's own devices)" },
     "verify-key": { type: "string", arg: "FILE", help: "Its private key" },
     "cluster-key": CLUSTER_KEY_OPTION,
@@ -74,6 +80,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
   const verifyCert = o.fileText("verify-cert");
   const verifyKey = o.fileText("verify-key");
   if (o.has("verify-cert") !== o.has("verify-key")) o.issues.push("--verify-cert and --verify-key go together");
+  const metrics = o.has("metrics") ? readListen(o, "metrics") : undefined;
   o.check();
   const agent = new MachineAgent(
     {
@@ -93,5 +100,20 @@ export async function workerCommand(argv: string[]): Promise<number> {
     (line) => process.stderr.write(`cicada worker: ${line}\n`),
   );
   process.stderr.write(`cicada worker: joining ${redactUrl(url)}\n`);
-  return agent.serve();
+  const say = (line: string) => process.stderr.write(`cicada worker: ${line}\n`);
+  const served = metrics
+    ? serveMetrics(
+        metrics,
+        () => {
+          const v = agent.view();
+          return fleetMetrics(v.fleet, v.fleet !== null, v.stats);
+        },
+        say,
+      )
+    : null;
+  try {
+    return await agent.serve();
+  } finally {
+    await served?.stop();
+  }
 }

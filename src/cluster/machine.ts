@@ -36,7 +36,7 @@ import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
 import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
 import { planWorkers, Supervisor } from "./supervisor.ts";
-import { type WorkerInfo } from "./fleet.ts";
+import { type FleetSnapshot, type WorkerInfo } from "./fleet.ts";
 import { idsIn } from "./ranges.ts";
 
 export interface MachineOptions {
@@ -111,6 +111,11 @@ export class MachineAgent {
   ) {
     this.id = o.name ?? `${hostname()}-${process.pid}`;
     this.drops = new Drops("control message", say);
+  }
+
+  /** What this machine's own /metrics shows (cicada worker --metrics): its devices' stats and its fleet, if it runs one. */
+  view(): { stats: Stats; fleet: FleetSnapshot | null } {
+    return { stats: this.totals, fleet: this.sup?.snapshot() ?? null };
   }
 
   /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */

@@ -2,7 +2,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
-import { isLoopbackHost } from "../sys/net.ts";
 import { isAbsolute, join } from "node:path";
 import type { CommandSpec, Options } from "./options.ts";
 import type { RedisSettings } from "../store/connection.ts";
@@ -14,6 +13,7 @@ import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
 import { readSubscribers, readTraffic, TRAFFIC_OPTIONS, type SubscribersConfig } from "./traffic.ts";
 import { MQTT_OPTIONS, readMqtt } from "./mqtt.ts";
 import { readScenario, SCENARIO_OPTIONS } from "./scenario.ts";
+import { readListen, SERVE_OPTIONS, type Listen } from "./serve.ts";
 import type { QoS } from "../mqtt/codec.ts";
 import { LIFECYCLE_OPTIONS, readLifecycle } from "./lifecycle.ts";
 import { lifecyclePlan, type LifecycleConfig } from "../lifecycle/types.ts";
@@ -56,11 +56,7 @@ export const RUN_SPEC: CommandSpec = {
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     report: { type: "string", arg: "FILE", help: "Write the report here, also on Ctrl-C: run.json, run.csv (stats table) or run.html (tables and charts)" },
     threshold: { type: "string", arg: "EXPR", multiple: true, help: "Fail the run (exit 3) unless ROW.METRIC<OP>N holds, e.g. 'publish.p99_ms<500', 'connect.failure_rate<0.01' (repeatable)" },
-    ui: { type: "string", arg: "HOST:PORT", help: "Serve the dashboard, control API and /metrics here (e.g. 127.0.0.1:8089) and take runs from it" },
-    token: { type: "string", arg: "TOKEN", env: "CICADA_TOKEN", help: "Bearer token the API requires, 16+ characters (required to bind --ui beyond loopback)" },
-    "ui-allow-host": { type: "string", arg: "LIST", help: "With --ui: host names the dashboard answers to besides its addresses and localhost (e.g. behind a proxy)" },
-    history: { type: "string", arg: "DIR", default: "cicada-runs", help: "With --ui: one file per run kept here, so the dashboard keeps its history" },
-    autostart: { type: "boolean", help: "With --ui: start a run with these settings at once, as if from the form" },
+    ...SERVE_OPTIONS,
     "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats)" },
     redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
@@ -117,7 +113,9 @@ export interface RunConfig {
   /** Renew/revoke with this machine's CA, hook and signer (the swarm carries only the plan). */
   lifecycle?: LifecycleConfig;
   /** Set with --ui: serve the dashboard and API there. */
-  ui?: { host: string; port: number; token?: string; allowHosts: string[]; historyDir: string; autostart: boolean };
+  ui?: Listen & { historyDir: string; autostart: boolean };
+  /** Set with --metrics: serve /metrics alone there, for this run. */
+  metrics?: Listen;
   /** Set with --verify: the verifying consumer. */
   verify?: { connections: number; cert?: string; key?: string; waitMs: number; actuateRate: number };
   /** --subscribers: plain subscriber connections, counting what is delivered. */
@@ -208,7 +206,9 @@ export function readRunConfig(o: Options): RunConfig {
     if (typeof t === "string") o.issues.push(`${o.source("threshold")} ${t}`);
     else thresholds.push(t);
   }
-  const ui = o.has("ui") ? readUi(o) : undefined;
+  const ui = o.has("ui") ? { ...readListen(o, "ui"), historyDir: o.str("history")!, autostart: o.bool("autostart") } : undefined;
+  if (o.has("ui") && o.has("metrics")) o.issues.push("--ui serves /metrics already: give --ui or --metrics");
+  const metrics = o.has("metrics") && !o.has("ui") ? readListen(o, "metrics") : undefined;
   const sources = readSourceAddresses(o);
   const targets = hosts.flatMap((host) => ports.map((port) => ({ host, port })));
   const expect = o.int("expect-machines", 1, 1, 10_000);
@@ -287,6 +287,7 @@ export function readRunConfig(o: Options): RunConfig {
     reportPath,
     thresholds,
     ...(ui ? { ui } : {}),
+    ...(metrics ? { metrics } : {}),
     resetStats: o.bool("reset-stats"),
     ...(msgRate !== undefined ? { msgRate } : {}),
     federation,
@@ -373,22 +374,6 @@ function positiveDuration(o: Options, name: string, fallback: string): number {
   return ms;
 }
 
-const MIN_TOKEN_CHARS = 16;
-
 /** Messages per second one verifying link is planned for (auto --verify-connections). */
 const VERIFY_MSGS_PER_LINK = 500;
 
-/** --ui HOST:PORT; anything beyond loopback needs --token. */
-function readUi(o: Options): RunConfig["ui"] {
-  const spec = o.str("ui")!;
-  const m = /^(.*):(\d+)$/.exec(spec);
-  const host = m ? m[1]!.replace(/^\[(.*)\]$/, "$1") : "";
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !host || !(port >= 0 && port <= 65535)) o.fail("ui", "must be HOST:PORT, e.g. 127.0.0.1:8089", spec);
-  const token = o.str("token");
-  if (host && !isLoopbackHost(host) && !token) o.issues.push(`--ui ${spec} is reachable beyond this machine: give --token (or CICADA_TOKEN) so the API needs it, or bind 127.0.0.1`);
-  // Said without the token itself: it is a secret.
-  if (token !== undefined && token.length < MIN_TOKEN_CHARS) o.issues.push(`${o.source("token")} must be at least ${MIN_TOKEN_CHARS} characters (got ${token.length}); make one with: openssl rand -hex 16`);
-  const allowHosts = o.list("ui-allow-host") ?? [];
-  return { host, port, ...(token ? { token } : {}), allowHosts, historyDir: o.str("history")!, autostart: o.bool("autostart") };
-}

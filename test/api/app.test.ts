@@ -203,6 +203,13 @@ export default defineScenario({ name: "pinger", every: [{ interval: "200ms", run
       }
     }
 
+    // Each connection phase's histogram counts what the report's phases count.
+    const phases = (final.report as unknown as { phases: Record<string, { count: number }> }).phases;
+    for (const phase of ["tcp_connect", "tls_handshake", "connack", "suback", "puback"]) {
+      expect(Number(new RegExp(`cicada_phase_seconds_count\\{phase="${phase}"\\} (\\d+)`).exec(text)?.[1])).toBe(phases[phase]!.count);
+    }
+    expect(phases.connack!.count).toBe(60);
+
     // Kept on disk: a list entry, the run by id, and its reports.
     expect(readdirSync(history)).toEqual([`${run.id}.json`]);
     expect(JSON.parse(readFileSync(join(history, `${run.id}.json`), "utf8")).state).toBe("finished");

@@ -93,11 +93,40 @@ describe("/metrics", () => {
     expect([...into.custom.keys()].sort()).toEqual(["firmware", "firmware_download", "scenario_error"]);
   });
 
+  test("each connection phase has its histogram, every health counter and each process's memory and CPU are exported", () => {
+    const stats = sampleStats();
+    for (const ms of [2, 4]) stats.phases.connack.recordMs(ms);
+    stats.phases.tls_handshake.recordMs(30);
+    stats.health.sessions_resumed = 3;
+    const text = renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 2, machines: 0, processes: [{ slot: 0, pid: 11, rss: 5e7, cpu_us: 2_500_000 }, { slot: 1, pid: 12, rss: 6e7, cpu_us: 1_000_000 }] });
+    const families = parsePrometheus(text);
+    const family = (name: string) => families.find((f) => f.name === name)!;
+    expect(family("cicada_phase_seconds").type).toBe("HISTOGRAM");
+    const count = (phase: string) => Number(new RegExp(`cicada_phase_seconds_count\\{phase="${phase}"\\} (\\d+)`).exec(text)![1]);
+    expect(count("connack")).toBe(2);
+    expect(count("tls_handshake")).toBe(1);
+    expect(count("e2e")).toBe(0);
+    expect(Number(/cicada_phase_seconds_bucket\{phase="tls_handshake",le="0.025"\} (\d+)/.exec(text)![1])).toBe(0);
+    expect(Number(/cicada_phase_seconds_bucket\{phase="tls_handshake",le="0.05"\} (\d+)/.exec(text)![1])).toBe(1);
+    expect(family("cicada_sessions_resumed_total").metrics[0]!.value).toBe("3");
+    expect(family("cicada_timer_errors_total").metrics[0]!.value).toBe("0");
+    const rss = family("cicada_process_resident_memory_bytes").metrics;
+    expect(rss.map((m) => [m.labels?.slot, Number(m.value)])).toEqual([["0", 5e7], ["1", 6e7]]);
+    expect(family("cicada_process_cpu_seconds_total").metrics.map((m) => Number(m.value))).toEqual([2.5, 1]);
+    // Every family says what it is, and counters end in _total.
+    for (const f of families) {
+      expect(text).toContain(`# HELP ${f.name} `);
+      if (f.type === "COUNTER") expect(f.name).toEndWith("_total");
+    }
+  });
+
   test("the Grafana dashboard queries only metrics /metrics exposes, with panels for rate, devices, latency and failures", async () => {
     using tmp = tempDir();
     const app = createApp(new RunManager([], `${tmp.path}/runs`, () => {}));
     const dash = (await (await app.request("/assets/grafana-dashboard.json")).json()) as { panels: { title: string; targets: { expr: string }[] }[] };
-    const exposed = new Set(parsePrometheus(renderMetrics({ stats: sampleStats(), running: true, target: 1, connected: 1, workers: 1, machines: 0 })).map((f) => f.name));
+    // Everything /metrics can hold: a consumer's families and a worker's process figures included.
+    const full = { stats: sampleStats(), running: true, target: 1, connected: 1, workers: 1, machines: 0, subscribers: { messages: 1, bytes: 1, latency: new Latency() }, processes: [{ slot: 0, pid: 1, rss: 1, cpu_us: 1 }] };
+    const exposed = new Set(parsePrometheus(renderMetrics(full)).map((f) => f.name));
     const used = new Set(dash.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/cicada_[a-z_]+/g) ?? [])).map((m) => m.replace(/_bucket$/, "")));
     expect(used.size).toBeGreaterThan(5);
     for (const m of used) expect(exposed.has(m)).toBe(true);

@@ -26,6 +26,19 @@ describe("bad input", () => {
     expect(worker.stderr).toContain('--source-address must list IP addresses');
   });
 
+  test("--metrics beyond loopback needs a token (run and worker); --ui serves /metrics already", async () => {
+    const run = await cicada(["run", "--no-tls", "--metrics", "0.0.0.0:9464"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("--metrics 0.0.0.0:9464 is reachable beyond this machine: give --token");
+    const both = await cicada(["run", "--no-tls", "--metrics", "127.0.0.1:9464", "--ui", "127.0.0.1:8089"]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("--ui serves /metrics already");
+    const worker = await cicada(["worker", "--metrics", "10.0.0.7:9464", "--token", "short"]);
+    expect(worker.code).toBe(2);
+    expect(worker.stderr).toContain("must be at least 16 characters");
+    expect(worker.stderr).not.toContain("short");
+  });
+
   test("a password in DOJOT_URL never appears in what cicada prints", async () => {
     // Port 1 on loopback: nothing listens, the request fails at once.
     const r = await cicada(["dojot", "clear", "--all"], { env: { DOJOT_URL: "http://admin:s3cr3t-pw@127.0.0.1:1", DOJOT_API_RETRIES: "0" } });

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Redis from "ioredis";
-import { startRedis } from "../../scripts/lib/testbed.ts";
+import { freePort, startRedis } from "../../scripts/lib/testbed.ts";
 import { waitFor } from "../helpers/broker.ts";
 import { Probe } from "../helpers/probe.ts";
 import { makeCerts } from "../helpers/swarm.ts";
@@ -171,6 +171,30 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis",
     edited.proc.kill("SIGINT");
     await edited.proc.exited;
     expect(readFileSync(broker.log, "utf8").split("\n").filter((l) => l.includes("New client connected")).length).toBe(4);
+  }, 60_000);
+
+  test("cicada worker --metrics: each machine serves its own devices, processes and counters, behind its token", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 6);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using redis = await startRedis({ stateDir: tmp.path });
+    const port = await freePort();
+    const token = "abcdefabcdefabcdef01";
+    const m = cicada(["worker", "--redis", redis.url, "--certs", certDir, "--workers", "2", "--once", "--metrics", `127.0.0.1:${port}`, "--token", token]);
+    await waitFor(() => m.out.err.includes(`metrics on http://127.0.0.1:${port}/metrics`), "the machine's metrics server");
+    const scrape = (auth = true) => fetch(`http://127.0.0.1:${port}/metrics`, auth ? { headers: { authorization: `Bearer ${token}` } } : {});
+    expect((await scrape(false)).status).toBe(401);
+    const ctl = cicada(["run", "--redis", redis.url, "--certs", certDir, "--port", String(broker.port), "--users", "6", "--rate", "100", "--duration", "4s", "--interval", "200ms..300ms", "--report", join(tmp.path, "r.json")]);
+    let text = "";
+    for (const end = Date.now() + 20_000; !/cicada_devices_connected 6\b/.test(text) && Date.now() < end; await Bun.sleep(200)) text = await (await scrape()).text();
+    expect(text).toMatch(/cicada_process_resident_memory_bytes\{slot="0",pid="\d+"\} \d+/);
+    expect(text).toMatch(/cicada_process_resident_memory_bytes\{slot="1",pid="\d+"\} \d+/);
+    expect(Number(/cicada_requests_total\{row="connect"\} (\d+)/.exec(text)![1])).toBe(6);
+    expect(await ctl.proc.exited).toBe(0);
+    expect(await m.proc.exited).toBe(0);
+    const report = JSON.parse(readFileSync(join(tmp.path, "r.json"), "utf8"));
+    expect(report.stats.connect.count).toBe(6);
   }, 60_000);
 
   test("bad input: every problem listed, exit 2", async () => {
