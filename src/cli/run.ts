@@ -19,20 +19,27 @@ export async function runCommand(argv: string[]): Promise<number> {
   const session = await RunSession.open(cfg, say);
   let running = true;
   const metrics = cfg.metrics ? serveMetrics(cfg.metrics, () => metricsOf(session, running), say) : null;
+  let code: number;
   try {
-    return await runToEnd(cfg, session);
-  } finally {
-    running = false;
-    if (metrics) {
-      // The final counters stay up for one default scrape interval, so Prometheus sees how the run ended (Ctrl-C cuts it short).
+    code = await runToEnd(cfg, session);
+  } catch (err) {
+    await metrics?.stop();
+    throw err;
+  }
+  running = false;
+  if (metrics) {
+    // The final counters stay up for one default scrape interval, so Prometheus sees how the run
+    // ended; not after Ctrl-C (the user wants out), and a second Ctrl-C cuts it short.
+    if (code !== EXIT.INTERRUPTED) {
       say(`serving the final metrics for ${METRICS_LINGER_MS / 1000}s more`);
       const { promise, resolve } = Promise.withResolvers<void>();
       process.once("SIGINT", resolve);
       await Promise.race([Bun.sleep(METRICS_LINGER_MS), promise]);
       process.off("SIGINT", resolve);
-      await metrics.stop();
     }
+    await metrics.stop();
   }
+  return code;
 }
 
 /** How long --metrics goes on serving after the report: Prometheus' default scrape interval is 15 s, the README's config 5 s. */
