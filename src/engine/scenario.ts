@@ -14,6 +14,7 @@ import { subscribe, type SessionHost } from "../mqtt/session.ts";
 import { CUSTOM_ROW, MAX_CUSTOM_ROWS, RESERVED_ROWS, SCENARIO_ERROR_ROW, SLOW_HOOK_MS } from "../metrics/stats.ts";
 import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
 import type { SwarmState } from "./state.ts";
+import type { Traffic } from "./traffic.ts";
 import { cachedInterval, compileTopic, EMPTY, parsePayload, payloadBytes, propertiesOf, ScriptDevice } from "./scenario-device.ts";
 
 /** Distinct scenario_error messages kept per stats delta; the rest count as "other". */
@@ -35,6 +36,7 @@ export class ScenarioRunner {
     readonly st: SwarmState,
     readonly sc: LoadedScenario,
     readonly links: ScenarioLinks,
+    private readonly traffic: Traffic,
   ) {
     this.topics = new Map(Object.entries(sc.def.topics ?? {}).map(([name, t]) => [name, compileTopic(t, st.cfg.machine ?? "")]));
   }
@@ -199,18 +201,13 @@ export class ScenarioRunner {
     if (st.stopping) return false; // nothing new leaves while acks drain
     const dev = h.dev;
     const conn = dev.conn;
-    const row = st.stats.rows.publish;
-    if (dev.state !== State.CONNECTED || !conn) return void row.fail("not_connected"), false;
+    if (dev.state !== State.CONNECTED || !conn) return this.traffic.skip("not_connected");
     const qos = (o?.qos ?? st.cfg.qos) as QoS;
     const retain = o?.retain === true;
-    if (conn.pending) {
-      st.stats.health.backpressure_skips++;
-      return void row.fail("backpressure"), false;
-    }
-    if (qos > 0 && dev.inflight.count >= dev.inflight.size) return void row.fail("window_full"), false;
-    if (qos > 0 && dev.inflight.count >= conn.sendMax) return void row.fail("receive_maximum_full"), false;
-    if (qos > conn.maxQoS) return void row.fail("qos_over_server_maximum"), false;
-    if (retain && !conn.retainAvailable) return void row.fail("retain_unavailable"), false;
+    const blocked = this.traffic.blocked(dev, conn, qos);
+    if (blocked) return this.traffic.skip(blocked);
+    if (qos > conn.maxQoS) return this.traffic.skip("qos_over_server_maximum");
+    if (retain && !conn.retainAvailable) return this.traffic.skip("retain_unavailable");
     const id = qos > 0 ? dev.packetId() : 0;
     let bytes: Uint8Array;
     try {
@@ -219,24 +216,17 @@ export class ScenarioRunner {
       this.error("publish", err); // a topic too long, a payload JSON cannot write: the scenario's error, and no publish
       return false;
     }
-    if (conn.maxPacketOut && bytes.length > conn.maxPacketOut) return void row.fail("over_server_maximum_packet_size"), false;
+    if (conn.maxPacketOut && bytes.length > conn.maxPacketOut) return this.traffic.skip("over_server_maximum_packet_size");
     const now = st.clock();
-    const scheduled = Number.isNaN(this.scheduled) ? now : this.scheduled;
-    if (qos > 0) {
-      dev.inflight.add(id, scheduled, now, st.persistent ? bytes : undefined);
-      if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
-    }
-    st.outbox.send(conn, bytes);
-    st.stats.sent++;
-    st.stats.sentBytes += bytes.length;
-    if (qos === 0) row.ok();
+    if (qos > 0) this.traffic.track(dev, id, Number.isNaN(this.scheduled) ? now : this.scheduled, now, bytes);
+    this.traffic.write(conn, bytes, 1, qos);
     return true;
   }
 
   canPublish(h: ScriptDevice): boolean {
     const dev = h.dev;
     const conn = dev.conn;
-    return dev.state === State.CONNECTED && conn !== null && !conn.pending && !this.st.stopping && dev.inflight.count < Math.min(dev.inflight.size, conn.sendMax);
+    return dev.state === State.CONNECTED && conn !== null && !this.st.stopping && this.traffic.blocked(dev, conn, 1) === null;
   }
 
   subscribe(h: ScriptDevice, name: string, qos: QoS | undefined): void {

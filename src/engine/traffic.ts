@@ -6,7 +6,7 @@
  * retain_unavailable) — these never sent — or ack_timeout, connection_lost, unacked_at_stop, or
  * a reason code the broker gave.
  */
-import { PINGREQ, type PublishTemplate } from "../mqtt/codec.ts";
+import { PINGREQ, type PublishTemplate, type QoS } from "../mqtt/codec.ts";
 import { State, type Conn, type Device } from "../mqtt/device.ts";
 import { LATE_MS } from "./config.ts";
 import { TICK_MS, Timer, intendedTime } from "./scheduler.ts";
@@ -76,29 +76,53 @@ export class Traffic {
     if (next <= now) next = now + 1;
     dev.nextPublishAt = next;
     st.wheel.set(dev.index, Timer.PUBLISH, next);
-    const stats = st.stats;
-    if (now - scheduled > LATE_MS) stats.health.late_sends++;
-    if (conn.pending) {
-      stats.health.backpressure_skips++;
-      stats.rows.publish.fail("backpressure");
-      return false;
-    }
-    // A full window is a skipped publish, counted, never a silently reused slot.
-    if (st.cfg.qos > 0 && dev.inflight.count >= dev.inflight.size) {
-      stats.rows.publish.fail("window_full");
-      return false;
-    }
-    // MQTT 5: the server's Receive Maximum binds the client (§4.9), and so does what its CONNACK said it refuses.
-    if (st.cfg.qos > 0 && dev.inflight.count >= conn.sendMax) {
-      stats.rows.publish.fail("receive_maximum_full");
-      return false;
-    }
-    if (conn.refusal) {
-      stats.rows.publish.fail(conn.refusal);
-      return false;
-    }
+    if (now - scheduled > LATE_MS) st.stats.health.late_sends++;
+    const blocked = this.blocked(dev, conn, st.cfg.qos);
+    if (blocked) return this.skip(blocked);
+    // What the server's CONNACK said it refuses is never sent either.
+    if (conn.refusal) return this.skip(conn.refusal);
     this.send(dev, conn, scheduled, now);
     return true;
+  }
+
+  /**
+   * Why a publish at `qos` cannot leave now, or null: the socket's send buffer is still full,
+   * or (QoS 1/2) the in-flight window is (a full window is a skipped publish, counted, never a
+   * silently reused slot), or the server's Receive Maximum is reached (MQTT 5 §4.9). The
+   * built-in device and a scenario's publishes both ask here.
+   */
+  blocked(dev: Device, conn: Conn, qos: QoS): "backpressure" | "window_full" | "receive_maximum_full" | null {
+    if (conn.pending) return "backpressure";
+    if (qos > 0 && dev.inflight.count >= dev.inflight.size) return "window_full";
+    if (qos > 0 && dev.inflight.count >= conn.sendMax) return "receive_maximum_full";
+    return null;
+  }
+
+  /** A publish that does not leave, counted by why (backpressure is also the generator's health). */
+  skip(why: string): false {
+    if (why === "backpressure") this.st.stats.health.backpressure_skips++;
+    this.st.stats.rows.publish.fail(why);
+    return false;
+  }
+
+  /**
+   * QoS 1/2 publish `id` (the packet at `bytes[at, at + length)`) enters the in-flight window,
+   * its bytes kept for a persistent session's resend; the first one in arms the device's ack timer.
+   */
+  track(dev: Device, id: number, scheduled: number, now: number, bytes: Uint8Array, at = 0, length = bytes.length): void {
+    const st = this.st;
+    dev.inflight.add(id, scheduled, now, st.persistent ? bytes.subarray(at, at + length) : undefined);
+    // One ack timer per device, at the oldest outstanding publish's deadline.
+    if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
+  }
+
+  /** `n` publishes written as `bytes` go to the socket and are counted sent (QoS 0 ones succeed as they leave). */
+  write(conn: Conn, bytes: Uint8Array, n: number, qos: QoS): void {
+    const st = this.st;
+    st.outbox.send(conn, bytes);
+    st.stats.sent += n;
+    st.stats.sentBytes += bytes.length;
+    if (qos === 0) for (let k = 0; k < n; k++) st.stats.rows.publish.ok();
   }
 
   /**
@@ -139,16 +163,11 @@ export class Traffic {
       let id = 0;
       if (qos > 0) {
         id = dev.packetId();
-        dev.inflight.add(id, scheduled, now, st.persistent ? bytes.subarray(at, at + t.length) : undefined);
-        // One ack timer per device, at the oldest outstanding publish's deadline.
-        if (dev.inflight.count === 1) st.wheel.set(dev.index, Timer.ACK, now + st.ackTimeoutMs);
+        this.track(dev, id, scheduled, now, bytes, at, t.length);
       }
       t.fill(bytes, at, id, ts, dev.nextSeq++);
     }
-    st.outbox.send(conn, bytes);
-    st.stats.sent += n;
-    st.stats.sentBytes += bytes.length;
-    if (qos === 0) for (let k = 0; k < n; k++) st.stats.rows.publish.ok();
+    this.write(conn, bytes, n, qos);
   }
 
   /**
