@@ -108,6 +108,8 @@ export interface BrokerOptions {
   plain?: boolean;
   /** More mosquitto.conf lines (general settings, e.g. `max_inflight_messages 2`). */
   extra?: string[];
+  /** Connections the listener accepts before it closes new ones at once (default: no limit). */
+  maxConnections?: number;
   /** `set_tcp_nodelay` (default true here; mosquitto's own default is false, see bench/connack.bench.ts). */
   nodelay?: boolean;
 }
@@ -142,7 +144,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       ...(opts.extra ?? []),
       ...(opts.plain ? [] : [`acl_file ${acl}`]),
       `listener ${port} ${host}`,
-      "max_connections -1",
+      `max_connections ${opts.maxConnections ?? -1}`,
       `set_tcp_nodelay ${opts.nodelay === false ? "false" : "true"}`,
       ...(opts.plain
         ? []

@@ -7,6 +7,8 @@ import { PHASES, type Health, type Stats } from "../metrics/stats.ts";
 import type { RunSession } from "../run/session.ts";
 import type { FleetSnapshot } from "../cluster/fleet.ts";
 import type { Latency } from "../metrics/histogram.ts";
+import type { Integrity } from "../report/summary.ts";
+import { hostname } from "node:os";
 
 /** The content type of Prometheus' text exposition format. */
 export const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -24,8 +26,23 @@ export interface MetricsInput {
   machines: number;
   /** What the run's consumer (--subscribers, or --verify's) was delivered so far. */
   subscribers?: { messages: number; bytes: number; latency: Latency } | null;
-  /** The processes running devices (this one, or each worker): memory and CPU, labelled by slot. */
-  processes?: { slot: number; pid: number; rss: number; cpu_us: number }[];
+  /** The processes running devices (this one, or each worker), labelled by machine and slot. */
+  processes?: ProcessFigures[];
+  /** Machines of a federated run that stopped answering. */
+  machinesLost?: number;
+  /** The verifying consumer's accounting so far (--verify): see Integrity. */
+  integrity?: Integrity | null;
+}
+
+export interface ProcessFigures {
+  machine: string;
+  slot: number;
+  pid: number;
+  connected: number;
+  rss: number;
+  cpu_us: number;
+  fds: number;
+  fd_limit: number;
 }
 
 /** Health counters exported as they are, with what each means. */
@@ -55,11 +72,16 @@ function histogram(out: string[], name: string, labels: string, l: Latency): voi
  * counters, so a scrape after the end still sees them; its gauges drop to 0.
  */
 export function metricsOf(latest: RunSession | null, running: boolean): MetricsInput {
-  return { ...fleetMetrics(latest?.fleet.snapshot() ?? null, running), subscribers: latest?.subscriberCounts() ?? null };
+  const snap = latest?.fleet.snapshot() ?? null;
+  return { ...fleetMetrics(snap, running), subscribers: latest?.subscriberCounts() ?? null, integrity: (snap && latest?.integrity(snap)) ?? null };
 }
 
-/** A fleet's figures for /metrics: a run's (metricsOf), or one machine's own (`cicada worker --metrics`, with its stats). */
-export function fleetMetrics(snap: FleetSnapshot | null, running: boolean, stats: Stats | null = snap?.stats ?? null): MetricsInput {
+/**
+ * A fleet's figures for /metrics: a run's (metricsOf), or one machine's own (`cicada worker
+ * --metrics`, with its stats). Processes are labelled with their machine: the machine's id in a
+ * federated run, else `machine` (this host's name).
+ */
+export function fleetMetrics(snap: FleetSnapshot | null, running: boolean, stats: Stats | null = snap?.stats ?? null, machine = hostname()): MetricsInput {
   const alive = running && snap ? snap.workers.filter((w) => w.alive) : [];
   return {
     stats,
@@ -68,7 +90,8 @@ export function fleetMetrics(snap: FleetSnapshot | null, running: boolean, stats
     connected: running && snap ? snap.connected : 0,
     workers: alive.length,
     machines: running && snap ? (snap.machines?.filter((m) => !m.lost && !m.rejected).length ?? 0) : 0,
-    processes: alive.map((w) => ({ slot: w.slot, pid: w.pid, rss: w.rss, cpu_us: w.cpu_us })),
+    machinesLost: running && snap ? (snap.machines?.filter((m) => m.lost).length ?? 0) : 0,
+    processes: alive.map((w) => ({ machine: w.machine ?? machine, slot: w.slot, pid: w.pid, connected: w.connected, rss: w.rss, cpu_us: w.cpu_us, fds: w.fds, fd_limit: w.fd_limit })),
   };
 }
 
@@ -83,8 +106,10 @@ export function renderMetrics(m: MetricsInput): string {
   out.push(`cicada_devices_connected ${m.connected}`);
   head("cicada_workers", "gauge", "Worker processes running devices.");
   out.push(`cicada_workers ${m.workers}`);
-  head("cicada_machines", "gauge", "Machines of a federated run.");
+  head("cicada_machines", "gauge", "Machines of a federated run answering now.");
   out.push(`cicada_machines ${m.machines}`);
+  head("cicada_machines_lost", "gauge", "Machines of a federated run that stopped answering (their devices are not counted as connected).");
+  out.push(`cicada_machines_lost ${m.machinesLost ?? 0}`);
   const s = m.stats;
   head("cicada_requests_total", "counter", "Successful operations per stats row (connect, subscribe, publish, recv_message, disconnect, renew, revoke, and a scenario's own rows).");
   // The built-in rows, then a scenario's own (d.measure, d.fail) and scenario_error.
@@ -107,6 +132,17 @@ export function renderMetrics(m: MetricsInput): string {
     head("cicada_delivery_latency_seconds", "histogram", "Publish → delivery latency at the consumer, from each payload's timestamp.");
     histogram(out, "cicada_delivery_latency_seconds", "", sub.latency);
   }
+  const i = m.integrity;
+  if (i) {
+    head("cicada_undelivered_messages", "gauge", "Published but not (yet) delivered to the verifying consumer: in transit during the run; after it, the report's lost.");
+    out.push(`cicada_undelivered_messages ${i.lost}`);
+    head("cicada_duplicated_total", "counter", "Messages the verifying consumer got more than once (by each device's seq).");
+    out.push(`cicada_duplicated_total ${i.duplicated}`);
+    head("cicada_reordered_total", "counter", "Messages the verifying consumer got after a later one of the same device.");
+    out.push(`cicada_reordered_total ${i.reordered}`);
+    head("cicada_commands_sent_total", "counter", "Commands the verifying consumer sent to devices (--actuate); received ones are cicada_requests_total{row=\"recv_message\"}.");
+    out.push(`cicada_commands_sent_total ${i.commands_sent}`);
+  }
   head("cicada_event_loop_lag_seconds", "histogram", "How late the scheduler's 10 ms tick ran: the generator's own delay.");
   if (s) histogram(out, "cicada_event_loop_lag_seconds", "", s.loopLag);
   for (const [key, name, help] of HEALTH) {
@@ -116,9 +152,14 @@ export function renderMetrics(m: MetricsInput): string {
   head("cicada_phase_seconds", "histogram", "Each connection phase apart: TCP connect, TLS handshake, WebSocket upgrade, CONNECT → CONNACK, SUBSCRIBE → SUBACK, publish written → PUBACK, and publish → delivery (e2e).");
   if (s) for (const p of PHASES) histogram(out, "cicada_phase_seconds", `phase="${p}"`, s.phases[p]);
   const procs = m.processes ?? [];
-  head("cicada_process_resident_memory_bytes", "gauge", "Resident memory of each process running devices, by worker slot.");
-  for (const p of procs) out.push(`cicada_process_resident_memory_bytes{slot="${p.slot}",pid="${p.pid}"} ${p.rss}`);
-  head("cicada_process_cpu_seconds_total", "counter", "CPU time (user + system) of each process running devices, by worker slot.");
-  for (const p of procs) out.push(`cicada_process_cpu_seconds_total{slot="${p.slot}",pid="${p.pid}"} ${p.cpu_us / 1e6}`);
+  const per = (name: string, type: string, help: string, value: (p: ProcessFigures) => number) => {
+    head(name, type, help);
+    for (const p of procs) out.push(`${name}{machine="${label(p.machine)}",slot="${p.slot}",pid="${p.pid}"} ${value(p)}`);
+  };
+  per("cicada_process_devices_connected", "gauge", "Devices connected in each process running devices, by machine and worker slot.", (p) => p.connected);
+  per("cicada_process_resident_memory_bytes", "gauge", "Resident memory of each process running devices.", (p) => p.rss);
+  per("cicada_process_cpu_seconds_total", "counter", "CPU time (user + system) of each process running devices.", (p) => p.cpu_us / 1e6);
+  per("cicada_process_open_fds", "gauge", "Open file descriptors of each process running devices (one per connection; sampled every 10 s).", (p) => p.fds);
+  per("cicada_process_max_fds", "gauge", "The open-file limit (soft) of each process running devices: a process holds at most this many connections.", (p) => p.fd_limit);
   return `${out.join("\n")}\n`;
 }

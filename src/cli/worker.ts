@@ -106,7 +106,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
         metrics,
         () => {
           const v = agent.view();
-          return fleetMetrics(v.fleet, v.fleet !== null, v.stats);
+          return fleetMetrics(v.fleet, v.fleet !== null, v.stats, v.machine);
         },
         say,
       )

@@ -172,7 +172,7 @@ export class Controller implements Fleet {
         ...(m.rejected ? { rejected: m.rejected } : {}),
       });
     }
-    const workers = [...this.machines.values()].flatMap((m) => m.state?.workers ?? []);
+    const workers = [...this.machines.values()].flatMap((m) => m.state?.workers.map((w) => ({ ...w, machine: m.id })) ?? []);
     // Each machine's consumer counts its own devices, as running totals: the last of each, added up.
     const verifiedOf = [...this.machines.values()].flatMap((m) => (m.state?.verified ? [m.state.verified] : []));
     const verified = this.o.verify ? verifiedOf.reduce(addVerified, { delivered: 0, duplicated: 0, reordered: 0, commands_sent: 0, latency: [] }) : undefined;

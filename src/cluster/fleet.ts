@@ -29,6 +29,8 @@ export interface Fleet {
 }
 
 export interface WorkerInfo extends WorkerStatus {
+  /** The machine it runs on, in a federated run's snapshot (the controller adds it). */
+  machine?: string;
   slot: number;
   pid: number;
   restarts: number;

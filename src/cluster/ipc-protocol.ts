@@ -46,6 +46,9 @@ export interface WorkerStatus {
   inflight: number;
   rss: number;
   cpu_us: number;
+  /** Open file descriptors and the soft limit (sampled every 10 s, sys/fds.ts): each connection holds one. */
+  fds: number;
+  fd_limit: number;
 }
 
 export type FromWorker =

@@ -114,8 +114,8 @@ export class MachineAgent {
   }
 
   /** What this machine's own /metrics shows (cicada worker --metrics): its devices' stats and its fleet, if it runs one. */
-  view(): { stats: Stats; fleet: FleetSnapshot | null } {
-    return { stats: this.totals, fleet: this.sup?.snapshot() ?? null };
+  view(): { machine: string; stats: Stats; fleet: FleetSnapshot | null } {
+    return { machine: this.id, stats: this.totals, fleet: this.sup?.snapshot() ?? null };
   }
 
   /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */

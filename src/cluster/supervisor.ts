@@ -55,7 +55,7 @@ interface Worker {
   exited: Promise<void>;
 }
 
-const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, inflight: 0, rss: 0, cpu_us: 0 };
+const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, inflight: 0, rss: 0, cpu_us: 0, fds: 0, fd_limit: 0 };
 
 export class Supervisor implements Fleet {
   stats = new Stats();

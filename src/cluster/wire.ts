@@ -79,7 +79,7 @@ const BeatSchema: z.ZodType<Beat> = z
   .strict();
 
 const worker: z.ZodType<WorkerInfo> = z
-  .object({ v: count, target: count, active: count, connected: count, inflight: count, rss: count, cpu_us: count, slot: count, pid: count, restarts: count, alive: z.boolean() })
+  .object({ v: count, target: count, active: count, connected: count, inflight: count, rss: count, cpu_us: count, fds: count, fd_limit: count, slot: count, pid: count, restarts: count, alive: z.boolean() })
   .strict();
 
 const packedRow = z.object({ count, failures: count, reasons: z.record(z.string().max(200), count), h: z.string().max(1024 * 1024) }).strict();

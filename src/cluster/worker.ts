@@ -10,6 +10,7 @@ import { openIdentityBase, StridedIdentities, type IdentityBase } from "./identi
 import type { LifecycleAnswer, LifecycleHooks, LifecycleKind } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 import { loadScenario } from "../scenario/load.ts";
+import { fdUsage } from "../sys/fds.ts";
 
 export const STATS_INTERVAL_MS = 1000;
 
@@ -23,7 +24,8 @@ export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" 
 export function status(swarm: Swarm, v = 0): WorkerStatus {
   const s = swarm.snapshot();
   const cpu = process.cpuUsage();
-  return { v, target: s.target, active: s.active, connected: s.connected, inflight: s.inflight, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system };
+  const fds = fdUsage();
+  return { v, target: s.target, active: s.active, connected: s.connected, inflight: s.inflight, rss: process.memoryUsage().rss, cpu_us: cpu.user + cpu.system, fds: fds.open, fd_limit: fds.limit };
 }
 
 /** Renew/revoke requests sent to the supervisor, answered by number. */

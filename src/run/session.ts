@@ -323,8 +323,8 @@ export class RunSession {
     return this.stopping;
   }
 
-  /** The integrity block, from this process's verifier or, federated, the machines' (summed by the controller). */
-  private integrity(s: FleetSnapshot): Integrity | undefined {
+  /** The integrity block, from this process's verifier or, federated, the machines' (summed by the controller); none without --verify. */
+  integrity(s: FleetSnapshot): Integrity | undefined {
     const totals = this.verifier?.totals() ?? s.verified;
     return totals ? integrityOf(s.stats, totals) : undefined;
   }

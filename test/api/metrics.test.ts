@@ -6,7 +6,7 @@ import { RunManager } from "../../src/api/manager.ts";
 import { renderMetrics } from "../../src/api/metrics.ts";
 import { ROWS, Stats } from "../../src/metrics/stats.ts";
 import { addEncoded, encodeStats, packStats, unpackStats } from "../../src/metrics/snapshot.ts";
-import { buildReport } from "../../src/report/summary.ts";
+import { buildReport, integrityOf } from "../../src/report/summary.ts";
 import { checkThresholds, parseThreshold, type Threshold } from "../../src/report/thresholds.ts";
 import { Latency } from "../../src/metrics/histogram.ts";
 import { tempDir } from "../helpers/tmp.ts";
@@ -98,7 +98,10 @@ describe("/metrics", () => {
     for (const ms of [2, 4]) stats.phases.connack.recordMs(ms);
     stats.phases.tls_handshake.recordMs(30);
     stats.health.sessions_resumed = 3;
-    const text = renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 2, machines: 0, processes: [{ slot: 0, pid: 11, rss: 5e7, cpu_us: 2_500_000 }, { slot: 1, pid: 12, rss: 6e7, cpu_us: 1_000_000 }] });
+    const text = renderMetrics({ stats, running: true, target: 1, connected: 1, workers: 2, machines: 0, processes: [
+      { machine: "m1", slot: 0, pid: 11, connected: 7, rss: 5e7, cpu_us: 2_500_000, fds: 40, fd_limit: 1024 },
+      { machine: "m2", slot: 0, pid: 12, connected: 9, rss: 6e7, cpu_us: 1_000_000, fds: 50, fd_limit: 20_000 },
+    ] });
     const families = parsePrometheus(text);
     const family = (name: string) => families.find((f) => f.name === name)!;
     expect(family("cicada_phase_seconds").type).toBe("HISTOGRAM");
@@ -111,8 +114,11 @@ describe("/metrics", () => {
     expect(family("cicada_sessions_resumed_total").metrics[0]!.value).toBe("3");
     expect(family("cicada_timer_errors_total").metrics[0]!.value).toBe("0");
     const rss = family("cicada_process_resident_memory_bytes").metrics;
-    expect(rss.map((m) => [m.labels?.slot, Number(m.value)])).toEqual([["0", 5e7], ["1", 6e7]]);
+    expect(rss.map((m) => [m.labels?.machine, m.labels?.slot, Number(m.value)])).toEqual([["m1", "0", 5e7], ["m2", "0", 6e7]]);
     expect(family("cicada_process_cpu_seconds_total").metrics.map((m) => Number(m.value))).toEqual([2.5, 1]);
+    expect(family("cicada_process_devices_connected").metrics.map((m) => Number(m.value))).toEqual([7, 9]);
+    expect(family("cicada_process_open_fds").metrics.map((m) => Number(m.value))).toEqual([40, 50]);
+    expect(family("cicada_process_max_fds").metrics.map((m) => Number(m.value))).toEqual([1024, 20_000]);
     // Every family says what it is, and counters end in _total.
     for (const f of families) {
       expect(text).toContain(`# HELP ${f.name} `);
@@ -125,7 +131,7 @@ describe("/metrics", () => {
     const app = createApp(new RunManager([], `${tmp.path}/runs`, () => {}));
     const dash = (await (await app.request("/assets/grafana-dashboard.json")).json()) as { panels: { title: string; targets: { expr: string }[] }[] };
     // Everything /metrics can hold: a consumer's families and a worker's process figures included.
-    const full = { stats: sampleStats(), running: true, target: 1, connected: 1, workers: 1, machines: 0, subscribers: { messages: 1, bytes: 1, latency: new Latency() }, processes: [{ slot: 0, pid: 1, rss: 1, cpu_us: 1 }] };
+    const full = { stats: sampleStats(), running: true, target: 1, connected: 1, workers: 1, machines: 0, subscribers: { messages: 1, bytes: 1, latency: new Latency() }, processes: [{ machine: "m", slot: 0, pid: 1, connected: 1, rss: 1, cpu_us: 1, fds: 1, fd_limit: 2 }], integrity: integrityOf(sampleStats(), { delivered: 1, duplicated: 0, reordered: 0, commands_sent: 0, latency: [] }) };
     const exposed = new Set(parsePrometheus(renderMetrics(full)).map((f) => f.name));
     const used = new Set(dash.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/cicada_[a-z_]+/g) ?? [])).map((m) => m.replace(/_bucket$/, "")));
     expect(used.size).toBeGreaterThan(5);

@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeCerts } from "../helpers/swarm.ts";
-import { startRedis } from "../../scripts/lib/testbed.ts";
+import { freePort, startRedis } from "../../scripts/lib/testbed.ts";
 import { HAVE_MOSQUITTO, HAVE_REDIS, issuedIdentity, startBroker } from "../helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir } from "../helpers/tmp.ts";
 import { createApp } from "../../src/api/app.ts";
@@ -107,11 +107,22 @@ describe.skipIf(!HAVE_MOSQUITTO)("--verify: every message accounted for end to e
       spawnCicada(["worker", "--redis", redis.url, "--certs", certDir, "--workers", "1", "--source-address", ip, "--name", `m${i + 1}`, "--once", "--verify-cert", cert!, "--verify-key", key!]),
     );
     const report = join(tmp.path, "r.json");
+    const metricsPort = await freePort();
     try {
-      const r = await cicada([
+      const run = cicada([
         "run", "--redis", redis.url, "--expect-machines", "2", "--certs", certDir, "--port", String(broker.port), "--users", "20", "--rate", "200", "--duration", "6s",
-        "--interval", "200ms..300ms", "--verify", "--actuate", "10", "--report", report,
+        "--interval", "200ms..300ms", "--verify", "--actuate", "10", "--report", report, "--metrics", `127.0.0.1:${metricsPort}`,
       ]);
+      // The controller's /metrics labels each process with its machine: every device held, machine by machine.
+      const held = new Map<string, number>();
+      for (const end = Date.now() + 20_000; Date.now() < end && [...held.values()].reduce((a, n) => a + n, 0) < 20; await Bun.sleep(200)) {
+        const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((res) => res.text(), () => "");
+        held.clear();
+        for (const m of text.matchAll(/^cicada_process_devices_connected\{machine="([^"]+)",slot="\d+",pid="\d+"\} (\d+)$/gm)) held.set(m[1]!, (held.get(m[1]!) ?? 0) + Number(m[2]));
+      }
+      expect([...held.keys()].sort()).toEqual(["m1", "m2"]);
+      expect([...held.values()]).toEqual([10, 10]);
+      const r = await run;
       expect(r.code).toBe(0);
       for (const m of machines) expect(await m.proc.exited).toBe(0);
     } finally {
