@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { startBrokers, type Broker } from "../scripts/lib/testbed.ts";
 import type { KeyKind } from "../src/pki/build.ts";
 import type { SwarmConfig } from "../src/engine/config.ts";
-import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
+import { Fixture } from "./fixtures/swarm-process.ts";
 import { ensureCerts } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
@@ -37,47 +37,6 @@ const log = (s: string) => process.stderr.write(`# ${s}\n`);
 /** A reusable certificate directory with at least `n` devices of `kind`. */
 function certs(kind: KeyKind, n: number): Promise<string> {
   return ensureCerts(`${values.certs}-${kind}`, n, kind, log);
-}
-
-class Fixture {
-  samples: FixtureSample[] = [];
-  private proc;
-  constructor(certDir: string, swarm: Omit<SwarmConfig, "caPem">) {
-    // CICADA_BENCH_PROFILE=DIR writes a CPU profile of the swarm process (markdown) there.
-    const prof = process.env.CICADA_BENCH_PROFILE ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.CICADA_BENCH_PROFILE}`] : [];
-    this.proc = Bun.spawn([process.execPath, ...prof, join(import.meta.dir, "fixtures/swarm-fixture.ts")], {
-      stdio: ["ignore", "inherit", "inherit"],
-      serialization: "json",
-      ipc: (m: FixtureSample) => void this.samples.push(m),
-    });
-    this.proc.send({ certDir, swarm });
-  }
-  get last(): FixtureSample {
-    return this.samples[this.samples.length - 1]!;
-  }
-  gc(): void {
-    this.proc.send({ cmd: "gc" });
-  }
-  async until(cond: (s: FixtureSample) => boolean, what: string, timeoutS: number): Promise<FixtureSample> {
-    const deadline = Date.now() + timeoutS * 1000;
-    while (!this.samples.length || !cond(this.last)) {
-      if (Date.now() > deadline) throw new Error(`timed out (${timeoutS}s) waiting for ${what}; last sample ${JSON.stringify(this.last)}`);
-      if (this.proc.exitCode !== null) throw new Error(`swarm process exited (${this.proc.exitCode}) while waiting for ${what}`);
-      await Bun.sleep(200);
-    }
-    return this.last;
-  }
-  async next(): Promise<FixtureSample> {
-    const n = this.samples.length;
-    await this.until(() => this.samples.length > n, "a sample", 10);
-    return this.last;
-  }
-  async stop(): Promise<void> {
-    this.proc.send({ cmd: "stop" });
-    const t = setTimeout(() => this.proc.kill("SIGKILL"), 20_000);
-    await this.proc.exited;
-    clearTimeout(t);
-  }
 }
 
 function swarmConfig(brokers: Broker[], users: number, rate: number, intervalMs: [number, number]): Omit<SwarmConfig, "caPem"> {
@@ -126,6 +85,7 @@ async function held(kind: KeyKind, users: number, brokerCount: number, rate: num
       ramp_s: +(full.t - base.t).toFixed(1),
       connects_per_s: +(settled.connects / (full.t - base.t)).toFixed(0),
       client_cpu_ms_per_connect: +((full.cpu_us - base.cpu_us) / 1000 / Math.max(1, full.connects)).toFixed(3),
+      client_sys_ms_per_connect: +((full.sys_us - base.sys_us) / 1000 / Math.max(1, full.connects)).toFixed(3),
       client_rss_mb: +(settled.rss / 1048576).toFixed(1),
       client_rss_kb_per_conn: +((settled.rss - base.rss) / 1024 / Math.max(1, settled.connected)).toFixed(2),
       client_heap_kb_per_conn: +((settled.heap - base.heap) / 1024 / Math.max(1, settled.connected)).toFixed(2),

@@ -75,6 +75,9 @@ function adapt(argv: string[], bed: Bed): string[] {
     } else if (w === "--port" && next === "8084") {
       out.push(w, String(bed.wssPort));
       i++;
+    } else if (w === "--brokers" && next) {
+      out.push(w, next.replace(/:8883\b/g, `:${bed.broker.port}`));
+      i++;
     } else if (w === "--expect-machines" && next) {
       out.push(w, "1");
       i++;
@@ -132,7 +135,7 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS || !HAVE_WEBSOCKIFY)("the README'
     expect(cmds).toContain("cicada store restore");
     expect(cmds).toContain("cicada dojot clear --templates");
     // Every command names a subcommand this test runs below.
-    for (const c of cmds) expect(c).toMatch(/^cicada (--help|run|worker|certs (create|revoke|crl|server)|store (export|map|restore|clear)|dojot (create|clear)|scenario (init|check))\b/);
+    for (const c of cmds) expect(c).toMatch(/^cicada (--help|run|worker|certs (create|revoke|crl|server)|store (export|map|restore|clear)|dojot (create|clear)|scenario (init|check)|doctor)\b/);
   });
 
   test("each runs on the test bed and does its job", async () => {

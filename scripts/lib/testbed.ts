@@ -108,6 +108,10 @@ export interface BrokerOptions {
   plain?: boolean;
   /** More mosquitto.conf lines (general settings, e.g. `max_inflight_messages 2`). */
   extra?: string[];
+  /** Mutual TLS, but the client certificate is not the identity: anonymous clients, no ACL (benchmarks of the TLS layer alone, e.g. one certificate shared by every device). */
+  anonymous?: boolean;
+  /** Runs it inside a network namespace: the argv prefix, e.g. ["ip", "netns", "exec", "hub"] (host and port are then that namespace's). */
+  netns?: string[];
   /** Connections the listener accepts before it closes new ones at once (default: no limit). */
   maxConnections?: number;
   /** `set_tcp_nodelay` (default true here; mosquitto's own default is false, see bench/connack.bench.ts). */
@@ -132,7 +136,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
     conf,
     [
       "per_listener_settings false",
-      `allow_anonymous ${opts.plain ? "true" : "false"}`,
+      `allow_anonymous ${opts.plain || opts.anonymous ? "true" : "false"}`,
       "persistence false",
       "user root",
       `log_dest file ${log}`,
@@ -142,18 +146,18 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       `connection_messages ${opts.verbose === false ? "false" : "true"}`,
       "sys_interval 1",
       ...(opts.extra ?? []),
-      ...(opts.plain ? [] : [`acl_file ${acl}`]),
+      ...(opts.plain || opts.anonymous ? [] : [`acl_file ${acl}`]),
       `listener ${port} ${host}`,
       `max_connections ${opts.maxConnections ?? -1}`,
       `set_tcp_nodelay ${opts.nodelay === false ? "false" : "true"}`,
       ...(opts.plain
         ? []
-        : [`cafile ${resolve(dir.caCert)}`, `certfile ${resolve(cert)}`, `keyfile ${resolve(key)}`, "require_certificate true", "use_identity_as_username true", `crlfile ${resolve(dir.crl)}`]),
+        : [`cafile ${resolve(dir.caCert)}`, `certfile ${resolve(cert)}`, `keyfile ${resolve(key)}`, "require_certificate true", `use_identity_as_username ${opts.anonymous ? "false" : "true"}`, `crlfile ${resolve(dir.crl)}`]),
       "",
     ].join("\n"),
   );
   // mosquitto warns on stderr about running as root; keep that out of test output but on disk.
-  const { proc, stop } = await spawnServer(["mosquitto", "-c", conf], host, port, join(wd, "stderr.log"), opts.detached);
+  const { proc, stop } = await spawnServer([...(opts.netns ?? []), "mosquitto", "-c", conf], host, port, join(wd, "stderr.log"), opts.detached);
   return { pid: proc.pid, host, port, dir: wd, log, reload: () => proc.kill("SIGHUP"), stop, [Symbol.asyncDispose]: stop };
 }
 
@@ -187,18 +191,20 @@ export async function startBrokers(count: number, opts: BrokerOptions): Promise<
 }
 
 /** Starts redis-server on loopback with persistence off. */
-export async function startRedis(opts: { stateDir: string; port?: number; password?: string; detached?: boolean; tlsCertDir?: string }): Promise<RedisServer> {
-  const host = "127.0.0.1";
+export async function startRedis(opts: { stateDir: string; host?: string; port?: number; password?: string; detached?: boolean; tlsCertDir?: string; netns?: string[] }): Promise<RedisServer> {
+  const host = opts.host ?? "127.0.0.1";
   const port = opts.port ?? (await freePort(host));
   const wd = resolve(opts.stateDir, `redis-${port}`);
   mkdirSync(wd, { recursive: true });
-  const args = ["redis-server", "--bind", host, "--save", "", "--appendonly", "no", "--dir", wd, "--logfile", join(wd, "redis.log")];
+  const args = [...(opts.netns ?? []), "redis-server", "--bind", host, "--save", "", "--appendonly", "no", "--dir", wd, "--logfile", join(wd, "redis.log")];
   if (opts.tlsCertDir) {
     // TLS only (rediss://), with the server certificate the test bed's brokers use; clients need no certificate.
     const { dir, cert, key } = brokerCerts(opts.tlsCertDir);
     args.push("--port", "0", "--tls-port", String(port), "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", dir.caCert, "--tls-auth-clients", "no");
   } else args.push("--port", String(port));
   if (opts.password) args.push("--requirepass", opts.password);
+  // Beyond loopback (a test's own network namespace) Redis refuses clients without a password unless told.
+  if (!host.startsWith("127.")) args.push("--protected-mode", "no");
   const { proc, stop } = await spawnServer(args, host, port, join(wd, "stderr.log"), opts.detached);
   const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : "";
   return { pid: proc.pid, host, port, url: `${opts.tlsCertDir ? "rediss" : "redis"}://${auth}${host}:${port}`, stop, [Symbol.asyncDispose]: stop };

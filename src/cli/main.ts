@@ -10,6 +10,7 @@ import { storeCommand } from "./store.ts";
 import { runCommand } from "./run.ts";
 import { workerCommand } from "./worker.ts";
 import { scenarioCommand } from "./scenario.ts";
+import { doctorCommand } from "./doctor.ts";
 import { runWorkerProcess } from "../cluster/worker.ts";
 
 const HELP = `cicada ${pkg.version} — MQTT load generator for IoT platforms: fleets of mTLS devices.
@@ -20,6 +21,7 @@ Commands:
   run        Simulate devices against an MQTT broker and report how it held up
   worker     Join a run that spans machines (controller: cicada run --redis URL)
   scenario   Device behaviour in TypeScript: init a scenario file, check one
+  doctor     Check whether this machine can hold N devices, and what to change if not
   certs      Device certificates, the local CA, CRL and broker certificates
   store      The Redis certificate store (dojot's layout): export, map, restore, clear
   dojot      Devices and templates in dojot: create, clear
@@ -40,6 +42,7 @@ const COMMANDS: Record<string, Command> = {
   run: runCommand,
   worker: workerCommand,
   scenario: scenarioCommand,
+  doctor: doctorCommand,
   // Internal: a worker process started by `cicada run` (talks to its supervisor over IPC).
   "__swarm-worker": () => runWorkerProcess(),
 };

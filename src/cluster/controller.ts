@@ -242,18 +242,21 @@ export class Controller implements Fleet {
       if (add) addEncoded(this.merged, add);
     }
     if (!m.lost && s.fenced >= m.a.fence && !s.running) {
-      // It dropped its devices when its lease lapsed, without being declared lost: its identities are free of
-      // connections, so it keeps them, under a new fence.
-      m.a = { ...m.a, v: m.a.v + 1, fence: m.a.fence + 1 };
-      this.say(`machine ${m.id} dropped its devices (lease lapsed); it resumes its share`);
+      // It dropped its devices when its lease lapsed, without being declared lost. Cut off from the
+      // network, it could not tell the broker, which keeps their sessions until 1.5 keepalives after
+      // their last packet: its identities wait that out, then go back to the pool (and most likely to it).
+      const holdMs = this.brokerExpiryMs();
+      this.quarantine.push({ machine: m.id, ranges: [...m.a.ranges, ...m.pending.flatMap((p) => p.ranges)], until: performance.now() + holdMs });
+      m.a = { v: m.a.v + 1, fence: m.a.fence + 1, ranges: [], users: 0, rate: 0 };
+      m.pending = [];
+      this.say(`machine ${m.id} dropped its devices (lease lapsed); its identities are reused in ${Math.round(holdMs / 1000)} s, once the broker has expired their sessions`);
     }
     if (m.lost && !s.running) {
-      // Back, and its devices are stopped: its held identities are free, and it can take a share again.
+      // Back, and its devices are stopped: it can take a share again. Its held identities stay
+      // quarantined until the broker has expired their sessions (reuseDelayMs).
       m.lost = false;
       m.order = this.order++;
       m.a = { v: m.a.v + 1, fence: m.a.fence + 1, ranges: [], users: 0, rate: 0 };
-      this.free = release(this.free, this.quarantine.filter((q) => q.machine === m.id).flatMap((q) => q.ranges));
-      this.quarantine = this.quarantine.filter((q) => q.machine !== m.id);
       this.say(`machine ${m.id} is back`);
     }
   }
@@ -296,6 +299,11 @@ export class Controller implements Fleet {
    */
   reuseDelayMs(): number {
     return Math.max(this.o.graceMs, 1.5 * this.o.swarm.keepaliveS * 1000) + LOST_MS;
+  }
+
+  /** How long after now every session of devices dropped by now has expired at the broker (1.5 keepalives, §3.1.2.10), and two beats more. */
+  brokerExpiryMs(): number {
+    return 1.5 * this.o.swarm.keepaliveS * 1000 + 2 * BEAT_MS;
   }
 
   private allocate(): void {

@@ -51,9 +51,9 @@ export function issuedIdentity(certDir: string, cn = PROBE_CN): Identity {
 export { PROBE_CN, startBroker, startWebsockify, type Broker };
 
 /** A probe with the broker's all-reading identity, subscribed to `filter` (a subscriber outside cicada, to count what the broker delivers). */
-export async function probeOn(certDir: string, broker: { port: number }, filter = "+/attrs", qos: 0 | 1 = 1, opts: { plain?: boolean; protocolVersion?: 4 | 5 } = {}): Promise<Probe> {
+export async function probeOn(certDir: string, broker: { host?: string; port: number }, filter = "+/attrs", qos: 0 | 1 = 1, opts: { plain?: boolean; protocolVersion?: 4 | 5 } = {}): Promise<Probe> {
   const id = issuedIdentity(certDir);
-  const p = Probe.connect({ port: broker.port, clientId: id.cn, ...id, ...opts });
+  const p = Probe.connect({ ...(broker.host ? { host: broker.host } : {}), port: broker.port, clientId: id.cn, ...id, ...opts });
   await p.connack;
   await p.subscribe(filter, qos);
   return p;

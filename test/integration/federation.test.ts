@@ -188,8 +188,8 @@ describe.skipIf(!HAVE_MOSQUITTO || !HAVE_REDIS)("machines federated over Redis",
     const ctl = cicada(["run", "--redis", redis.url, "--certs", certDir, "--port", String(broker.port), "--users", "6", "--rate", "100", "--duration", "4s", "--interval", "200ms..300ms", "--report", join(tmp.path, "r.json")]);
     let text = "";
     for (const end = Date.now() + 20_000; !/cicada_devices_connected 6\b/.test(text) && Date.now() < end; await Bun.sleep(200)) text = await (await scrape()).text();
-    expect(text).toMatch(/cicada_process_resident_memory_bytes\{slot="0",pid="\d+"\} \d+/);
-    expect(text).toMatch(/cicada_process_resident_memory_bytes\{slot="1",pid="\d+"\} \d+/);
+    expect(text).toMatch(/cicada_process_resident_memory_bytes\{machine="[^"]+",slot="0",pid="\d+"\} \d+/);
+    expect(text).toMatch(/cicada_process_resident_memory_bytes\{machine="[^"]+",slot="1",pid="\d+"\} \d+/);
     expect(Number(/cicada_requests_total\{row="connect"\} (\d+)/.exec(text)![1])).toBe(6);
     expect(await ctl.proc.exited).toBe(0);
     expect(await m.proc.exited).toBe(0);

@@ -1,0 +1,117 @@
+/**
+ * `cicada doctor`: each OS limit becomes a number of devices with the commands that lift it, the
+ * smallest is the verdict, and each broker is dialled once — against real mosquitto with mutual
+ * TLS: a broker whose certificate the CA signed, one it did not, and a port nothing listens on.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { assess, hostWarnings, verdictLine, type HostFacts } from "../../src/run/doctor.ts";
+import { freePort } from "../../scripts/lib/testbed.ts";
+import { makeCerts } from "../helpers/swarm.ts";
+import { HAVE_MOSQUITTO, startBroker } from "../helpers/testbed.ts";
+import { cicada, sh, tempDir } from "../helpers/tmp.ts";
+
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+
+/** A roomy machine: 8 cores, 1M files, the full port range, 64 GiB free, no conntrack. */
+const ROOMY: HostFacts = {
+  cores: 8,
+  nofile: { soft: 1_048_576, hard: 1_048_576 },
+  nrOpen: 1_048_576,
+  fileMax: 10_000_000,
+  fileUsed: 2000,
+  ports: [1024, 65535],
+  somaxconn: 4096,
+  twReuse: 1,
+  conntrackMax: null,
+  conntrackUsed: null,
+  memAvailable: 64 * 2 ** 30,
+};
+
+describe("the doctor's arithmetic", () => {
+  test("every limit in devices; the smallest is the verdict, named", () => {
+    const v = assess({ devices: null, workers: "auto", destinations: 1, sources: 0 }, ROOMY);
+    // One broker address: 64,512 ephemeral ports are fewer devices than memory or files allow.
+    expect(v.limit?.name).toBe("ephemeral ports");
+    expect(v.holds).toBe(65535 - 1024 + 1);
+    expect(verdictLine(v, null)).toBe("this machine can hold ~64,512 mTLS devices; the limit is ephemeral ports");
+    // Four broker addresses: four ranges; then 6 GiB of memory binds: 8 processes × 106 MB, then 22.3 KB a device.
+    const four = assess({ devices: 200_000, workers: "auto", destinations: 4, sources: 0 }, { ...ROOMY, memAvailable: 6 * 2 ** 30 });
+    expect(four.holds).toBe(Math.floor((6 * 2 ** 30 * 0.9 - 8 * 106 * 2 ** 20) / 22_300));
+    expect(four.limit?.name).toBe("memory");
+    expect(four.short).toEqual([]);
+    expect(verdictLine(four, 200_000)).toStartWith("200,000 devices fit: this machine can hold ~");
+  });
+
+  test("a low open-file limit with fixed workers falls short, with ulimit, nr_open and a systemd drop-in to lift it", () => {
+    const f: HostFacts = { ...ROOMY, nofile: { soft: 1024, hard: 4096 }, nrOpen: 65_536 };
+    const v = assess({ devices: 50_000, workers: 2, destinations: 8, sources: 0 }, f);
+    const files = v.checks.find((c) => c.name === "open files per process")!;
+    expect(files.holds).toBe(2 * (4096 - 100));
+    expect(v.short.map((c) => c.name)).toEqual(["open files per process"]);
+    expect(files.fix.join("\n")).toContain("ulimit -n 1048576");
+    expect(files.fix.join("\n")).toContain("sysctl -w fs.nr_open=1048576");
+    expect(files.fix.join("\n")).toContain("LimitNOFILE=1048576");
+    expect(files.fix.join("\n")).toContain("--workers 13");
+    // With workers on auto, more processes take the devices: files do not bind.
+    expect(assess({ devices: 50_000, workers: "auto", destinations: 8, sources: 0 }, f).short).toEqual([]);
+  });
+
+  test("conntrack, the machine's files and memory bound the devices; cicada run warns of them", () => {
+    const f: HostFacts = { ...ROOMY, conntrackMax: 65_536, conntrackUsed: 1536, memAvailable: 2 * 2 ** 30, fileMax: 30_000, fileUsed: 1000 };
+    const v = assess({ devices: 100_000, workers: "auto", destinations: 8, sources: 0 }, f);
+    expect(v.short.map((c) => c.name).sort()).toEqual(["conntrack table", "memory", "open files, whole machine"]);
+    expect(v.checks.find((c) => c.name === "conntrack table")!.holds).toBe(64_000);
+    expect(v.checks.find((c) => c.name === "conntrack table")!.fix).toEqual(["sysctl -w net.netfilter.nf_conntrack_max=262144"]);
+    const warnings = hostWarnings(100_000, 8, f);
+    expect(warnings).toHaveLength(3);
+    for (const w of warnings) expect(w).toContain("cicada doctor --devices 100000");
+  });
+
+  test("source addresses: one port range each", () => {
+    const v = assess({ devices: 100_000, workers: "auto", destinations: 1, sources: 2 }, ROOMY);
+    const ports = v.checks.find((c) => c.name === "ephemeral ports")!;
+    expect(ports.holds).toBe(2 * 64_512);
+    expect(v.checks.find((c) => c.name === "port search")?.advisory).toBe(true);
+  });
+});
+
+describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
+  test("a broker whose certificate verifies, one that does not, one that is not there; exit codes", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const otherDir = join(tmp.path, "other");
+    await makeCerts(certDir, 2);
+    await makeCerts(otherDir, 1);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const dead = await freePort();
+
+    const ok = await cicada(["doctor", "--devices", "100", "--brokers", `127.0.0.1:${broker.port}`, "--certs", certDir]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms\\); CN=127\\.0\\.0\\.1`));
+    expect(ok.stdout).toContain("Verdict: 100 devices fit: this machine can hold ~");
+
+    // The same broker seen with another CA's directory, and a port nothing listens on.
+    const bad = await cicada(["doctor", "--brokers", `127.0.0.1:${broker.port},127.0.0.1:${dead}`, "--certs", otherDir]);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout).toContain(`[FAIL ] 127.0.0.1:${broker.port}: the broker's certificate does not verify against the CA`);
+    expect(bad.stdout).toContain(`[FAIL ] 127.0.0.1:${dead}: cannot connect: ECONNREFUSED`);
+    expect(bad.stdout).toContain("a broker did not answer as it should");
+  }, 30_000);
+
+  test("the open-file limit of the shell that starts it: short, with the ulimit that lifts it; the verdict names it", async () => {
+    const r = await sh(["bash", "-c", `ulimit -n 600 && exec ${process.execPath} ${MAIN} doctor --devices 5000 --workers 2`]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toContain("[SHORT] open files per process: soft 600, hard 600");
+    expect(r.stdout).toContain("ulimit -n 1048576");
+    expect(r.stdout).toContain("Verdict: 5,000 devices do NOT fit: this machine can hold ~1,000 mTLS devices; the limit is open files per process.");
+  });
+
+  test("bad flags: every problem, exit 2", async () => {
+    const r = await cicada(["doctor", "--devices", "lots", "--brokers", "127.0.0.1", "--workers", "0"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--devices must be a whole number");
+    expect(r.stderr).toContain("--brokers must be HOST:PORT");
+    expect(r.stderr).toContain("--workers must be a whole number");
+  });
+});
