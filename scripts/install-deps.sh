@@ -2,8 +2,9 @@
 # Installs what cicada needs on a Debian machine with Node and npm: Bun (from npm), mosquitto
 # and redis-server (from apt), then the project's packages. `--test` adds what only the tests
 # need: Debian's chromium, which the dashboard tests drive headless through playwright-core,
-# websockify, which puts a WebSocket front on mosquitto for the ws/wss transport tests, and
-# prometheus, which scrapes a run's /metrics and answers the Grafana dashboard's queries.
+# websockify, which puts a WebSocket front on mosquitto for the ws/wss transport tests,
+# prometheus, which scrapes a run's /metrics and answers the Grafana dashboard's queries, and
+# iproute2 and procps (ip, ss, sysctl), for the test that runs machines in network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 apt_pkgs=(mosquitto redis-server openssl ca-certificates)
-[ "${1:-}" = "--test" ] && apt_pkgs+=(chromium websockify prometheus)
+[ "${1:-}" = "--test" ] && apt_pkgs+=(chromium websockify prometheus iproute2 procps)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
