@@ -174,7 +174,7 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
   if (f.conntrackMax !== null) {
     checks.push({
       name: "conntrack table",
-      found: `nf_conntrack_max ${n(f.conntrackMax)}, ${n(f.conntrackUsed ?? 0)} in use (every connection takes an entry)`,
+      found: `nf_conntrack_max ${n(f.conntrackMax)}, ${n(f.conntrackUsed ?? 0)} in use (each tracked connection takes an entry)`,
       holds: Math.max(0, f.conntrackMax - (f.conntrackUsed ?? 0)),
       fix: [`sysctl -w net.netfilter.nf_conntrack_max=${Math.max(2 * want, 262_144)}`],
     });
