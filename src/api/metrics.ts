@@ -98,18 +98,17 @@ export function fleetMetrics(snap: FleetSnapshot | null, running: boolean, stats
 export function renderMetrics(m: MetricsInput): string {
   const out: string[] = [];
   const head = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-  head("cicada_run_active", "gauge", "1 while a run is going.");
-  out.push(`cicada_run_active ${m.running ? 1 : 0}`);
-  head("cicada_devices_target", "gauge", "Devices the run asks for.");
-  out.push(`cicada_devices_target ${m.target}`);
-  head("cicada_devices_connected", "gauge", "Devices connected now.");
-  out.push(`cicada_devices_connected ${m.connected}`);
-  head("cicada_workers", "gauge", "Worker processes running devices.");
-  out.push(`cicada_workers ${m.workers}`);
-  head("cicada_machines", "gauge", "Machines of a federated run answering now.");
-  out.push(`cicada_machines ${m.machines}`);
-  head("cicada_machines_lost", "gauge", "Machines of a federated run that stopped answering (their devices are not counted as connected).");
-  out.push(`cicada_machines_lost ${m.machinesLost ?? 0}`);
+  /** A family of one sample, unlabelled. */
+  const one = (name: string, type: string, help: string, value: number) => {
+    head(name, type, help);
+    out.push(`${name} ${value}`);
+  };
+  one("cicada_run_active", "gauge", "1 while a run is going.", m.running ? 1 : 0);
+  one("cicada_devices_target", "gauge", "Devices the run asks for.", m.target);
+  one("cicada_devices_connected", "gauge", "Devices connected now.", m.connected);
+  one("cicada_workers", "gauge", "Worker processes running devices.", m.workers);
+  one("cicada_machines", "gauge", "Machines of a federated run answering now.", m.machines);
+  one("cicada_machines_lost", "gauge", "Machines of a federated run that stopped answering (their devices are not counted as connected).", m.machinesLost ?? 0);
   const s = m.stats;
   head("cicada_requests_total", "counter", "Successful operations per stats row (connect, subscribe, publish, recv_message, disconnect, renew, revoke, and a scenario's own rows).");
   // The built-in rows, then a scenario's own (d.measure, d.fail) and scenario_error.
@@ -119,36 +118,25 @@ export function renderMetrics(m: MetricsInput): string {
   for (const [r, row] of rows) for (const [why, n] of row.reasons) out.push(`cicada_failures_total{row="${r}",reason="${label(why)}"} ${n}`);
   head("cicada_latency_seconds", "histogram", "Latency per stats row (publish: from the scheduled send to the PUBACK).");
   for (const [r, row] of rows) histogram(out, "cicada_latency_seconds", `row="${r}"`, row.latency);
-  head("cicada_published_total", "counter", "Messages the devices sent (QoS 0 and unacknowledged ones included).");
-  out.push(`cicada_published_total ${s?.sent ?? 0}`);
-  head("cicada_published_bytes_total", "counter", "Bytes of those publishes, whole MQTT packets as written.");
-  out.push(`cicada_published_bytes_total ${s?.sentBytes ?? 0}`);
+  one("cicada_published_total", "counter", "Messages the devices sent (QoS 0 and unacknowledged ones included).", s?.sent ?? 0);
+  one("cicada_published_bytes_total", "counter", "Bytes of those publishes, whole MQTT packets as written.", s?.sentBytes ?? 0);
   const sub = m.subscribers;
   if (sub) {
-    head("cicada_delivered_total", "counter", "Messages the consumer was delivered: the subscribers (--subscribers), or the verifying consumer (--verify).");
-    out.push(`cicada_delivered_total ${sub.messages}`);
-    head("cicada_delivered_bytes_total", "counter", "Payload bytes the consumer was delivered.");
-    out.push(`cicada_delivered_bytes_total ${sub.bytes}`);
+    one("cicada_delivered_total", "counter", "Messages the consumer was delivered: the subscribers (--subscribers), or the verifying consumer (--verify).", sub.messages);
+    one("cicada_delivered_bytes_total", "counter", "Payload bytes the consumer was delivered.", sub.bytes);
     head("cicada_delivery_latency_seconds", "histogram", "Publish → delivery latency at the consumer, from each payload's timestamp.");
     histogram(out, "cicada_delivery_latency_seconds", "", sub.latency);
   }
   const i = m.integrity;
   if (i) {
-    head("cicada_undelivered_messages", "gauge", "Published but not (yet) delivered to the verifying consumer: in transit during the run; after it, the report's lost.");
-    out.push(`cicada_undelivered_messages ${i.lost}`);
-    head("cicada_duplicated_total", "counter", "Messages the verifying consumer got more than once (by each device's seq).");
-    out.push(`cicada_duplicated_total ${i.duplicated}`);
-    head("cicada_reordered_total", "counter", "Messages the verifying consumer got after a later one of the same device.");
-    out.push(`cicada_reordered_total ${i.reordered}`);
-    head("cicada_commands_sent_total", "counter", "Commands the verifying consumer sent to devices (--actuate); received ones are cicada_requests_total{row=\"recv_message\"}.");
-    out.push(`cicada_commands_sent_total ${i.commands_sent}`);
+    one("cicada_undelivered_messages", "gauge", "Published but not (yet) delivered to the verifying consumer: in transit during the run; after it, the report's lost.", i.lost);
+    one("cicada_duplicated_total", "counter", "Messages the verifying consumer got more than once (by each device's seq).", i.duplicated);
+    one("cicada_reordered_total", "counter", "Messages the verifying consumer got after a later one of the same device.", i.reordered);
+    one("cicada_commands_sent_total", "counter", "Commands the verifying consumer sent to devices (--actuate); received ones are cicada_requests_total{row=\"recv_message\"}.", i.commands_sent);
   }
   head("cicada_event_loop_lag_seconds", "histogram", "How late the scheduler's 10 ms tick ran: the generator's own delay.");
   if (s) histogram(out, "cicada_event_loop_lag_seconds", "", s.loopLag);
-  for (const [key, name, help] of HEALTH) {
-    head(name, "counter", help);
-    out.push(`${name} ${s?.health[key] ?? 0}`);
-  }
+  for (const [key, name, help] of HEALTH) one(name, "counter", help, s?.health[key] ?? 0);
   head("cicada_phase_seconds", "histogram", "Each connection phase apart: TCP connect, TLS handshake, WebSocket upgrade, CONNECT → CONNACK, SUBSCRIBE → SUBACK, publish written → PUBACK, and publish → delivery (e2e).");
   if (s) for (const p of PHASES) histogram(out, "cicada_phase_seconds", `phase="${p}"`, s.phases[p]);
   const procs = m.processes ?? [];

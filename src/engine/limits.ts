@@ -39,6 +39,11 @@ export function ephemeralPorts(): [number, number] | null {
   }
 }
 
+/** `--workers auto`: one process per core, more when one process may not open enough files for its share; never more than devices. */
+export function autoWorkers(users: number, perProcess: number, cores: number): number {
+  return Math.max(1, Math.min(users, Math.max(cores, Math.ceil(users / perProcess))));
+}
+
 export function checkCapacity(c: CapacityInput): Capacity {
   const errors: string[] = [];
   const warnings: string[] = [];

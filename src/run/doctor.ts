@@ -8,7 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { FD_RESERVE, PORT_SEARCH_SLOW } from "../engine/limits.ts";
+import { autoWorkers, ephemeralPorts, FD_RESERVE, PORT_SEARCH_SLOW } from "../engine/limits.ts";
 import { getFileLimit } from "../../native/rlimit.ts";
 
 /**
@@ -62,7 +62,6 @@ function procNumber(path: string): number | null {
 export function readHostFacts(): HostFacts {
   const limit = getFileLimit();
   const fileNr = proc("/proc/sys/fs/file-nr")?.split(/\s+/).map(Number);
-  const ports = proc("/proc/sys/net/ipv4/ip_local_port_range")?.split(/\s+/).map(Number);
   const mem = /MemAvailable:\s+(\d+) kB/.exec(proc("/proc/meminfo") ?? "");
   return {
     cores: availableParallelism(),
@@ -70,7 +69,7 @@ export function readHostFacts(): HostFacts {
     nrOpen: procNumber("/proc/sys/fs/nr_open"),
     fileMax: procNumber("/proc/sys/fs/file-max"),
     fileUsed: fileNr && fileNr.length >= 3 ? fileNr[0]! - fileNr[1]! : null,
-    ports: ports && ports[0] && ports[1] ? [ports[0], ports[1]] : null,
+    ports: ephemeralPorts(),
     somaxconn: procNumber("/proc/sys/net/core/somaxconn"),
     twReuse: procNumber("/proc/sys/net/ipv4/tcp_tw_reuse"),
     conntrackMax: procNumber("/proc/sys/net/netfilter/nf_conntrack_max"),
@@ -116,11 +115,11 @@ export interface Verdict {
 
 const n = (x: number) => (Number.isFinite(x) ? Math.floor(x).toLocaleString("en-US") : "no limit");
 
-/** Workers a plan runs: auto = one per core, more when one process cannot open enough files. */
+/** Workers a plan runs, as `cicada run` picks them (the soft limit is raised to the hard one first). */
 export function workersFor(plan: Plan, f: HostFacts): number {
   if (plan.workers !== "auto") return plan.workers;
-  const perProcess = f.nofile ? Math.max(1, f.nofile.hard - FD_RESERVE) : Infinity;
-  return Math.max(f.cores, plan.devices ? Math.ceil(plan.devices / perProcess) : 1);
+  if (plan.devices === null) return f.cores;
+  return autoWorkers(plan.devices, f.nofile ? Math.max(1, f.nofile.hard - FD_RESERVE) : Infinity, f.cores);
 }
 
 /** Every check for `plan` on a machine with `f`, and the verdict. */

@@ -23,7 +23,7 @@ import { type Fleet, type FleetSnapshot } from "../cluster/fleet.ts";
 import { identitiesFor } from "../cluster/worker.ts";
 import type { RunConfig } from "../config/run.ts";
 import { openScenario } from "../config/scenario.ts";
-import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
+import { autoWorkers, checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { doctorHint, hostWarnings } from "./doctor.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
@@ -157,7 +157,7 @@ export class RunSession {
     const files = limit.ok ? limit.value : null;
     const perProcess = files ? Math.max(1, files.soft - 100) : cfg.swarm.users;
     const workers =
-      cfg.workers === "auto" ? Math.max(1, Math.min(cfg.swarm.users, Math.max(availableParallelism(), Math.ceil(cfg.swarm.users / perProcess)))) : cfg.workers;
+      cfg.workers === "auto" ? autoWorkers(cfg.swarm.users, perProcess, availableParallelism()) : cfg.workers;
     const cap = checkCapacity({
       users: cfg.swarm.users,
       workers,
