@@ -10,7 +10,10 @@
  *                loopback connection (cicada's socket and the broker's), epoll and file entries
  * Layers: `tcp` (plain MQTT), `tls-shared` (TLS, one client certificate for every device),
  * `mtls` (a certificate per device, dojot's case). The differences are each layer's cost.
- *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls]
+ * `process` is what each process of the compiled executable costs before its devices: a
+ * `cicada run` of 2 devices over 2 workers, its processes' memory split into their own pages
+ * (anonymous) and the executable's (file pages, shared by every process: PSS divides them).
+ *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process]
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -131,6 +134,9 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
       js_extra_per_device: per(held.js_extra - base.js_extra),
       kernel_tcp_per_device: kernel.sockets ? Math.round(kernel.bytes / kernel.sockets) : 0,
       kernel_slab_per_connection_both_ends: per(slab),
+      // The ramp's CPU (plus a few idle seconds), per device connected: what holding them cost to set up.
+      cpu_ms_per_connect: +((held.cpu_us - base.cpu_us) / n / 1000).toFixed(3),
+      sys_ms_per_connect: +((held.sys_us - base.sys_us) / n / 1000).toFixed(3),
       process_rss_mb: +(held.rss / 1048576).toFixed(1),
       // The process before its first device: what each worker process costs on top of its devices.
       base_rss_mb: +(base.rss / 1048576).toFixed(1),
@@ -142,8 +148,51 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
   }
 }
 
+/** kB fields of /proc/PID/status and smaps_rollup, bytes. */
+function memoryOf(pid: number): { rss: number; anon: number; file: number; pss: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (text: string, k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+  return { rss: kb(status, "VmRSS"), anon: kb(status, "RssAnon"), file: kb(status, "RssFile"), pss: kb(rollup, "Pss") };
+}
+
+/** The compiled executable's processes before their devices: a supervisor and 2 workers holding one device each. */
+async function processes(certDir: string): Promise<void> {
+  const state = mkdtempSync(join(tmpdir(), "cicada-bench-memory-"));
+  const exe = join(state, "cicada");
+  const root = join(import.meta.dir, "..");
+  const built = Bun.spawnSync([process.execPath, "build", "--compile", "--minify", join(root, "src/cli/main.ts"), "--outfile", exe], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+  if (built.exitCode !== 0) throw new Error("bun build --compile failed");
+  const [broker] = await startBrokers(1, { certDir, stateDir: state, verbose: false });
+  try {
+    const run = Bun.spawn([exe, "run", "--certs", certDir, "--port", String(broker!.port), "--users", "2", "--workers", "2", "--publish", "off", "--duration", "12s"], { stdio: ["ignore", "ignore", "inherit"] });
+    await Bun.sleep(8000);
+    const workers = Bun.spawnSync(["pgrep", "-P", String(run.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
+    const sup = memoryOf(run.pid);
+    const ws = workers.map(memoryOf);
+    const mb = (b: number) => +(b / 1048576).toFixed(1);
+    const avg = (k: keyof ReturnType<typeof memoryOf>) => mb(ws.reduce((a, w) => a + w[k], 0) / Math.max(1, ws.length));
+    emit({
+      layer: "process",
+      workers: ws.length,
+      worker_rss_mb: avg("rss"),
+      worker_own_mb: avg("anon"),
+      worker_executable_mb: avg("file"),
+      worker_pss_mb: avg("pss"),
+      supervisor_rss_mb: mb(sup.rss),
+      supervisor_own_mb: mb(sup.anon),
+      tree_pss_mb: mb(sup.pss + ws.reduce((a, w) => a + w.pss, 0)),
+    });
+    await run.exited;
+  } finally {
+    await broker!.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
+}
+
 const certDir = await ensureCerts(values.certs!, devices, "ec", log);
-for (const layer of values.layers!.split(",") as Layer[]) {
-  if (!["tcp", "tls-shared", "mtls"].includes(layer)) throw new Error(`unknown layer ${layer}: tcp, tls-shared or mtls`);
-  await hold(layer, certDir);
+for (const layer of values.layers!.split(",") as (Layer | "process")[]) {
+  if (layer === "process") await processes(certDir);
+  else if (["tcp", "tls-shared", "mtls"].includes(layer)) await hold(layer, certDir);
+  else throw new Error(`unknown layer ${layer}: tcp, tls-shared, mtls or process`);
 }

@@ -98,6 +98,7 @@ void (async () => {
 // 4. Samples every 10 s while it runs.
 const brokerPids = brokers.map((b) => b.pid);
 let prev = { t: performance.now(), c: treeUsage([cicada.pid]), b: treeUsage(brokerPids) };
+const cpu0 = { c: prev.c.cpuS, b: prev.b.cpuS };
 const samples: Record<string, number>[] = [];
 const sampler = setInterval(() => {
   const now = performance.now();
@@ -110,9 +111,14 @@ const sampler = setInterval(() => {
     connected: p?.connected ?? 0,
     cicada_cpu_percent: +(((c.cpuS - prev.c.cpuS) / dt) * 100).toFixed(1),
     cicada_rss_mb: Math.round(c.rssBytes / MB),
+    // What the processes really hold together: the executable's shared pages counted once.
+    cicada_pss_mb: Math.round(c.pssBytes / MB),
     cicada_processes: c.processes,
+    cicada_cpu_s: +(c.cpuS - cpu0.c).toFixed(1),
     brokers_cpu_percent: +(((b.cpuS - prev.b.cpuS) / dt) * 100).toFixed(1),
     brokers_rss_mb: Math.round(b.rssBytes / MB),
+    brokers_pss_mb: Math.round(b.pssBytes / MB),
+    brokers_cpu_s: +(b.cpuS - cpu0.b).toFixed(1),
     machine_available_mb: Math.round(machineMemory().availableBytes / MB),
   };
   samples.push(sample);
@@ -140,6 +146,10 @@ function holdRate(): number | null {
 }
 const avg = (k: string) => (holdSamples.length ? holdSamples.reduce((a, s) => a + s[k]!, 0) / holdSamples.length : NaN);
 const peak = (k: string) => Math.max(...samples.map((s) => s[k]!));
+function rampCpu(k: string): number | null {
+  const at = full && samples.find((s) => s.t_s >= full.t);
+  return at ? +((at[k]! * 1000) / at.connected!).toFixed(3) : null;
+}
 emit({
   summary: {
     devices_target: devices,
@@ -163,9 +173,15 @@ emit({
     cicada_cpu_percent_hold: +avg("cicada_cpu_percent").toFixed(1),
     cicada_rss_mb_peak: peak("cicada_rss_mb"),
     cicada_rss_kb_per_device: +((peak("cicada_rss_mb") * 1024) / devices).toFixed(1),
+    cicada_pss_mb_peak: peak("cicada_pss_mb"),
+    cicada_pss_kb_per_device: +((peak("cicada_pss_mb") * 1024) / devices).toFixed(1),
+    // The ramp's CPU per device connected (to the first sample with all connected): cicada's against the brokers'.
+    ramp_cicada_cpu_ms_per_connect: rampCpu("cicada_cpu_s"),
+    ramp_brokers_cpu_ms_per_connect: rampCpu("brokers_cpu_s"),
     brokers_cpu_percent_hold: +avg("brokers_cpu_percent").toFixed(1),
     brokers_rss_mb_peak: peak("brokers_rss_mb"),
     brokers_rss_kb_per_device: +((peak("brokers_rss_mb") * 1024) / devices).toFixed(1),
+    brokers_pss_mb_peak: peak("brokers_pss_mb"),
     machine_memory_total_mb: Math.round(memStart.totalBytes / MB),
     machine_memory_used_peak_mb: Math.round((memStart.totalBytes - Math.min(...samples.map((s) => s.machine_available_mb! * MB))) / MB),
     exit_code: code,

@@ -7,7 +7,22 @@ export interface ProcUsage {
   /** user + system CPU seconds of the processes counted. */
   cpuS: number;
   rssBytes: number;
+  /**
+   * Proportional set size: resident pages, each shared page divided among the processes that
+   * map it. Summed over processes it is their real memory, where RSS counts the executable's
+   * pages (~40 MB for cicada) once per process.
+   */
+  pssBytes: number;
   processes: number;
+}
+
+/** A process's PSS from /proc/PID/smaps_rollup, bytes; 0 when it is gone or unreadable. */
+export function pssBytes(pid: number): number {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
 }
 
 function stat(pid: number): { ppid: number; cpuS: number; rssBytes: number } | null {
@@ -34,12 +49,13 @@ export function treeUsage(pids: number[]): ProcUsage {
     grew = false;
     for (const [p, pp] of parent) if (!wanted.has(p) && wanted.has(pp)) (wanted.add(p), (grew = true));
   }
-  const u: ProcUsage = { cpuS: 0, rssBytes: 0, processes: 0 };
+  const u: ProcUsage = { cpuS: 0, rssBytes: 0, pssBytes: 0, processes: 0 };
   for (const p of wanted) {
     const s = stat(p);
     if (!s) continue;
     u.cpuS += s.cpuS;
     u.rssBytes += s.rssBytes;
+    u.pssBytes += pssBytes(p);
     u.processes++;
   }
   return u;

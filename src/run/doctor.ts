@@ -12,15 +12,21 @@ import { autoWorkers, ephemeralPorts, FD_RESERVE, PORT_SEARCH_SLOW } from "../en
 import { getFileLimit } from "../../native/rlimit.ts";
 
 /**
- * Memory per held mTLS device (RSS of the process holding it), each worker process's own before
- * its first device, and the kernel's memory per socket (slab: socket, file, epoll entry; idle
- * sockets hold no buffers). Measured with `bun bench/memory.bench.ts` at 19,000 devices per
- * process: 16.8–17.2 KB, 106 MB, and half of the 9.5–10.2 KB the slab grew per loopback
- * connection (both ends). README, "Sizing".
+ * Memory per held mTLS device (RSS of the process holding it), and the kernel's memory per
+ * socket (slab: socket, file, epoll entry; idle sockets hold no buffers). Measured with
+ * `bun bench/memory.bench.ts` at 19,000 devices per process: 16.8–17.2 KB, and half of the
+ * 9.5–10.2 KB the slab grew per loopback connection (both ends). README, "Sizing".
  */
 export const DEVICE_RSS_BYTES = 17_200;
-export const PROCESS_BASE_BYTES = 106 * 2 ** 20;
 export const DEVICE_KERNEL_BYTES = 5_100;
+/**
+ * What the processes cost before their devices (`bun bench/memory.bench.ts --layers process`):
+ * the executable's pages, resident once however many processes map them (38 MB), then each
+ * process's own memory: a worker's 26.2 MB, the supervisor's 34 MB.
+ */
+export const EXECUTABLE_BYTES = 38 * 2 ** 20;
+export const PROCESS_BASE_BYTES = 27 * 2 ** 20;
+export const SUPERVISOR_BYTES = 34 * 2 ** 20;
 /** What the OS and the rest of the machine keep back from MemAvailable: 10%. */
 const MEMORY_SPARE = 0.1;
 /** A per-process open-file limit to ask for: what one worker can usefully hold, and then some. */
@@ -180,11 +186,11 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
   }
   if (f.memAvailable !== null) {
     const per = DEVICE_RSS_BYTES + DEVICE_KERNEL_BYTES;
-    const base = workers * PROCESS_BASE_BYTES;
+    const base = EXECUTABLE_BYTES + SUPERVISOR_BYTES + workers * PROCESS_BASE_BYTES;
     checks.push({
       name: "memory",
       found:
-        `${(f.memAvailable / 2 ** 30).toFixed(1)} GiB available, 10% kept spare; ${workers} process(es) × ${PROCESS_BASE_BYTES / 2 ** 20} MB, ` +
+        `${(f.memAvailable / 2 ** 30).toFixed(1)} GiB available, 10% kept spare; ${(base / 2 ** 20).toFixed(0)} MB for the executable and ${workers + 1} process(es), ` +
         `then ~${(per / 1000).toFixed(1)} KB per mTLS device (${(DEVICE_RSS_BYTES / 1000).toFixed(1)} KB in cicada, ${(DEVICE_KERNEL_BYTES / 1000).toFixed(1)} KB in the kernel)`,
       holds: Math.max(0, Math.floor((f.memAvailable * (1 - MEMORY_SPARE) - base) / per)),
       fix: ["# more memory, or spread the devices over more machines (cicada worker --redis …)"],
