@@ -54,6 +54,7 @@ const HEALTH: [keyof Health, string, string][] = [
   ["command_gaps", "cicada_command_gaps_total", "Numbered commands (--actuate) a device never received."],
   ["no_matching_subscribers", "cicada_no_matching_subscribers_total", "MQTT 5 acks saying no one was subscribed (reason 0x10)."],
   ["sessions_resumed", "cicada_sessions_resumed_total", "Connections whose CONNACK said Session Present."],
+  ["ramp_held_ms", "cicada_ramp_held_milliseconds_total", "Time the ramp waited because --max-connecting connects were in flight (summed over processes)."],
 ];
 
 const label = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");

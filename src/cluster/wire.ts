@@ -50,6 +50,7 @@ const swarm: z.ZodType<SwarmConfig> = z
     drainMs: ms.optional(),
     reconnectMs: z.tuple([ms, ms]),
     connectTimeoutMs: ms,
+    maxConnecting: z.number().int().min(1).max(1_000_000).optional(),
     users: count,
     rate: amount,
     lifecycle: plan.optional(),

@@ -52,6 +52,7 @@ export const RUN_SPEC: CommandSpec = {
     "reconnect-min": { type: "string", arg: "SECONDS", env: "MIN_TIME_RECONN", default: "1", help: "Shortest reconnect backoff" },
     "reconnect-max": { type: "string", arg: "SECONDS", env: "MAX_TIME_RECONN", default: "60", help: "Longest reconnect backoff" },
     "connect-timeout": { type: "string", arg: "TIME", default: "30s", help: "Give up on a connect without CONNACK after this long" },
+    "max-connecting": { type: "string", arg: "N", default: "200", help: "Connects in flight (TCP, TLS, CONNACK not yet come) per worker process; the ramp waits while this many are, so a --rate faster than the broker answers becomes the broker's pace instead of a storm of timeouts and resets (0: no limit)" },
     "first-device": { type: "string", arg: "N", default: "0", help: "Skip the first N identities of the directory" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes: auto = one per core, more if the open-file limit needs them" },
     report: { type: "string", arg: "FILE", help: "Write the report here, also on Ctrl-C: run.json, run.csv (stats table) or run.html (tables and charts)" },
@@ -157,6 +158,7 @@ export function readRunConfig(o: Options): RunConfig {
   const reconnectMax = o.num("reconnect-max", 60, 0);
   if (reconnectMax < reconnectMin) o.issues.push(`${o.source("reconnect-max")} (${reconnectMax}) must be >= ${o.source("reconnect-min")} (${reconnectMin})`);
   const connectTimeoutMs = positiveDuration(o, "connect-timeout", "30s");
+  const maxConnecting = o.int("max-connecting", 200, 0, 1_000_000);
   const firstDevice = o.int("first-device", 0, 0);
   const workers = o.str("workers") === "auto" ? "auto" : o.int("workers", 1, 1, 1024);
 
@@ -274,6 +276,7 @@ export function readRunConfig(o: Options): RunConfig {
       drainMs: drainMs ?? 5000,
       reconnectMs: [reconnectMin * 1000, reconnectMax * 1000],
       connectTimeoutMs,
+      ...(maxConnecting > 0 ? { maxConnecting } : {}),
       users,
       rate,
       ...(lifecycle ? { lifecycle: lifecyclePlan(lifecycle) } : {}),
@@ -326,6 +329,7 @@ export function readRunConfig(o: Options): RunConfig {
       drain_ms: drainMs,
       source_addresses: sources,
       reconnect_s: [reconnectMin, reconnectMax],
+      max_connecting: maxConnecting,
       first_device: firstDevice,
       reset_stats: o.bool("reset-stats"),
       ...(verify ? { verify: true, verify_connections: verify.connections, actuate_per_s: verify.actuateRate } : {}),

@@ -47,6 +47,11 @@ export interface SwarmConfig {
   /** Reconnect backoff bounds, ms. */
   reconnectMs: [number, number];
   connectTimeoutMs: number;
+  /**
+   * Connects in flight at once in this process (--max-connecting): new devices wait while this
+   * many are dialling, in TLS or awaiting CONNACK (reconnects count, and are not held). Unset: no limit.
+   */
+  maxConnecting?: number;
   users: number;
   /** New devices per second. */
   rate: number;

@@ -107,6 +107,8 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
       tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
     }
     this.st.wheel.set(dev.index, Timer.TIMEOUT, now + cfg.connectTimeoutMs);
+    conn.connecting = true;
+    this.st.connecting++;
     this.transport.dial(conn, { target, source, tls, ...(cfg.ws ? { ws: cfg.ws } : {}) });
   }
 
@@ -201,6 +203,7 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
   /** Drops a connection attempt that has not connected, without accounting (the device moves on). */
   private abort(dev: Device): void {
     const conn = dev.conn;
+    if (conn) this.st.settle(conn);
     if (conn && !conn.closed) {
       conn.closed = true;
       conn.socket?.terminate();
@@ -274,6 +277,7 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
   }
 
   closed(conn: Conn, reason: string | null): void {
+    this.st.settle(conn);
     const dev = conn.device;
     if (dev.conn !== conn) return;
     const st = this.st;
@@ -331,6 +335,7 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
   }
 
   connected(conn: Conn, now: number): void {
+    this.st.settle(conn);
     const dev = conn.device;
     dev.state = State.CONNECTED;
     dev.attempts = 0;

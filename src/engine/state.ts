@@ -2,7 +2,7 @@
  * What the parts of a swarm share (swarm.ts, connections.ts, traffic.ts, renewal.ts): its
  * settings, its devices, the timer wheel, the write batcher and the stats being counted.
  */
-import { DEFAULT_INFLIGHT, type Device } from "../mqtt/device.ts";
+import { DEFAULT_INFLIGHT, type Conn, type Device } from "../mqtt/device.ts";
 import { Stats } from "../metrics/stats.ts";
 import { Outbox } from "../transport/outbox.ts";
 import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_PACKET_SIZE, type IdentitySource, type Publishing, type SwarmConfig } from "./config.ts";
@@ -16,6 +16,8 @@ export class SwarmState {
   /** Devices [0, active) are in the swarm (connecting, connected or waiting to reconnect). */
   active = 0;
   connected = 0;
+  /** Connects in flight: dialled, not yet connected (CONNACK) nor ended. Bounded for the ramp by cfg.maxConnecting. */
+  connecting = 0;
   /** Set by stop(): nothing new is published, nothing reconnects. */
   stopping = false;
   /** When the tick before the current one ran: timers due after it could not have fired earlier. */
@@ -44,6 +46,13 @@ export class SwarmState {
     this.ackTimeoutMs = cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     this.publishing = { intervalMs: [...cfg.intervalMs], publish: cfg.publish !== false, ...(cfg.max ? { max: true } : {}) };
     this.epochOffset = Date.now() - clock();
+  }
+
+  /** `conn` leaves the connects in flight (connected, failed or dropped); once per connection. */
+  settle(conn: Conn): void {
+    if (!conn.connecting) return;
+    conn.connecting = false;
+    this.connecting--;
   }
 
   /** Monotonic ms to wall-clock ms (payload timestamps are wall clock). */

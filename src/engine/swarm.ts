@@ -194,9 +194,24 @@ export class Swarm {
     // Before any timer: a process that wakes after its lease lapsed must not redial anything.
     this.leaseLapsed();
     st.wheel.tick(now);
-    for (let n = this.ramp.take(dt, st.stopping ? 0 : this.target - st.active); n > 0; n--) this.spawnGuarded(st.active++, now);
+    for (let n = this.ramp.take(dt, this.room(dt)); n > 0; n--) this.spawnGuarded(st.active++, now);
     if (this.churn.rate > 0) this.churnSome(dt);
     st.outbox.flush(now);
+  }
+
+  /**
+   * How many more devices the ramp may start now: up to the target, and while --max-connecting
+   * connects are in flight, none (the time it waits is counted in health.ramp_held_ms).
+   */
+  private room(dt: number): number {
+    const st = this.st;
+    if (st.stopping) return 0;
+    const wanted = this.target - st.active;
+    const max = st.cfg.maxConnecting;
+    if (!max || wanted <= 0) return wanted;
+    const free = max - st.connecting;
+    if (free <= 0) st.stats.health.ramp_held_ms += Math.round(dt * 1000);
+    return Math.min(wanted, free);
   }
 
   /**

@@ -68,6 +68,8 @@ export interface Health {
   sessions_resumed: number;
   /** Bytes --topic-alias kept off the wire (topics not sent, less the alias properties). */
   topic_alias_bytes_saved: number;
+  /** Time the ramp waited because --max-connecting connects were in flight (ms, summed over processes). */
+  ramp_held_ms: number;
 }
 
 export class Stats {
@@ -75,7 +77,7 @@ export class Stats {
   readonly phases: Record<PhaseName, Latency>;
   /** Event-loop lag: how late the scheduler's tick ran. */
   readonly loopLag = new Latency();
-  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0, command_gaps: 0, timer_errors: 0, no_matching_subscribers: 0, sessions_resumed: 0, topic_alias_bytes_saved: 0 };
+  health: Health = { late_sends: 0, backpressure_skips: 0, protocol_errors: 0, command_gaps: 0, timer_errors: 0, no_matching_subscribers: 0, sessions_resumed: 0, topic_alias_bytes_saved: 0, ramp_held_ms: 0 };
   /** Publishes handed to a socket, whatever became of them: sent = acked + failed after sending + in flight. */
   sent = 0;
   /** Bytes of those publishes (whole packets, as written). */

@@ -246,6 +246,8 @@ export class Conn {
   /** Why we are closing it ourselves (timeout, protocol error, CONNACK refusal). */
   failReason: string | null = null;
   closed = false;
+  /** Counted among the process's connects in flight (SwarmState.connecting) until it connects or ends. */
+  connecting = false;
   /** Broker certificates verified for this target (null: no verification, --insecure or TCP). */
   pins: PinSet | null = null;
   /** Dialled without a CA store: the broker must present a pinned certificate. */

@@ -8,7 +8,7 @@ import type { Integrity, Report, SubscribersReport } from "./summary.ts";
 const ROW_METRICS = ["count", "failures", "failure_rate", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "rate_per_s"] as const;
 export const INTEGRITY_METRICS = ["published", "acked", "delivered", "lost", "duplicated", "reordered", "commands_sent", "commands_received", "commands_lost"] as const;
 const SUBSCRIBER_METRICS = ["delivered", "delivered_per_s", "bytes_per_s", "published", "e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"] as const;
-const HEALTH_METRICS = ["late_sends", "backpressure_skips", "protocol_errors", "command_gaps", "timer_errors", "no_matching_subscribers", "sessions_resumed", "topic_alias_bytes_saved", "loop_lag_p99_ms", "loop_lag_max_ms", "cpu_percent", "rss_bytes"] as const;
+const HEALTH_METRICS = ["late_sends", "backpressure_skips", "protocol_errors", "command_gaps", "timer_errors", "no_matching_subscribers", "sessions_resumed", "topic_alias_bytes_saved", "ramp_held_ms", "loop_lag_p99_ms", "loop_lag_max_ms", "cpu_percent", "rss_bytes"] as const;
 const OPS = {
   "<=": (a: number, b: number) => a <= b,
   ">=": (a: number, b: number) => a >= b,

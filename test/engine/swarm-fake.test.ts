@@ -139,6 +139,22 @@ describe("swarm against an in-process broker", () => {
     await waitFor(() => swarm.snapshot().connected === 150, "150 connected");
   });
 
+  test("--max-connecting: the ramp waits while that many connects are unanswered, then goes on", async () => {
+    // A broker that takes TCP and says nothing: every connect stays in flight until its timeout.
+    using broker = new FakeBroker({ kind: "silent" });
+    await using swarm = startSwarm(swarmConfig(at(broker), { users: 30, rate: 1000, maxConnecting: 5, connectTimeoutMs: 1500, reconnectMs: [50, 100], intervalMs: [60_000, 60_000] }), plainIds(30));
+    await Bun.sleep(1000);
+    // At 1,000/s all 30 would have dialled by now; 5 did, and the ramp counted its wait.
+    expect(broker.connections).toBe(5);
+    expect(swarm.snapshot().active).toBe(5);
+    expect(swarm.stats.health.ramp_held_ms).toBeGreaterThan(500);
+    // The broker answers from now on: the 5 time out, reconnect, and the ramp brings in the rest.
+    broker.behaviour = { kind: "normal" };
+    await waitFor(() => swarm.snapshot().connected === 30, "30 connected", 10_000);
+    expect(Object.fromEntries(swarm.stats.rows.connect.reasons)).toEqual({ timeout: 5 });
+    expect(swarm.stats.rows.connect.count).toBe(30);
+  });
+
   test("setUsers lowers and raises the population live; stop sends DISCONNECT", async () => {
     using broker = new FakeBroker();
     const swarm = startSwarm(swarmConfig(at(broker), { users: 10, intervalMs: [60_000, 60_000] }), plainIds(10));
