@@ -24,7 +24,7 @@ import type { SwarmConfig } from "../src/engine/config.ts";
 import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
-import { ensureCerts } from "./fixtures/common.ts";
+import { buildExecutable, ensureCerts } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
 
@@ -159,10 +159,7 @@ function memoryOf(pid: number): { rss: number; anon: number; file: number; pss: 
 /** The compiled executable's processes before their devices: a supervisor and 2 workers holding one device each. */
 async function processes(certDir: string): Promise<void> {
   const state = mkdtempSync(join(tmpdir(), "cicada-bench-memory-"));
-  const exe = join(state, "cicada");
-  const root = join(import.meta.dir, "..");
-  const built = Bun.spawnSync([process.execPath, "build", "--compile", "--minify", join(root, "src/cli/main.ts"), "--outfile", exe], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
-  if (built.exitCode !== 0) throw new Error("bun build --compile failed");
+  const exe = buildExecutable(join(state, "cicada"));
   const [broker] = await startBrokers(1, { certDir, stateDir: state, verbose: false });
   try {
     const run = Bun.spawn([exe, "run", "--certs", certDir, "--port", String(broker!.port), "--users", "2", "--workers", "2", "--publish", "off", "--duration", "12s"], { stdio: ["ignore", "ignore", "inherit"] });

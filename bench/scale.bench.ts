@@ -5,7 +5,8 @@
  * enough workers and source addresses, ramps to N connected mTLS devices, holds them
  * publishing QoS 1 every 29.5-30 s (subscribed to config), then stops. Bounded in time; stops
  * what it started. Prints JSON lines: samples every 10 s, then a summary.
- *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0]
+ *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source]
+ * It runs the compiled executable (built into its state folder first), or with --source `bun src/cli/main.ts`.
  *   bun bench/scale.bench.ts --devices 20000 --hold 60        # routine use: a few minutes
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -17,6 +18,7 @@ import { startBrokers } from "../scripts/lib/testbed.ts";
 import { issueParallel, workersFor } from "../src/pki/batch.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+import { buildExecutable } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -30,6 +32,8 @@ const { values } = parseArgs({
     sources: { type: "string", default: "0" },
     "per-broker": { type: "string", default: "10000" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+    // Run cicada from its sources instead of the compiled executable users run.
+    source: { type: "boolean", default: false },
   },
 });
 const devices = Number(values.devices);
@@ -73,7 +77,8 @@ const args = [
   "--reset-stats",
 ];
 log(`cicada ${args.join(" ")}`);
-const cicada = Bun.spawn([process.execPath, MAIN, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+const command = values.source ? [process.execPath, MAIN] : [buildExecutable(join(state, "cicada"))];
+const cicada = Bun.spawn([...command, ...args], { stdio: ["ignore", "ignore", "pipe"] });
 // Ctrl-C or a kill ends the run early: cicada stops its devices and writes its report, then
 // the brokers are stopped and the state folder removed as on a normal end.
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => cicada.kill("SIGINT"));

@@ -48,6 +48,12 @@ export interface HostFacts {
   /** nf_conntrack_max and _count, when the conntrack module is loaded. */
   conntrackMax: number | null;
   conntrackUsed: number | null;
+  /**
+   * TCP connections established on this machine now (/proc/net/tcp and tcp6). With the module
+   * loaded, an empty table while connections are open means nothing asks conntrack to track them
+   * (no rule uses it), so its table bounds nothing.
+   */
+  tcpEstablished: number | null;
   memAvailable: number | null;
 }
 
@@ -57,6 +63,18 @@ function proc(path: string): string | null {
   } catch {
     return null;
   }
+}
+
+/** Sockets in state ESTABLISHED (01) in /proc/net/tcp and tcp6; null when neither can be read. */
+function establishedTcp(): number | null {
+  let n: number | null = null;
+  for (const path of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    const table = proc(path);
+    if (table === null) continue;
+    n ??= 0;
+    for (const line of table.split("\n").slice(1)) if (line.trim().split(/\s+/)[3] === "01") n++;
+  }
+  return n;
 }
 
 function procNumber(path: string): number | null {
@@ -80,6 +98,7 @@ export function readHostFacts(): HostFacts {
     twReuse: procNumber("/proc/sys/net/ipv4/tcp_tw_reuse"),
     conntrackMax: procNumber("/proc/sys/net/netfilter/nf_conntrack_max"),
     conntrackUsed: procNumber("/proc/sys/net/netfilter/nf_conntrack_count"),
+    tcpEstablished: establishedTcp(),
     memAvailable: mem ? Number(mem[1]) * 1024 : null,
   };
 }
@@ -176,7 +195,15 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
       });
     }
   }
-  if (f.conntrackMax !== null) {
+  if (f.conntrackMax !== null && f.conntrackUsed === 0 && (f.tcpEstablished ?? 0) > 0) {
+    checks.push({
+      name: "conntrack table",
+      found: `nf_conntrack_max ${n(f.conntrackMax)}, but 0 entries with ${n(f.tcpEstablished!)} TCP connection(s) open: no rule asks it to track connections, so it bounds nothing now`,
+      holds: Infinity,
+      advisory: true,
+      fix: [`# a firewall rule that tracks connections (NAT, -m conntrack/state) would make it a limit: sysctl -w net.netfilter.nf_conntrack_max=${Math.max(2 * want, 262_144)}`],
+    });
+  } else if (f.conntrackMax !== null) {
     checks.push({
       name: "conntrack table",
       found: `nf_conntrack_max ${n(f.conntrackMax)}, ${n(f.conntrackUsed ?? 0)} in use (each tracked connection takes an entry)`,

@@ -25,6 +25,7 @@ const ROOMY: HostFacts = {
   twReuse: 1,
   conntrackMax: null,
   conntrackUsed: null,
+  tcpEstablished: 12,
   memAvailable: 64 * 2 ** 30,
 };
 
@@ -67,6 +68,18 @@ describe("the doctor's arithmetic", () => {
     const warnings = hostWarnings(100_000, 8, f);
     expect(warnings).toHaveLength(3);
     for (const w of warnings) expect(w).toContain("cicada doctor --devices 100000");
+  });
+
+  test("a conntrack table that tracks nothing (0 entries, connections open) is a note, not a limit", () => {
+    const f: HostFacts = { ...ROOMY, conntrackMax: 65_536, conntrackUsed: 0, tcpEstablished: 40 };
+    const v = assess({ devices: 100_000, workers: "auto", destinations: 8, sources: 0 }, f);
+    const ct = v.checks.find((c) => c.name === "conntrack table")!;
+    expect(ct.advisory).toBe(true);
+    expect(ct.found).toContain("0 entries with 40 TCP connection(s) open");
+    expect(v.short).toEqual([]);
+    expect(hostWarnings(100_000, 8, f)).toEqual([]);
+    // Nothing open to tell by: the table may still track, so it counts.
+    expect(assess({ devices: 100_000, workers: "auto", destinations: 8, sources: 0 }, { ...f, tcpEstablished: 0 }).short.map((c) => c.name)).toEqual(["conntrack table"]);
   });
 
   test("source addresses: one port range each", () => {
