@@ -24,7 +24,8 @@ import type { SwarmConfig } from "../src/engine/config.ts";
 import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
-import { buildExecutable, ensureCerts } from "./fixtures/common.ts";
+import { pssBytes } from "../scripts/lib/procstat.ts";
+import { buildExecutable, ensureCerts, processTree } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
 
@@ -148,12 +149,11 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
   }
 }
 
-/** kB fields of /proc/PID/status and smaps_rollup, bytes. */
+/** A process's resident memory (/proc/PID/status: all, its own anonymous pages, file pages) and its PSS, bytes. */
 function memoryOf(pid: number): { rss: number; anon: number; file: number; pss: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-  const kb = (text: string, k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
-  return { rss: kb(status, "VmRSS"), anon: kb(status, "RssAnon"), file: kb(status, "RssFile"), pss: kb(rollup, "Pss") };
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile"), pss: pssBytes(pid) };
 }
 
 /** The compiled executable's processes before their devices: a supervisor and 2 workers holding one device each. */
@@ -164,7 +164,7 @@ async function processes(certDir: string): Promise<void> {
   try {
     const run = Bun.spawn([exe, "run", "--certs", certDir, "--port", String(broker!.port), "--users", "2", "--workers", "2", "--publish", "off", "--duration", "12s"], { stdio: ["ignore", "ignore", "inherit"] });
     await Bun.sleep(8000);
-    const workers = Bun.spawnSync(["pgrep", "-P", String(run.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number);
+    const workers = processTree(run.pid).slice(1);
     const sup = memoryOf(run.pid);
     const ws = workers.map(memoryOf);
     const mb = (b: number) => +(b / 1048576).toFixed(1);

@@ -107,8 +107,7 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
       tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
     }
     this.st.wheel.set(dev.index, Timer.TIMEOUT, now + cfg.connectTimeoutMs);
-    conn.connecting = true;
-    this.st.connecting++;
+    this.st.dialled(conn);
     this.transport.dial(conn, { target, source, tls, ...(cfg.ws ? { ws: cfg.ws } : {}) });
   }
 

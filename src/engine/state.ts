@@ -48,6 +48,12 @@ export class SwarmState {
     this.epochOffset = Date.now() - clock();
   }
 
+  /** `conn` is dialled: it joins the connects in flight until settle(). */
+  dialled(conn: Conn): void {
+    conn.connecting = true;
+    this.connecting++;
+  }
+
   /** `conn` leaves the connects in flight (connected, failed or dropped); once per connection. */
   settle(conn: Conn): void {
     if (!conn.connecting) return;

@@ -346,9 +346,8 @@ export function renderTable(rep: Report): string {
   const sub = rep.subscribers;
   if (sub) out += `\nSubscribers: ${sub.connections} on ${sub.filter} got ${sub.delivered} messages (${sub.delivered_per_s}/s, ${(sub.bytes_per_s / 1024).toFixed(1)} KiB/s) of ${sub.published} published; e2e p50 ${f(sub.e2e_p50_ms)} ms, p99 ${f(sub.e2e_p99_ms)} ms.`;
   for (const n of rep.notes ?? []) out += `\nNote: ${n}`;
-  if (rep.health.ramp_held_ms > 0)
-    out += `\nRamp: held ${(rep.health.ramp_held_ms / 1000).toFixed(1)} s (summed over worker processes) while --max-connecting connects were in flight: the broker set the pace.`;
   const h = rep.health;
+  if (h.ramp_held_ms > 0) out += `\nRamp: held ${(h.ramp_held_ms / 1000).toFixed(1)} s (summed over worker processes) while --max-connecting connects were in flight: the broker set the pace.`;
   if (h.sessions_resumed || h.no_matching_subscribers || h.topic_alias_bytes_saved)
     out += `\nMQTT: ${h.sessions_resumed} sessions resumed, ${h.no_matching_subscribers} publishes with no matching subscribers, ${h.topic_alias_bytes_saved} bytes saved by topic aliases.`;
   out +=

@@ -49,9 +49,9 @@ export interface HostFacts {
   conntrackMax: number | null;
   conntrackUsed: number | null;
   /**
-   * TCP connections established on this machine now (/proc/net/tcp and tcp6). With the module
-   * loaded, an empty table while connections are open means nothing asks conntrack to track them
-   * (no rule uses it), so its table bounds nothing.
+   * TCP connections established on this machine now (CurrEstab of /proc/net/snmp, IPv4 and IPv6;
+   * read only when conntrack is loaded). An empty conntrack table while connections are open means
+   * nothing asks conntrack to track them (no rule uses it), so its table bounds nothing.
    */
   tcpEstablished: number | null;
   memAvailable: number | null;
@@ -65,16 +65,12 @@ function proc(path: string): string | null {
   }
 }
 
-/** Sockets in state ESTABLISHED (01) in /proc/net/tcp and tcp6; null when neither can be read. */
+/** TCP connections established now: the TCP MIB's CurrEstab (one small file, however many sockets); null when unreadable. */
 function establishedTcp(): number | null {
-  let n: number | null = null;
-  for (const path of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    const table = proc(path);
-    if (table === null) continue;
-    n ??= 0;
-    for (const line of table.split("\n").slice(1)) if (line.trim().split(/\s+/)[3] === "01") n++;
-  }
-  return n;
+  const [names, values] = (proc("/proc/net/snmp") ?? "").split("\n").filter((l) => l.startsWith("Tcp:"));
+  const i = names?.split(/\s+/).indexOf("CurrEstab") ?? -1;
+  const v = i > 0 ? Number(values?.split(/\s+/)[i]) : NaN;
+  return Number.isFinite(v) ? v : null;
 }
 
 function procNumber(path: string): number | null {
@@ -87,6 +83,7 @@ export function readHostFacts(): HostFacts {
   const limit = getFileLimit();
   const fileNr = proc("/proc/sys/fs/file-nr")?.split(/\s+/).map(Number);
   const mem = /MemAvailable:\s+(\d+) kB/.exec(proc("/proc/meminfo") ?? "");
+  const conntrackMax = procNumber("/proc/sys/net/netfilter/nf_conntrack_max");
   return {
     cores: availableParallelism(),
     nofile: limit.ok ? limit.value : null,
@@ -96,9 +93,9 @@ export function readHostFacts(): HostFacts {
     ports: ephemeralPorts(),
     somaxconn: procNumber("/proc/sys/net/core/somaxconn"),
     twReuse: procNumber("/proc/sys/net/ipv4/tcp_tw_reuse"),
-    conntrackMax: procNumber("/proc/sys/net/netfilter/nf_conntrack_max"),
+    conntrackMax,
     conntrackUsed: procNumber("/proc/sys/net/netfilter/nf_conntrack_count"),
-    tcpEstablished: establishedTcp(),
+    tcpEstablished: conntrackMax === null ? null : establishedTcp(),
     memAvailable: mem ? Number(mem[1]) * 1024 : null,
   };
 }
@@ -195,21 +192,26 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
       });
     }
   }
-  if (f.conntrackMax !== null && f.conntrackUsed === 0 && (f.tcpEstablished ?? 0) > 0) {
-    checks.push({
-      name: "conntrack table",
-      found: `nf_conntrack_max ${n(f.conntrackMax)}, but 0 entries with ${n(f.tcpEstablished!)} TCP connection(s) open: no rule asks it to track connections, so it bounds nothing now`,
-      holds: Infinity,
-      advisory: true,
-      fix: [`# a firewall rule that tracks connections (NAT, -m conntrack/state) would make it a limit: sysctl -w net.netfilter.nf_conntrack_max=${Math.max(2 * want, 262_144)}`],
-    });
-  } else if (f.conntrackMax !== null) {
-    checks.push({
-      name: "conntrack table",
-      found: `nf_conntrack_max ${n(f.conntrackMax)}, ${n(f.conntrackUsed ?? 0)} in use (each tracked connection takes an entry)`,
-      holds: Math.max(0, f.conntrackMax - (f.conntrackUsed ?? 0)),
-      fix: [`sysctl -w net.netfilter.nf_conntrack_max=${Math.max(2 * want, 262_144)}`],
-    });
+  if (f.conntrackMax !== null) {
+    const lift = `sysctl -w net.netfilter.nf_conntrack_max=${Math.max(2 * want, 262_144)}`;
+    // Empty while connections are open: nothing is tracked, so the table bounds nothing (yet).
+    const idle = f.conntrackUsed === 0 && (f.tcpEstablished ?? 0) > 0;
+    checks.push(
+      idle
+        ? {
+            name: "conntrack table",
+            found: `nf_conntrack_max ${n(f.conntrackMax)}, but 0 entries with ${n(f.tcpEstablished!)} TCP connection(s) open: no rule asks it to track connections, so it bounds nothing now`,
+            holds: Infinity,
+            advisory: true,
+            fix: [`# a firewall rule that tracks connections (NAT, -m conntrack/state) would make it a limit: ${lift}`],
+          }
+        : {
+            name: "conntrack table",
+            found: `nf_conntrack_max ${n(f.conntrackMax)}, ${n(f.conntrackUsed ?? 0)} in use (each tracked connection takes an entry)`,
+            holds: Math.max(0, f.conntrackMax - (f.conntrackUsed ?? 0)),
+            fix: [lift],
+          },
+    );
   }
   if (f.memAvailable !== null) {
     const per = DEVICE_RSS_BYTES + DEVICE_KERNEL_BYTES;
