@@ -13,7 +13,8 @@
  * `process` is what each process of the compiled executable costs before its devices: a
  * `cicada run` of 2 devices over 2 workers, its processes' memory split into their own pages
  * (anonymous) and the executable's (file pages, shared by every process: PSS divides them).
- *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process]
+ * `--tls-version 1.2|1.3` offers only that version (the TLS layers), as `cicada run --tls-version` does.
+ *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process] [--tls-version 1.2]
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,7 +25,8 @@ import type { SwarmConfig } from "../src/engine/config.ts";
 import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
-import { pssBytes } from "../scripts/lib/procstat.ts";
+import { pssBytes, treeUsage } from "../scripts/lib/procstat.ts";
+import type { TlsVersion } from "../src/transport/connect.ts";
 import { buildExecutable, ensureCerts, processTree } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
@@ -36,8 +38,11 @@ const { values } = parseArgs({
     rate: { type: "string", default: "1000" },
     layers: { type: "string", default: "tcp,tls-shared,mtls" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+    "tls-version": { type: "string" },
   },
 });
+const tlsVersion = values["tls-version"] as TlsVersion | undefined;
+if (tlsVersion && tlsVersion !== "1.2" && tlsVersion !== "1.3") throw new Error(`--tls-version: 1.2 or 1.3, not ${tlsVersion}`);
 const devices = Number(values.devices);
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "memory", ...o }));
 const log = (s: string) => process.stderr.write(`# ${s}\n`);
@@ -74,6 +79,7 @@ function swarmConfig(brokers: Broker[], tls: boolean): Omit<SwarmConfig, "caPem"
     targets: brokers.map((b) => ({ host: b.host, port: b.port })),
     sources: [],
     tls,
+    ...(tls && tlsVersion ? { tlsVersion } : {}),
     insecure: false,
     tenant: "admin",
     qos: 1,
@@ -107,15 +113,16 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
     log(`${layer}: ${devices} idle devices over ${brokers.length} brokers at ${values.rate}/s`);
     const slab0 = slabBytes();
     const fx = new Fixture(certDir, swarmConfig(brokers, layer !== "tcp"), layer === "tls-shared" ? { sharedIdentity: sharedIdentity(certDir, state) } : {});
-    await fx.until(() => true, "the first sample", 30);
-    fx.gc();
-    await Bun.sleep(1500);
-    const base: FixtureSample = await fx.next();
+    // The first sample is the process before its first device: the fixture sends it after a
+    // full GC and before the swarm starts. (A later one already holds the ramp's first devices.)
+    const base: FixtureSample = await fx.until(() => true, "the first sample", 30);
+    const brokerCpu0 = treeUsage(brokers.map((b) => b.pid)).cpuS;
     await fx.until((s) => s.connected >= devices || s.connected + s.connect_failures >= devices, `${devices} connected`, (devices / Number(values.rate)) * 3 + 60);
     await Bun.sleep(3000);
     fx.gc();
     await Bun.sleep(2000);
     const held = await fx.next();
+    const brokerCpuS = treeUsage(brokers.map((b) => b.pid)).cpuS - brokerCpu0;
     const n = Math.max(1, held.connected);
     const kernel = clientSocketBytes(brokers.map((b) => b.port));
     const slab = slabBytes() - slab0;
@@ -125,6 +132,7 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
     const capacity = held.js_heap_capacity - base.js_heap_capacity;
     emit({
       layer,
+      ...(layer !== "tcp" && tlsVersion ? { tls_version: tlsVersion } : {}),
       devices,
       connected: held.connected,
       connect_failures: held.connect_failures,
@@ -138,6 +146,8 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
       // The ramp's CPU (plus a few idle seconds), per device connected: what holding them cost to set up.
       cpu_ms_per_connect: +((held.cpu_us - base.cpu_us) / n / 1000).toFixed(3),
       sys_ms_per_connect: +((held.sys_us - base.sys_us) / n / 1000).toFixed(3),
+      // The brokers' side of the same ramp: what each connect cost mosquitto.
+      brokers_cpu_ms_per_connect: +((brokerCpuS * 1000) / n).toFixed(3),
       process_rss_mb: +(held.rss / 1048576).toFixed(1),
       // The process before its first device: what each worker process costs on top of its devices.
       base_rss_mb: +(base.rss / 1048576).toFixed(1),

@@ -5,7 +5,7 @@
  * enough workers and source addresses, ramps to N connected mTLS devices, holds them
  * publishing QoS 1 every 29.5-30 s (subscribed to config), then stops. Bounded in time; stops
  * what it started. Prints JSON lines: samples every 10 s, then a summary.
- *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source]
+ *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2]
  * It runs the compiled executable (built into its state folder first), or with --source `bun src/cli/main.ts`.
  *   bun bench/scale.bench.ts --devices 20000 --hold 60        # routine use: a few minutes
  */
@@ -34,6 +34,8 @@ const { values } = parseArgs({
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
     // Run cicada from its sources instead of the compiled executable users run.
     source: { type: "boolean", default: false },
+    // Passed to cicada run: offer only this TLS version.
+    "tls-version": { type: "string" },
   },
 });
 const devices = Number(values.devices);
@@ -75,6 +77,7 @@ const args = [
   "--interval", "29.5s..30s", "--qos", "1", "--keepalive", "120", "--connect-timeout", "60s", "--report", report,
   // The report (publish latency, late sends) covers the hold; the ramp's figures are sampled here.
   "--reset-stats",
+  ...(values["tls-version"] ? ["--tls-version", values["tls-version"]] : []),
 ];
 log(`cicada ${args.join(" ")}`);
 const command = values.source ? [process.execPath, MAIN] : [buildExecutable(join(state, "cicada"))];
@@ -158,6 +161,7 @@ function rampCpu(k: string): number | null {
 emit({
   summary: {
     devices_target: devices,
+    tls_version: values["tls-version"] ?? "1.2 or 1.3 (1.3 negotiated)",
     brokers: brokerCount,
     workers: rep.workers?.processes ?? 1,
     source_addresses: sources.length,

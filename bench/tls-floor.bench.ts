@@ -7,7 +7,8 @@
  *   own        — every connection its own certificate, CA store in each (a naive swarm)
  *   own-no-ca  — own certificate, no CA store (what cicada does once the broker cert is pinned)
  *   shared     — one certificate for all (Bun then shares one TLS context; not a device fleet)
- *   bun bench/tls-floor.bench.ts [--conns 5000] [--only own,own-no-ca,shared]
+ * `--tls-version 1.2|1.3` offers only that version, as `cicada run --tls-version` does.
+ *   bun bench/tls-floor.bench.ts [--conns 5000] [--only own,own-no-ca,shared] [--tls-version 1.2]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +19,7 @@ import { startBroker } from "../scripts/lib/testbed.ts";
 import { issueParallel, workersFor } from "../src/pki/batch.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+import { tlsVersionOptions, type TlsVersion } from "../src/transport/connect.ts";
 
 const MODES = ["own", "own-no-ca", "shared"] as const;
 type Mode = (typeof MODES)[number];
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     conns: { type: "string", default: "5000" },
     only: { type: "string", default: MODES.join(",") },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
+    "tls-version": { type: "string" },
     // Internal: run one mode against a broker already started by the parent.
     child: { type: "string" },
     port: { type: "string" },
@@ -34,6 +37,7 @@ const { values } = parseArgs({
 });
 const n = Number(values.conns);
 const certDir = values.certs!;
+const version = tlsVersionOptions(values["tls-version"] as TlsVersion | undefined);
 
 if (values.child) {
   await measure(values.child as Mode, Number(values.port));
@@ -53,7 +57,7 @@ const broker = await startBroker({ certDir, stateDir: state, verbose: false });
 try {
   for (const mode of values.only!.split(",")) {
     if (!MODES.includes(mode as Mode)) throw new Error(`--only: unknown mode ${mode} (${MODES.join(", ")})`);
-    const child = Bun.spawn([process.execPath, import.meta.path, "--child", mode, "--port", String(broker.port), "--conns", String(n), "--certs", certDir], { stdio: ["ignore", "inherit", "inherit"] });
+    const child = Bun.spawn([process.execPath, import.meta.path, "--child", mode, "--port", String(broker.port), "--conns", String(n), "--certs", certDir, ...(values["tls-version"] ? ["--tls-version", values["tls-version"]] : [])], { stdio: ["ignore", "inherit", "inherit"] });
     if ((await child.exited) !== 0) throw new Error(`mode ${mode} exited ${child.exitCode}`);
   }
 } finally {
@@ -88,7 +92,7 @@ async function measure(mode: Mode, port: number): Promise<void> {
   const cpu0 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
     const own = pems[i]!;
-    const tls = mode === "shared" ? { ...pems[0]!, ca, rejectUnauthorized: false } : mode === "own" ? { ...own, ca, rejectUnauthorized: false } : { ...own, rejectUnauthorized: false };
+    const tls = { ...(mode === "shared" ? pems[0]! : own), ...(mode === "own-no-ca" ? {} : { ca }), rejectUnauthorized: false, ...version };
     sockets.push(await Bun.connect({ hostname: "127.0.0.1", port, tls, socket: handler }));
     // Let handshakes complete as we go, like a ramp.
     if (i % 200 === 199) await Bun.sleep(50);
@@ -104,6 +108,7 @@ async function measure(mode: Mode, port: number): Promise<void> {
     JSON.stringify({
       bench: "tls-floor",
       mode,
+      ...(values["tls-version"] ? { tls_version: values["tls-version"] } : {}),
       connections: n,
       handshakes_ok: done - failed,
       rss_kb_per_conn: +((rss - rss0) / n / 1024).toFixed(2),

@@ -108,6 +108,8 @@ export interface BrokerOptions {
   plain?: boolean;
   /** More mosquitto.conf lines (general settings, e.g. `max_inflight_messages 2`). */
   extra?: string[];
+  /** More lines for the listener, after its TLS settings (e.g. `tls_version tlsv1.3`). */
+  listenerExtra?: string[];
   /** Mutual TLS, but the client certificate is not the identity: anonymous clients, no ACL (benchmarks of the TLS layer alone, e.g. one certificate shared by every device). */
   anonymous?: boolean;
   /** Runs it inside a network namespace: the argv prefix, e.g. ["ip", "netns", "exec", "hub"] (host and port are then that namespace's). */
@@ -153,6 +155,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       ...(opts.plain
         ? []
         : [`cafile ${resolve(dir.caCert)}`, `certfile ${resolve(cert)}`, `keyfile ${resolve(key)}`, "require_certificate true", `use_identity_as_username ${opts.anonymous ? "false" : "true"}`, `crlfile ${resolve(dir.crl)}`]),
+      ...(opts.listenerExtra ?? []),
       "",
     ].join("\n"),
   );

@@ -264,6 +264,7 @@ export class MachineAgent {
       ...(swarm.ws ? { ws: swarm.ws } : {}),
       insecure: swarm.insecure,
       ...(swarm.caPem ? { caPem: swarm.caPem } : {}),
+      ...(swarm.tlsVersion ? { tlsVersion: swarm.tlsVersion } : {}),
       ...(this.o.verifyIdentity ?? {}),
       version: swarm.version,
       connections: v.connections,

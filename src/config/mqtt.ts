@@ -1,9 +1,11 @@
 /** How devices speak MQTT: the transport (TCP, TLS, WebSocket), sessions, and MQTT 5 properties. */
 import type { Options, OptionSpecs } from "./options.ts";
 import type { MqttSession, PublishProperties } from "../mqtt/codec.ts";
+import type { TlsVersion } from "../transport/connect.ts";
 
 export const MQTT_OPTIONS: OptionSpecs = {
   transport: { type: "string", arg: "tcp|tls|ws|wss", help: "How devices reach the broker: tls (default; each device's certificate), tcp, ws or wss (MQTT over WebSocket; wss with each device's certificate). Overrides --tls" },
+  "tls-version": { type: "string", arg: "1.2|1.3", help: "Offer only this TLS version (default: 1.2 and 1.3, the broker picks; 1.3 is what it picks unless it lacks it). Devices of an older TLS stack speak 1.2, which holds less memory on both sides (README, Sizing)" },
   "ws-path": { type: "string", arg: "PATH", default: "/mqtt", help: "With --transport ws|wss: the WebSocket endpoint's path" },
   "ws-protocol": { type: "string", arg: "NAME|none", default: "mqtt", help: "With --transport ws|wss: the subprotocol offered (MQTT's is mqtt; a websockify proxy in front of a broker takes binary or none)" },
   clean: { type: "string", arg: "true|false", default: "true", help: "false: persistent sessions (MQTT 5: Clean Start 0 with --session-expiry); the broker keeps a device's subscription and queues its messages while it is away" },
@@ -20,6 +22,8 @@ export interface MqttSettings {
   transport: TransportKind;
   /** TLS under MQTT (tls, wss). */
   tls: boolean;
+  /** --tls-version: the one TLS version offered (absent: both). */
+  tlsVersion?: TlsVersion;
   /** The WebSocket endpoint (ws, wss): path and subprotocol offered. */
   ws?: { path: string; protocol?: string };
   session: MqttSession;
@@ -34,6 +38,9 @@ const DEFAULT_PERSISTENT_EXPIRY_S = 3600;
 export function readMqtt(o: Options, version: 4 | 5): MqttSettings {
   const transport: TransportKind = o.has("transport") ? o.choice("transport", ["tcp", "tls", "ws", "wss"], "tls") : o.bool("tls") ? "tls" : "tcp";
   const ws = transport === "ws" || transport === "wss";
+  const tls = transport === "tls" || transport === "wss";
+  const tlsVersion = o.has("tls-version") ? o.choice<TlsVersion>("tls-version", ["1.2", "1.3"], "1.3") : undefined;
+  if (tlsVersion && !tls) o.issues.push(`${o.source("tls-version")} needs TLS: --transport tls or wss`);
   const wsPath = o.str("ws-path") ?? "/mqtt";
   if (ws && !/^\/[\x21-\x7e]*$/.test(wsPath)) o.fail("ws-path", "must be a path starting with /, without spaces", wsPath);
   const wsProtocol = o.str("ws-protocol") ?? "mqtt";
@@ -62,7 +69,8 @@ export function readMqtt(o: Options, version: 4 | 5): MqttSettings {
   };
   return {
     transport,
-    tls: transport === "tls" || transport === "wss",
+    tls,
+    ...(tlsVersion ? { tlsVersion } : {}),
     ...(ws ? { ws: { path: wsPath, ...(wsProtocol !== "none" ? { protocol: wsProtocol } : {}) } } : {}),
     session: { clean, expiryS: v5 ? expiryS : 0 },
     ...(Object.keys(properties).length ? { properties } : {}),

@@ -100,12 +100,12 @@ export class Options {
     this.fail(name, `must be one of ${choices.join(", ")}`, v);
     return fallback;
   }
-  /** A comma-separated list, blanks dropped. */
   /** Every value of an option given several times (`multiple`). */
   all(name: string): string[] {
     const v = this.str(name);
     return v === undefined ? [] : v.split("\n").filter((s) => s.trim().length > 0);
   }
+  /** A comma-separated list, blanks dropped. */
   list(name: string): string[] | undefined {
     const v = this.str(name);
     if (v === undefined) return undefined;

@@ -22,7 +22,7 @@ import type { Traffic } from "./traffic.ts";
 
 export class Connections implements ScenarioLinks, LinkEvents, Redialer {
   /** Broker certificates verified so far, per target: later connections skip the CA store. */
-  readonly serverPins = new ServerPins();
+  readonly serverPins: ServerPins;
   /** Renew and revoke, when the run asks for them. */
   readonly renewals: Renewals | null;
   /** The devices' scenario (--scenario), or null for the built-in device. */
@@ -37,6 +37,7 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
     private readonly mayDial: () => boolean,
     scenario: LoadedScenario | null = null,
   ) {
+    this.serverPins = new ServerPins(st.cfg.tlsVersion);
     this.scenario = scenario ? new ScenarioRunner(st, scenario, this, traffic) : null;
     if (st.cfg.lifecycle && !lifecycle) throw new Error("lifecycle settings without a lifecycle service");
     this.renewals = st.cfg.lifecycle && lifecycle ? new Renewals(st, lifecycle, this) : null;

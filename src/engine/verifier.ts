@@ -11,7 +11,7 @@ import * as mqtt from "mqtt-packet";
 import { CMD, encodeAck, payloadStamp, type ProtocolVersion } from "../mqtt/codec.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { commonNameOf } from "../pki/subject.ts";
-import { Transport, type LinkEvents, type Target } from "../transport/connect.ts";
+import { Transport, tlsVersionOptions, type LinkEvents, type Target, type TlsVersion } from "../transport/connect.ts";
 import type { Link as SocketLink } from "../transport/link.ts";
 import { wsFrame } from "../transport/ws.ts";
 
@@ -73,6 +73,8 @@ export interface VerifierOptions {
   tls: boolean;
   insecure: boolean;
   caPem?: string;
+  /** Offer only this TLS version, as the devices do (--tls-version). */
+  tlsVersion?: TlsVersion;
   /** The consumer's own identity (PEM), for mTLS. */
   cert?: string;
   key?: string;
@@ -237,7 +239,7 @@ export class Verifier {
     parser.on("packet", (p) => this.onPacket(link, p));
     parser.on("error", () => link.socket?.end());
     const target = this.o.targets[index % this.o.targets.length]!;
-    const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure } : undefined;
+    const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure, ...tlsVersionOptions(this.o.tlsVersion) } : undefined;
     this.transport.dial(link, { target, ...(tls ? { tls } : {}), ...(this.o.ws ? { ws: this.o.ws } : {}) });
     return link;
   }

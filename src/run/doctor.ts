@@ -12,21 +12,23 @@ import { autoWorkers, ephemeralPorts, FD_RESERVE, PORT_SEARCH_SLOW } from "../en
 import { getFileLimit } from "../../native/rlimit.ts";
 
 /**
- * Memory per held mTLS device (RSS of the process holding it), and the kernel's memory per
- * socket (slab: socket, file, epoll entry; idle sockets hold no buffers). Measured with
- * `bun bench/memory.bench.ts` at 19,000 devices per process: 16.8–17.2 KB, and half of the
- * 9.5–10.2 KB the slab grew per loopback connection (both ends). README, "Sizing".
+ * Memory per mTLS device in cicada's processes, and the kernel's memory per socket (slab:
+ * socket, file, epoll entry; idle sockets hold no buffers). The device is one of the
+ * 100,000-device test's, publishing QoS 1 every 30 s and subscribed (`bun bench/scale.bench.ts`):
+ * the process tree's PSS at its peak less the processes' own (below), ÷ devices = 23.3 KB. An
+ * idle one holds 20.1–20.2 KB (`bun bench/memory.bench.ts`, 19,000 in one process). The kernel's is
+ * half of the 9.1–10.2 KB the slab grew per loopback connection (both ends). README, "Sizing".
  */
-export const DEVICE_RSS_BYTES = 17_200;
+export const DEVICE_RSS_BYTES = 23_300;
 export const DEVICE_KERNEL_BYTES = 5_100;
 /**
  * What the processes cost before their devices (`bun bench/memory.bench.ts --layers process`):
  * the executable's pages, resident once however many processes map them (38 MB), then each
- * process's own memory: a worker's 26.2 MB, the supervisor's 34 MB.
+ * process's own memory: a worker's 20.7–20.8 MB, the supervisor's 24.1 MB.
  */
 export const EXECUTABLE_BYTES = 38 * 2 ** 20;
-export const PROCESS_BASE_BYTES = 27 * 2 ** 20;
-export const SUPERVISOR_BYTES = 34 * 2 ** 20;
+export const PROCESS_BASE_BYTES = 21 * 2 ** 20;
+export const SUPERVISOR_BYTES = 24 * 2 ** 20;
 /** What the OS and the rest of the machine keep back from MemAvailable: 10%. */
 const MEMORY_SPARE = 0.1;
 /** A per-process open-file limit to ask for: what one worker can usefully hold, and then some. */

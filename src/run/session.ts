@@ -79,6 +79,7 @@ export class RunSession {
         ...(cfg.swarm.ws ? { ws: cfg.swarm.ws } : {}),
         insecure: cfg.swarm.insecure,
         ...(cfg.swarm.caPem ? { caPem: cfg.swarm.caPem } : {}),
+        ...(cfg.swarm.tlsVersion ? { tlsVersion: cfg.swarm.tlsVersion } : {}),
         ...(c.cert ? { cert: c.cert } : {}),
         ...(c.key ? { key: c.key } : {}),
         version: cfg.swarm.version,

@@ -185,6 +185,20 @@ function wsData(s: Socket<Link>, ev: LinkEvents, conn: Link, bytes: Uint8Array):
   }
 }
 
+/** A TLS version to offer alone (--tls-version); absent, the client offers 1.2 and 1.3 and the broker picks. */
+export type TlsVersion = "1.2" | "1.3";
+
+/** BoringSSL's SSL_OP_NO_TLSv1_3 and SSL_OP_NO_TLSv1_2 (node:crypto's constants): the other version switched off. */
+const NO_TLS_1_3 = 0x20000000;
+const NO_TLS_1_2 = 0x08000000;
+
+/** The TLS options that offer only `version`, for Bun.connect's `secureOptions`; empty when absent. */
+export function tlsVersionOptions(version: TlsVersion | undefined): { secureOptions?: number } {
+  if (version === "1.2") return { secureOptions: NO_TLS_1_3 };
+  if (version === "1.3") return { secureOptions: NO_TLS_1_2 };
+  return {};
+}
+
 export interface DialOptions {
   target: Target;
   /** Local source address (127.0.0.x) to spread ports across. */

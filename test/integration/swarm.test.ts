@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { brokerCerts } from "../../scripts/lib/testbed.ts";
+import { brokerCerts, freePort } from "../../scripts/lib/testbed.ts";
 import { DirIdentities } from "../../src/store/dir.ts";
 import { Probe } from "../helpers/probe.ts";
 import { waitFor } from "../helpers/broker.ts";
@@ -153,6 +153,49 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
       await swarm.stop();
       await broker.stop();
     }
+  });
+
+  test("--tls-version: the devices offer that version alone, and a broker that will not speak it refuses them", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 4);
+    // A broker of TLS 1.3 only, and one whose TLS 1.3 has no cipher suite a BoringSSL client offers
+    // (OpenSSL picks the version first and then finds no shared cipher: only a 1.2 offer gets in).
+    await using only13 = await startBroker({ certDir, stateDir: tmp.path, listenerExtra: ["tls_version tlsv1.3"] });
+    await using only12 = await startBroker({ certDir, stateDir: tmp.path, listenerExtra: ["ciphers_tls1.3 TLS_AES_128_CCM_8_SHA256"] });
+    const run = async (broker: Broker, tlsVersion: "1.2" | "1.3" | undefined) => {
+      const from = readFileSync(broker.log, "utf8").length;
+      await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 4, intervalMs: [60_000, 60_000], reconnectMs: [200, 200], ...(tlsVersion ? { tlsVersion } : {}) }), ids);
+      await waitFor(() => swarm.snapshot().connected === 4 || swarm.stats.rows.connect.failures >= 8, "4 connected or 8 refused");
+      return { connected: swarm.snapshot().connected, log: readFileSync(broker.log, "utf8").slice(from) };
+    };
+    const refused12 = await run(only13, "1.2");
+    expect(refused12.connected).toBe(0);
+    expect(refused12.log).toContain("unsupported protocol");
+    expect((await run(only13, "1.3")).connected).toBe(4);
+    const offered13 = await run(only12, undefined);
+    expect(offered13.connected).toBe(0);
+    expect(offered13.log).toContain("no shared cipher");
+    const only = await run(only12, "1.2");
+    expect(only.connected).toBe(4);
+    expect(only.log.match(/New client connected/g)?.length).toBe(4);
+
+    // --tls-version 1.3 against OpenSSL's own server limited to 1.2 (not an MQTT broker: the
+    // handshake is all there is to see).
+    const port = await freePort();
+    const made = brokerCerts(certDir);
+    const server = Bun.spawn(["openssl", "s_server", "-accept", `127.0.0.1:${port}`, "-tls1_2", "-cert", made.cert, "-key", made.key], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    try {
+      for (let i = 0; i < 50 && !(await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then((s) => (s.end(), true), () => false)); i++) await Bun.sleep(100);
+      const target = { host: "127.0.0.1", port, log: "" } as unknown as Broker;
+      await using swarm = startSwarm(tlsConfig(certDir, target, { users: 1, tlsVersion: "1.3", reconnectMs: [60_000, 60_000] }), ids);
+      await waitFor(() => swarm.stats.rows.connect.failures >= 1, "the 1.3-only device refused");
+      expect(swarm.stats.rows.connect.count).toBe(0);
+    } finally {
+      server.kill();
+    }
+    const said = (await new Response(server.stdout).text()) + (await new Response(server.stderr).text());
+    expect(said).toContain("unsupported protocol");
   });
 
   test("QoS 2 and MQTT 5 against mosquitto", async () => {

@@ -225,6 +225,12 @@ describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 limits, from mosquitto's C
     expect(r.stderr).toContain("--session-expiry is an MQTT 5 property: add --mqtt 5");
     expect(r.stderr).toContain("--topic-alias is an MQTT 5 feature: add --mqtt 5");
     expect(r.stderr).toContain('--user-property must be KEY=VALUE (got "novalue")');
+    const v = await cicada(["run", "--tls-version", "1.1"]);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toContain('--tls-version must be one of 1.2, 1.3 (got "1.1")');
+    const plain = await cicada(["run", "--transport", "tcp", "--tls-version", "1.2"]);
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toContain("--tls-version needs TLS: --transport tls or wss");
   });
 });
 

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import * as mqtt from "mqtt-packet";
-import { PublishTemplate, compileTemplate, decode, encodeAck, frameLength, payloadStamp } from "../../src/mqtt/codec.ts";
+import { PublishTemplate, compileTemplate, decode, encodeAck, encodeConnect, encodeSubscribe, frameLength, payloadStamp } from "../../src/mqtt/codec.ts";
 import { onData } from "../../src/mqtt/session.ts";
 import { Conn, Device, State } from "../../src/mqtt/device.ts";
 import { Stats } from "../../src/metrics/stats.ts";
@@ -181,4 +181,20 @@ describe("topic and payload templates", () => {
     expect(compileTemplate('{"v":{rand:9..3}}', "payload")).toBe("{rand:9..3}: needs integers a <= b");
     expect(compileTemplate('{"a": {"b": 1}}', "payload")).toEqual({ text: '{"a": {"b": 1}}', fields: [] });
   });
+});
+
+test("packets made by mqtt-packet are right without its message-id cache, which stays empty", () => {
+  const connect = encodeConnect("admin:d1", 60, 4);
+  const subscribe = encodeSubscribe(513, "admin:d1/config", 1, 5);
+  const parsed: mqtt.Packet[] = [];
+  for (const [bytes, version] of [[connect, 4], [subscribe, 5]] as const) {
+    const p = mqtt.parser({ protocolVersion: version });
+    p.on("packet", (x) => parsed.push(x));
+    p.parse(bytes);
+  }
+  expect(parsed[0]).toMatchObject({ cmd: "connect", clientId: "admin:d1", keepalive: 60 });
+  expect(parsed[1]).toMatchObject({ cmd: "subscribe", messageId: 513, subscriptions: [{ topic: "admin:d1/config", qos: 1 }] });
+  // The cache would be 65,536 Buffers (3.3 MB of JS heap) in every process (README, "Sizing").
+  const { cache } = require("mqtt-packet/numbers") as { cache: Record<number, Buffer> };
+  expect(Object.keys(cache).length).toBe(0);
 });

@@ -36,10 +36,10 @@ describe("the doctor's arithmetic", () => {
     expect(v.limit?.name).toBe("ephemeral ports");
     expect(v.holds).toBe(65535 - 1024 + 1);
     expect(verdictLine(v, null)).toBe("this machine can hold ~64,512 mTLS devices; the limit is ephemeral ports");
-    // Four broker addresses: four ranges; then 6 GiB of memory binds: the executable once (38 MB),
-    // the supervisor (34 MB) and 8 workers × 27 MB, then 22.3 KB a device.
-    const four = assess({ devices: 200_000, workers: "auto", destinations: 4, sources: 0 }, { ...ROOMY, memAvailable: 6 * 2 ** 30 });
-    expect(four.holds).toBe(Math.floor((6 * 2 ** 30 * 0.9 - (38 + 34 + 8 * 27) * 2 ** 20) / 22_300));
+    // Four broker addresses: four ranges; then 7 GiB of memory binds: the executable once (38 MB),
+    // the supervisor (24 MB) and 8 workers × 21 MB, then 28.4 KB a device.
+    const four = assess({ devices: 200_000, workers: "auto", destinations: 4, sources: 0 }, { ...ROOMY, memAvailable: 7 * 2 ** 30 });
+    expect(four.holds).toBe(Math.floor((7 * 2 ** 30 * 0.9 - (38 + 24 + 8 * 21) * 2 ** 20) / 28_400));
     expect(four.limit?.name).toBe("memory");
     expect(four.short).toEqual([]);
     expect(verdictLine(four, 200_000)).toStartWith("200,000 devices fit: this machine can hold ~");
