@@ -1,8 +1,8 @@
 /**
  * The supervisor: runs a fleet as several worker processes of this binary on one machine,
  * splits users and spawn rate across them, and adds up the stats deltas they send every
- * second (counters add, histograms merge exactly). A worker that dies or goes silent for
- * WATCHDOG_MS is counted, replaced, and its devices resume in the new process.
+ * second (counters add, histograms merge exactly). A worker that dies, or goes silent for
+ * WATCHDOG_MS without running, is counted, replaced, and its devices resume in the new process.
  */
 import type { Subprocess } from "bun";
 import type { StoreSettings } from "../store/redis.ts";
@@ -15,8 +15,16 @@ import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 import { split, type Fleet, type FleetSnapshot } from "./fleet.ts";
 import { selfArgv } from "../sys/self.ts";
+import { cpuTicks } from "../sys/cpu.ts";
 
+/** A worker silent this long, and not running, is hung (or stopped): it is killed and replaced. */
 export const WATCHDOG_MS = 5000;
+/**
+ * A silent worker that is still using CPU is busy, not hung: a saturated machine (its timers run
+ * late) or a long synchronous task. Killing it would drop its devices onto the brokers at once and
+ * make the overload a storm, so it gets this long before it is killed all the same.
+ */
+export const BUSY_MS = 60_000;
 /** A new worker may take this long to send its first message: start-up on a loaded machine is slow (many processes loading at once). */
 export const STARTUP_MS = 30_000;
 
@@ -53,6 +61,9 @@ interface Worker {
   restarts: number;
   stopped: boolean;
   exited: Promise<void>;
+  /** Its CPU time at the last watchdog check (clock ticks; null: unknown), and whether it was silent then. */
+  ticks: number | null;
+  silent: boolean;
 }
 
 const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, inflight: 0, rss: 0, cpu_us: 0, fds: 0, fd_limit: 0 };
@@ -78,7 +89,7 @@ export class Supervisor implements Fleet {
     private readonly onEvent: (line: string) => void = () => {},
     private readonly lifecycle: LifecycleHooks | null = null,
   ) {
-    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve() }));
+    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve(), ticks: null, silent: false }));
     this.users = specs.reduce((a, s) => a + s.swarm.users, 0);
     this.rate = specs.reduce((a, s) => a + s.swarm.rate, 0);
   }
@@ -214,6 +225,8 @@ export class Supervisor implements Fleet {
     });
     w.proc = proc;
     w.lastSeq = 0;
+    w.ticks = null;
+    w.silent = false;
     proc.send({ t: "start", spec: w.spec, v: this.v, ...(Number.isFinite(this.leaseUntil) ? { lease: this.leaseUntil } : {}) } satisfies ToWorker);
   }
 
@@ -255,14 +268,33 @@ export class Supervisor implements Fleet {
     }, 200);
   }
 
-  /** A worker that sent nothing for WATCHDOG_MS (STARTUP_MS before its first message) is hung: kill it, and the exit handler replaces it. */
+  /**
+   * Every second: a worker that sent nothing for WATCHDOG_MS (STARTUP_MS before its first message)
+   * is hung unless it used CPU since the last check; a busy one is waited for up to BUSY_MS. A hung
+   * one is killed, and the exit handler replaces it.
+   */
   private check(): void {
     const now = performance.now();
     for (const w of this.workers) {
-      if (w.proc && w.proc.exitCode === null && now - w.lastSeen > (w.lastSeq ? WATCHDOG_MS : STARTUP_MS)) {
-        this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${Math.round((now - w.lastSeen) / 1000)} s; killing it`);
-        w.proc.kill("SIGKILL");
+      if (!w.proc || w.proc.exitCode !== null) continue;
+      const ticks = cpuTicks(w.proc.pid);
+      const ran = ticks !== null && w.ticks !== null && ticks > w.ticks;
+      w.ticks = ticks;
+      const quiet = now - w.lastSeen;
+      if (quiet <= (w.lastSeq ? WATCHDOG_MS : STARTUP_MS)) {
+        if (w.silent) this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) answered again after ${Math.round(quiet / 1000)} s`);
+        w.silent = false;
+        continue;
       }
+      const s = Math.round(quiet / 1000);
+      if (ran && quiet <= BUSY_MS) {
+        if (!w.silent) this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${s} s but running (the machine is overloaded, or a scenario blocks it): waiting up to ${BUSY_MS / 1000} s`);
+        w.silent = true;
+        continue;
+      }
+      this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${s} s${ran ? "" : " and not running"}; killing it`);
+      w.silent = false;
+      w.proc.kill("SIGKILL");
     }
   }
 }

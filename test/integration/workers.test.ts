@@ -1,6 +1,6 @@
 /** `cicada run` as a supervisor of worker processes, against real mosquitto. */
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Probe } from "../helpers/probe.ts";
 import { waitFor } from "../helpers/broker.ts";
@@ -80,4 +80,51 @@ describe.skipIf(!HAVE_MOSQUITTO)("worker processes", () => {
     };
     await waitFor(() => workers.every((pid) => !alive(pid)), "the worker processes to exit", 5000);
   });
+
+  test("a worker busy for 8 s is waited for, not killed; one frozen (SIGSTOP) is killed after 5 s and replaced", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 20);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    // Once each worker process has run 2.5 s (it has reported by then), one device's timer blocks
+    // its event loop for 8 s: it sends nothing meanwhile, and runs.
+    const scenario = join(tmp.path, "blocker.ts");
+    writeFileSync(
+      scenario,
+      `import { defineScenario } from "cicada/scenario";
+const loaded = Date.now();
+let blocked = false;
+export default defineScenario({
+  name: "blocker",
+  every: [{ name: "block", interval: "1s", run() {
+    if (blocked || Date.now() - loaded < 2500) return;
+    blocked = true;
+    const until = Date.now() + 8000;
+    while (Date.now() < until) {}
+  } }],
+});
+`,
+    );
+    const report = join(tmp.path, "r.json");
+    const proc = Bun.spawn([process.execPath, MAIN, "run", "--certs", certDir, "--port", String(broker.port), "--users", "20", "--workers", "2", "--scenario", scenario, "--duration", "60s", "--reconnect-min", "0.1", "--reconnect-max", "0.5", "--report", report], { stdio: ["ignore", "pipe", "pipe"] });
+    let err = "";
+    void (async () => {
+      for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+    })();
+    await waitFor(() => (err.match(/answered again/g) ?? []).length === 2, "both workers to be waited for and answer again", 20_000);
+    expect(err).toMatch(/worker \d \(pid \d+\) silent for \d+ s but running/);
+    expect(err).not.toContain("killing it");
+    await waitFor(() => connectedClients(readFileSync(broker.log, "utf8")).length >= 20, "20 devices at the broker");
+    const children = (await sh(["pgrep", "-P", String(proc.pid)])).stdout.trim().split("\n").map(Number);
+    expect(children.length).toBe(2);
+    process.kill(children[0]!, "SIGSTOP");
+    await waitFor(() => err.includes("and not running; killing it"), "the supervisor to kill the frozen worker", 10_000);
+    await waitFor(() => err.includes("restarting it"), "the supervisor to replace it", 5000);
+    // The replacement's first connect blocks again (a new process), is waited for, and its devices come back.
+    await waitFor(() => connectedClients(readFileSync(broker.log, "utf8")).length >= 30, "the devices to come back", 30_000);
+    proc.kill("SIGINT");
+    expect(await proc.exited).toBe(130);
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.workers.restarts).toBe(1);
+  }, 90_000);
 });
