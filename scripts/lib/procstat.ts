@@ -1,7 +1,6 @@
 /** CPU and memory of process trees and of the machine, read from /proc (Linux), for benchmarks. */
 import { readFileSync, readdirSync } from "node:fs";
-
-const TICKS_PER_S = 100; // USER_HZ
+import { procStat, TICKS_PER_S } from "../../src/sys/cpu.ts";
 
 export interface ProcUsage {
   /** user + system CPU seconds of the processes counted. */
@@ -25,22 +24,12 @@ export function pssBytes(pid: number): number {
   }
 }
 
-function stat(pid: number): { ppid: number; cpuS: number; rssBytes: number } | null {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return { ppid: Number(f[1]), cpuS: (Number(f[11]) + Number(f[12])) / TICKS_PER_S, rssBytes: Number(f[21]) * 4096 };
-  } catch {
-    return null;
-  }
-}
-
 /** Usage of `pids` and all their descendants. */
 export function treeUsage(pids: number[]): ProcUsage {
   const all = readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number);
   const parent = new Map<number, number>();
   for (const p of all) {
-    const s = stat(p);
+    const s = procStat(p);
     if (s) parent.set(p, s.ppid);
   }
   const wanted = new Set(pids);
@@ -51,10 +40,10 @@ export function treeUsage(pids: number[]): ProcUsage {
   }
   const u: ProcUsage = { cpuS: 0, rssBytes: 0, pssBytes: 0, processes: 0 };
   for (const p of wanted) {
-    const s = stat(p);
+    const s = procStat(p);
     if (!s) continue;
-    u.cpuS += s.cpuS;
-    u.rssBytes += s.rssBytes;
+    u.cpuS += s.cpuTicks / TICKS_PER_S;
+    u.rssBytes += s.rssPages * 4096;
     u.pssBytes += pssBytes(p);
     u.processes++;
   }

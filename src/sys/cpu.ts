@@ -1,12 +1,23 @@
 /**
- * Another process's CPU time so far, from /proc/PID/stat (user + system, clock ticks): whether a
- * process that has gone quiet is still running (busy) or not running at all (stopped, hung on a
- * lock, in the kernel).
+ * Another process's CPU time and parent, from /proc/PID/stat: whether a process that has gone
+ * quiet is still running (busy) or not running at all (stopped, stuck off the CPU); the
+ * benchmarks' process trees read it too.
  */
 import { readFileSync } from "node:fs";
 
-/** utime + stime of process `pid` in clock ticks; null where /proc cannot say (not Linux, gone). */
-export function cpuTicks(pid: number): number | null {
+/** Clock ticks per second of the times in /proc/PID/stat (USER_HZ, 100 on Linux). */
+export const TICKS_PER_S = 100;
+
+export interface ProcStat {
+  ppid: number;
+  /** utime + stime, clock ticks. */
+  cpuTicks: number;
+  /** Resident pages (4 KiB). */
+  rssPages: number;
+}
+
+/** Process `pid`'s /proc/PID/stat fields cicada reads; null where /proc cannot say (not Linux, gone). */
+export function procStat(pid: number): ProcStat | null {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, "latin1");
@@ -14,8 +25,13 @@ export function cpuTicks(pid: number): number | null {
     return null;
   }
   // The command name may hold spaces and parentheses: the fields start after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields 14 and 15 of proc(5), counted from 1; `fields` starts at field 3 (state).
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return Number.isFinite(ticks) ? ticks : null;
+  // `f` starts at field 3 of proc(5) (state): ppid is field 4, utime 14, stime 15, rss 24.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const cpuTicks = Number(f[11]) + Number(f[12]);
+  return Number.isFinite(cpuTicks) ? { ppid: Number(f[1]), cpuTicks, rssPages: Number(f[21]) } : null;
+}
+
+/** utime + stime of process `pid` in clock ticks; null where /proc cannot say. */
+export function cpuTicks(pid: number): number | null {
+  return procStat(pid)?.cpuTicks ?? null;
 }
