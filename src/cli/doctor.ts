@@ -6,16 +6,18 @@ import { EXIT } from "../errors.ts";
 import { assess, readHostFacts, verdictLine, workersFor, type Plan } from "../run/doctor.ts";
 import { certDir, listDeviceIds } from "../store/dir.ts";
 import { probeBroker, type ProbeTls } from "../transport/probe.ts";
+import type { TlsVersion } from "../transport/connect.ts";
 
 const SPEC: CommandSpec = {
   name: "doctor",
   summary: "Check whether this machine can hold N devices: OS limits, memory, cores and the brokers; print what to change.",
-  usage: "cicada doctor [--devices N] [--brokers HOST:PORT,…] [--certs DIR]",
+  usage: "cicada doctor [--devices N] [--brokers HOST:PORT,…] [--certs DIR] [--tls-version 1.2|1.3]",
   options: {
     devices: { type: "string", short: "n", arg: "N", help: "Devices this machine should hold (without it: how many it can)" },
     brokers: { type: "string", arg: "LIST", help: "Broker addresses the devices will dial, HOST:PORT comma-separated: each is dialled once, its TLS certificate checked" },
     certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory: its ca.crt checks the brokers' certificates, its first device makes the handshake mutual" },
     tls: { type: "boolean", negatable: true, default: "true", help: "Dial the brokers with TLS (--no-tls: plain TCP)" },
+    "tls-version": { type: "string", arg: "1.2|1.3", help: "Offer only this TLS version, as cicada run --tls-version (default: both; the line says which the broker picked)" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes the run will use, as cicada run --workers" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses the run will connect from, as cicada run --source-address" },
   },
@@ -40,6 +42,8 @@ export async function doctorCommand(argv: string[]): Promise<number> {
     else brokers.push([m[1]!.replace(/^\[(.*)\]$/, "$1"), Number(m[2])]);
   }
   const sources = o.list("source-address") ?? [];
+  const version = o.has("tls-version") ? o.choice<TlsVersion>("tls-version", ["1.2", "1.3"], "1.3") : undefined;
+  if (version && !o.bool("tls")) o.issues.push(`${o.source("tls-version")} needs TLS: drop --no-tls`);
   o.check();
 
   const plan: Plan = { devices, workers, destinations: new Set(brokers.map(([h, p]) => `${h}:${p}`)).size || 1, sources: sources.length };
@@ -58,9 +62,9 @@ export async function doctorCommand(argv: string[]): Promise<number> {
     const tls = o.bool("tls") ? probeTls(o.str("certs")!) : null;
     if (tls?.note) out.push(`  (${tls.note})`);
     for (const [host, port] of brokers) {
-      const r = await probeBroker(host, port, tls?.options ?? null);
+      const r = await probeBroker(host, port, tls ? { ...tls.options, ...(version ? { version } : {}) } : null);
       brokersOk &&= r.ok;
-      const times = r.connectMs === undefined ? "" : ` (TCP ${r.connectMs.toFixed(1)} ms${r.tlsMs === undefined ? "" : `, TLS ${r.tlsMs.toFixed(1)} ms`})`;
+      const times = r.connectMs === undefined ? "" : ` (TCP ${r.connectMs.toFixed(1)} ms${r.tlsMs === undefined ? "" : `, TLS ${r.tlsMs.toFixed(1)} ms`}${r.protocol ? `, ${r.protocol}` : ""})`;
       out.push(`  [${(r.ok ? "ok" : "FAIL").padEnd(5)}] ${host}:${port}: ${r.detail}${times}${r.peer ? `; ${r.peer}` : ""}`);
     }
   }

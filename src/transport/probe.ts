@@ -4,6 +4,7 @@
  * the handshake is the mutual one the devices will do. Nothing is sent after the handshake.
  */
 import type { Socket, TLSOptions } from "bun";
+import { tlsVersionOptions, type TlsVersion } from "./connect.ts";
 
 export interface ProbeTls {
   /** The CA the broker's certificate must chain to (PEM); without it, the chain is not checked. */
@@ -11,6 +12,8 @@ export interface ProbeTls {
   /** A device's certificate and key, for brokers that require one. */
   cert?: string;
   key?: string;
+  /** Offer only this TLS version, as the devices will (--tls-version). */
+  version?: TlsVersion;
 }
 
 export interface ProbeResult {
@@ -19,6 +22,8 @@ export interface ProbeResult {
   tlsMs?: number;
   /** The broker certificate's subject and expiry, when TLS got that far. */
   peer?: string;
+  /** The TLS version the handshake settled on, e.g. TLSv1.3. */
+  protocol?: string;
   /** What went wrong, or what was verified. */
   detail: string;
 }
@@ -31,7 +36,7 @@ export async function probeBroker(host: string, port: number, tls: ProbeTls | nu
   let connectMs: number | undefined;
   const { promise, resolve } = Promise.withResolvers<ProbeResult>();
   const timer = setTimeout(() => resolve({ ok: false, ...(connectMs !== undefined ? { connectMs } : {}), detail: `no answer within ${timeoutMs} ms${connectMs !== undefined ? " (TCP connected, TLS did not finish)" : ""}` }), timeoutMs);
-  const options: TLSOptions | undefined = tls ? { ...tls, rejectUnauthorized: false, serverName: host } : undefined;
+  const options: TLSOptions | undefined = tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: false, serverName: host, ...tlsVersionOptions(tls.version) } : undefined;
   let socket: Socket | undefined;
   try {
     socket = await Bun.connect({
@@ -47,7 +52,8 @@ export async function probeBroker(host: string, port: number, tls: ProbeTls | nu
           const tlsMs = performance.now() - t0 - (connectMs ?? 0);
           const x = s.getPeerX509Certificate();
           const peer = x ? `${x.subject.replace(/\n/g, ", ")}, valid until ${x.validTo}` : undefined;
-          const base = { connectMs: connectMs ?? 0, tlsMs, ...(peer ? { peer } : {}) };
+          const protocol = success ? s.getTLSVersion() : "";
+          const base = { connectMs: connectMs ?? 0, tlsMs, ...(peer ? { peer } : {}), ...(protocol ? { protocol } : {}) };
           if (!success) return resolve({ ok: false, ...base, detail: `TLS handshake failed: ${reason(authorizationError)}` });
           if (!tls?.ca) return resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
           if (authorizationError) return resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${reason(authorizationError)}` });

@@ -102,7 +102,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
 
     const ok = await cicada(["doctor", "--devices", "100", "--brokers", `127.0.0.1:${broker.port}`, "--certs", certDir]);
     expect(ok.code).toBe(0);
-    expect(ok.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms\\); CN=127\\.0\\.0\\.1`));
+    expect(ok.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.3\\); CN=127\\.0\\.0\\.1`));
     expect(ok.stdout).toContain("Verdict: 100 devices fit: this machine can hold ~");
 
     // The same broker seen with another CA's directory, and a port nothing listens on.
@@ -111,6 +111,13 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
     expect(bad.stdout).toContain(`[FAIL ] 127.0.0.1:${broker.port}: the broker's certificate does not verify against the CA`);
     expect(bad.stdout).toContain(`[FAIL ] 127.0.0.1:${dead}: cannot connect: ECONNREFUSED`);
     expect(bad.stdout).toContain("a broker did not answer as it should");
+
+    // --tls-version: the broker picks 1.2 when offered only that; one of TLS 1.3 only refuses it.
+    await using only13 = await startBroker({ certDir, stateDir: tmp.path, listenerExtra: ["tls_version tlsv1.3"] });
+    const v12 = await cicada(["doctor", "--brokers", `127.0.0.1:${broker.port},127.0.0.1:${only13.port}`, "--certs", certDir, "--tls-version", "1.2"]);
+    expect(v12.code).toBe(2);
+    expect(v12.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.2\\)`));
+    expect(v12.stdout).toContain(`[FAIL ] 127.0.0.1:${only13.port}: TLS handshake failed`);
   }, 30_000);
 
   test("the open-file limit of the shell that starts it: short, with the ulimit that lifts it; the verdict names it", async () => {
