@@ -26,7 +26,7 @@ import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
 import { pssBytes, treeUsage } from "../scripts/lib/procstat.ts";
-import type { TlsVersion } from "../src/transport/connect.ts";
+import { TLS_VERSIONS, type TlsVersion } from "../src/transport/connect.ts";
 import { buildExecutable, ensureCerts, processTree } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
@@ -42,7 +42,7 @@ const { values } = parseArgs({
   },
 });
 const tlsVersion = values["tls-version"] as TlsVersion | undefined;
-if (tlsVersion && tlsVersion !== "1.2" && tlsVersion !== "1.3") throw new Error(`--tls-version: 1.2 or 1.3, not ${tlsVersion}`);
+if (tlsVersion && !TLS_VERSIONS.includes(tlsVersion)) throw new Error(`--tls-version: ${TLS_VERSIONS.join(" or ")}, not ${tlsVersion}`);
 const devices = Number(values.devices);
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "memory", ...o }));
 const log = (s: string) => process.stderr.write(`# ${s}\n`);

@@ -3,6 +3,7 @@
  * checked against it by the type system, the `cicada run` flag each field sets.
  */
 import { z } from "@hono/zod-openapi";
+import { TLS_VERSIONS } from "../transport/connect.ts";
 
 export const Start = z
   .object({
@@ -19,7 +20,7 @@ export const Start = z
     payload_size: z.number().int().min(0).optional(),
     tenant: z.string().optional(),
     tls: z.boolean().optional(),
-    tls_version: z.enum(["1.2", "1.3"]).optional().openapi({ description: "Offer only this TLS version (default: both, the broker picks)" }),
+    tls_version: z.enum(TLS_VERSIONS).optional().openapi({ description: "Offer only this TLS version (default: both, the broker picks)" }),
     max_connecting: z.number().int().min(0).optional().openapi({ example: 200, description: "Connects in flight per worker process while ramping (0: no limit)" }),
     insecure: z.boolean().optional(),
     reset_stats: z.boolean().optional(),

@@ -1,12 +1,12 @@
 /** `cicada doctor`: is this load machine ready for N devices, and what to change if not. */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { readTlsVersion } from "../config/mqtt.ts";
 import { parseCommand, type CommandSpec } from "../config/options.ts";
 import { EXIT } from "../errors.ts";
 import { assess, readHostFacts, verdictLine, workersFor, type Plan } from "../run/doctor.ts";
 import { certDir, listDeviceIds } from "../store/dir.ts";
 import { probeBroker, type ProbeTls } from "../transport/probe.ts";
-import type { TlsVersion } from "../transport/connect.ts";
 
 const SPEC: CommandSpec = {
   name: "doctor",
@@ -42,8 +42,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
     else brokers.push([m[1]!.replace(/^\[(.*)\]$/, "$1"), Number(m[2])]);
   }
   const sources = o.list("source-address") ?? [];
-  const version = o.has("tls-version") ? o.choice<TlsVersion>("tls-version", ["1.2", "1.3"], "1.3") : undefined;
-  if (version && !o.bool("tls")) o.issues.push(`${o.source("tls-version")} needs TLS: drop --no-tls`);
+  const version = readTlsVersion(o, o.bool("tls"), "drop --no-tls");
   o.check();
 
   const plan: Plan = { devices, workers, destinations: new Set(brokers.map(([h, p]) => `${h}:${p}`)).size || 1, sources: sources.length };

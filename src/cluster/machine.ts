@@ -34,7 +34,7 @@ import { redactUrl } from "../sys/redact.ts";
 import { localScenario } from "../scenario/load.ts";
 import { Drops, type Seal } from "./seal.ts";
 import { parseBeat } from "./wire.ts";
-import { Verifier, type VerifiedTotals } from "../engine/verifier.ts";
+import { dialsLike, Verifier, type VerifiedTotals } from "../engine/verifier.ts";
 import { planWorkers, Supervisor } from "./supervisor.ts";
 import { type FleetSnapshot, type WorkerInfo } from "./fleet.ts";
 import { idsIn } from "./ranges.ts";
@@ -259,14 +259,8 @@ export class MachineAgent {
     this.verified = undefined;
     this.verifyWaitMs = v.waitMs;
     this.verifier = new Verifier({
-      targets: swarm.targets,
-      tls: swarm.tls,
-      ...(swarm.ws ? { ws: swarm.ws } : {}),
-      insecure: swarm.insecure,
-      ...(swarm.caPem ? { caPem: swarm.caPem } : {}),
-      ...(swarm.tlsVersion ? { tlsVersion: swarm.tlsVersion } : {}),
+      ...dialsLike(swarm),
       ...(this.o.verifyIdentity ?? {}),
-      version: swarm.version,
       connections: v.connections,
       actuateRate: v.actuateRate,
       own: (device) => this.ownIds.has(device.slice(device.lastIndexOf(":") + 1)),

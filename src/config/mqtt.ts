@@ -1,7 +1,7 @@
 /** How devices speak MQTT: the transport (TCP, TLS, WebSocket), sessions, and MQTT 5 properties. */
 import type { Options, OptionSpecs } from "./options.ts";
 import type { MqttSession, PublishProperties } from "../mqtt/codec.ts";
-import type { TlsVersion } from "../transport/connect.ts";
+import { TLS_VERSIONS, type TlsVersion } from "../transport/connect.ts";
 
 export const MQTT_OPTIONS: OptionSpecs = {
   transport: { type: "string", arg: "tcp|tls|ws|wss", help: "How devices reach the broker: tls (default; each device's certificate), tcp, ws or wss (MQTT over WebSocket; wss with each device's certificate). Overrides --tls" },
@@ -34,13 +34,20 @@ export interface MqttSettings {
 /** One hour: a persistent session outlives a reconnect storm or a broker restart test. */
 const DEFAULT_PERSISTENT_EXPIRY_S = 3600;
 
+/** --tls-version, which needs TLS (`tls`; `hint` says how to get it). Problems go to `o.issues`. */
+export function readTlsVersion(o: Options, tls: boolean, hint: string): TlsVersion | undefined {
+  if (!o.has("tls-version")) return undefined;
+  const v = o.choice<TlsVersion>("tls-version", TLS_VERSIONS, "1.3");
+  if (!tls) o.issues.push(`${o.source("tls-version")} needs TLS: ${hint}`);
+  return v;
+}
+
 /** --transport and --ws-path, --clean, --session-expiry and the MQTT 5 publish properties. Problems go to `o.issues`. */
 export function readMqtt(o: Options, version: 4 | 5): MqttSettings {
   const transport: TransportKind = o.has("transport") ? o.choice("transport", ["tcp", "tls", "ws", "wss"], "tls") : o.bool("tls") ? "tls" : "tcp";
   const ws = transport === "ws" || transport === "wss";
   const tls = transport === "tls" || transport === "wss";
-  const tlsVersion = o.has("tls-version") ? o.choice<TlsVersion>("tls-version", ["1.2", "1.3"], "1.3") : undefined;
-  if (tlsVersion && !tls) o.issues.push(`${o.source("tls-version")} needs TLS: --transport tls or wss`);
+  const tlsVersion = readTlsVersion(o, tls, "--transport tls or wss");
   const wsPath = o.str("ws-path") ?? "/mqtt";
   if (ws && !/^\/[\x21-\x7e]*$/.test(wsPath)) o.fail("ws-path", "must be a path starting with /, without spaces", wsPath);
   const wsProtocol = o.str("ws-protocol") ?? "mqtt";

@@ -14,6 +14,7 @@ import { commonNameOf } from "../pki/subject.ts";
 import { Transport, tlsVersionOptions, type LinkEvents, type Target, type TlsVersion } from "../transport/connect.ts";
 import type { Link as SocketLink } from "../transport/link.ts";
 import { wsFrame } from "../transport/ws.ts";
+import type { SwarmConfig } from "./config.ts";
 
 /** Messages within this many of a device's highest seq are told apart as late or duplicate; older ones count as late. */
 const WINDOW = 32;
@@ -96,6 +97,19 @@ export interface VerifierOptions {
    * links each may rightly get every message: fan-out).
    */
   subscribe?: { filter: string; qos: 0 | 1 | 2 };
+}
+
+/** How a consumer reaches the devices' brokers: as the devices do (addresses, transport, TLS, CA, MQTT version). */
+export function dialsLike(swarm: SwarmConfig): Pick<VerifierOptions, "targets" | "tls" | "ws" | "insecure" | "caPem" | "tlsVersion" | "version"> {
+  return {
+    targets: swarm.targets,
+    tls: swarm.tls,
+    ...(swarm.ws ? { ws: swarm.ws } : {}),
+    insecure: swarm.insecure,
+    ...(swarm.caPem ? { caPem: swarm.caPem } : {}),
+    ...(swarm.tlsVersion ? { tlsVersion: swarm.tlsVersion } : {}),
+    version: swarm.version,
+  };
 }
 
 /** What plain subscribers counted. */

@@ -29,7 +29,7 @@ import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
 import { TICK_MS } from "../engine/scheduler.ts";
 import { buildReport, deliveryOf, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
-import { Verifier, type VerifierOptions } from "../engine/verifier.ts";
+import { dialsLike, Verifier, type VerifierOptions } from "../engine/verifier.ts";
 import type { Latency } from "../metrics/histogram.ts";
 import { checkThresholds } from "../report/thresholds.ts";
 import { Timeline } from "../report/timeline.ts";
@@ -74,15 +74,9 @@ export class RunSession {
     // A consumer on the devices' brokers, with its own identity: the verifying one, or plain subscribers.
     const consumer = (c: { cert?: string; key?: string; connections: number }, extra: Pick<VerifierOptions, "actuateRate" | "subscribe">) =>
       new Verifier({
-        targets: cfg.swarm.targets,
-        tls: cfg.swarm.tls,
-        ...(cfg.swarm.ws ? { ws: cfg.swarm.ws } : {}),
-        insecure: cfg.swarm.insecure,
-        ...(cfg.swarm.caPem ? { caPem: cfg.swarm.caPem } : {}),
-        ...(cfg.swarm.tlsVersion ? { tlsVersion: cfg.swarm.tlsVersion } : {}),
+        ...dialsLike(cfg.swarm),
         ...(c.cert ? { cert: c.cert } : {}),
         ...(c.key ? { key: c.key } : {}),
-        version: cfg.swarm.version,
         connections: c.connections,
         ...extra,
       });

@@ -185,8 +185,9 @@ function wsData(s: Socket<Link>, ev: LinkEvents, conn: Link, bytes: Uint8Array):
   }
 }
 
-/** A TLS version to offer alone (--tls-version); absent, the client offers 1.2 and 1.3 and the broker picks. */
-export type TlsVersion = "1.2" | "1.3";
+/** The TLS versions --tls-version may name; absent, the client offers both and the broker picks. */
+export const TLS_VERSIONS = ["1.2", "1.3"] as const;
+export type TlsVersion = (typeof TLS_VERSIONS)[number];
 
 /** BoringSSL's SSL_OP_NO_TLSv1_3 and SSL_OP_NO_TLSv1_2 (node:crypto's constants): the other version switched off. */
 const NO_TLS_1_3 = 0x20000000;
