@@ -147,7 +147,9 @@ if (!rep) {
 }
 const full = progress.find((p) => p.connected >= devices);
 const failuresAtFull = full?.failures ?? NaN;
-const holdSamples = samples.filter((s) => full && s.t_s > full.t + 30);
+// The hold: from 30 s after the last device connected, without the last sample, which the run's
+// stop overlaps (devices disconnecting, processes exiting: their CPU time leaves the sum).
+const holdSamples = samples.slice(0, -1).filter((s) => full && s.t_s > full.t + 30);
 function holdRate(): number | null {
   const window = full ? progress.filter((p) => p.t > full.t + 31) : [];
   return window.length ? Math.round(window.reduce((a, p) => a + p.publishPerS, 0) / window.length) : null;

@@ -6,6 +6,7 @@ import type { Publishing, SwarmConfig } from "../engine/config.ts";
 import type { EncodedStats } from "../metrics/snapshot.ts";
 import type { LifecycleAnswer, LifecycleKind } from "../lifecycle/types.ts";
 import type { Range } from "./ranges.ts";
+import type { Names } from "./identities.ts";
 import type { StoreSettings } from "../store/redis.ts";
 
 /** What one worker process simulates: its turn of positions over its machine's identity ranges. */
@@ -20,6 +21,8 @@ export interface WorkerSpec {
   synthetic: boolean;
   /** The Redis certificate store, when `certDir` is its URL (settings resolved once, by the command). */
   store?: StoreSettings;
+  /** The ids of this worker's first positions (up to its users), by directory index, from the supervisor's one listing; absent: the worker lists them. */
+  names?: Names;
   swarm: SwarmConfig;
 }
 
@@ -29,7 +32,8 @@ export type ToWorker =
   /** The lease extended: the machine's controller is still heard from. */
   | { t: "lease"; until: number }
   /** `v` numbers the settings; the worker echoes the last it applied in its status. */
-  | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[]; publishing?: Partial<Publishing> }
+  /** `names`: ids of positions the worker was not named yet (more users, or new ranges), when its supervisor names them. */
+  | { t: "set"; v: number; users?: number; rate?: number; ranges?: Range[]; names?: Names; publishing?: Partial<Publishing> }
   | { t: "stop" }
   /** Stop without waiting (a second Ctrl-C): the stop in progress cuts its waits short. */
   | { t: "hurry" }

@@ -300,6 +300,7 @@ export class MachineAgent {
       planWorkers({ certDir: this.o.certDir, synthetic: b.synthetic, ranges: a.ranges, workers, swarm, store: this.o.store }),
       (line) => this.say(line),
       this.lifecycleFor(b),
+      this.ids,
     );
     this.sup.stats = this.totals;
     this.sup.lease(this.leaseEnd());

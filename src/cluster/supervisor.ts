@@ -11,6 +11,7 @@ import { addEncoded } from "../metrics/snapshot.ts";
 import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig, withPublishing } from "../engine/config.ts";
 import { leaseClock } from "../engine/scheduler.ts";
 import type { Range } from "./ranges.ts";
+import { namesFor, PackedIds, type Names } from "./identities.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 import { split, type Fleet, type FleetSnapshot } from "./fleet.ts";
@@ -64,6 +65,8 @@ interface Worker {
   /** Its CPU time at the last watchdog check (clock ticks; null: unknown), and whether it was silent then. */
   ticks: number | null;
   silent: boolean;
+  /** Its first positions whose ids it was sent (when the supervisor names them). */
+  named: number;
 }
 
 const IDLE: WorkerStatus = { v: 0, target: 0, active: 0, connected: 0, inflight: 0, rss: 0, cpu_us: 0, fds: 0, fd_limit: 0 };
@@ -80,16 +83,22 @@ export class Supervisor implements Fleet {
   private v = 1;
   /** Ms since the epoch after which the devices must be gone (a machine's lease); Infinity without one. */
   private leaseUntil = Infinity;
+  /** The sorted ids the ranges index, packed (kept for the run: workers are named ids as their users grow). */
+  private readonly ids: PackedIds | null;
 
   /**
    * @param lifecycle answers the workers' renew/revoke requests (the machine's caps and signer)
+   * @param ids the sorted ids the ranges index, as the caller listed them: each worker is sent
+   *   the names of its own positions and lists nothing (null: synthetic ids, or workers list them)
    */
   constructor(
     specs: WorkerSpec[],
     private readonly onEvent: (line: string) => void = () => {},
     private readonly lifecycle: LifecycleHooks | null = null,
+    ids: readonly string[] | null = null,
   ) {
-    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve(), ticks: null, silent: false }));
+    this.ids = ids && new PackedIds(ids);
+    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve(), ticks: null, silent: false, named: 0 }));
     this.users = specs.reduce((a, s) => a + s.swarm.users, 0);
     this.rate = specs.reduce((a, s) => a + s.swarm.rate, 0);
   }
@@ -197,7 +206,7 @@ export class Supervisor implements Fleet {
       const u = users[i]!;
       w.spec.swarm.users = u;
       w.spec.swarm.rate = (this.rate * u) / Math.max(1, this.users);
-      this.post(w, { t: "set", v, users: u, rate: w.spec.swarm.rate, ...(ranges ? { ranges } : {}) });
+      this.post(w, { t: "set", v, users: u, rate: w.spec.swarm.rate, ...(ranges ? { ranges } : {}), ...this.named(w, !!ranges) });
     });
   }
 
@@ -227,7 +236,22 @@ export class Supervisor implements Fleet {
     w.lastSeq = 0;
     w.ticks = null;
     w.silent = false;
-    proc.send({ t: "start", spec: w.spec, v: this.v, ...(Number.isFinite(this.leaseUntil) ? { lease: this.leaseUntil } : {}) } satisfies ToWorker);
+    proc.send({ t: "start", spec: { ...w.spec, ...this.named(w, true) }, v: this.v, ...(Number.isFinite(this.leaseUntil) ? { lease: this.leaseUntil } : {}) } satisfies ToWorker);
+  }
+
+  /**
+   * The ids of a worker's positions it runs devices on (up to its users) that it was not sent yet,
+   * when this supervisor has the listing; all of them again when `fresh` (a new process, new ranges).
+   * Not the whole ranges: a run's ranges span every certificate, so that users can grow into them.
+   */
+  private named(w: Worker, fresh: boolean): { names?: Names } {
+    if (!this.ids || w.spec.synthetic) return {};
+    if (fresh) w.named = 0;
+    const from = w.named;
+    const to = w.spec.swarm.users;
+    if (to <= from) return {};
+    w.named = to;
+    return { names: namesFor(this.ids, w.spec.ranges, w.spec.stride, w.spec.slot, from, to) };
   }
 
   private onMessage(w: Worker, m: FromWorker): void {

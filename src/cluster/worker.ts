@@ -15,8 +15,8 @@ import { fdUsage } from "../sys/fds.ts";
 export const STATS_INTERVAL_MS = 1000;
 
 /** This worker's identities, fetched ahead when they come from a Redis store; `base` when the caller opened them already. */
-export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "store">, base?: IdentityBase): Promise<StridedIdentities> {
-  const ids = new StridedIdentities(base ?? (await openIdentityBase(spec.certDir, spec.synthetic, spec.store)), spec.ranges, spec.stride, spec.slot);
+export async function identitiesFor(spec: Pick<WorkerSpec, "certDir" | "ranges" | "synthetic" | "stride" | "slot" | "store" | "names">, base?: IdentityBase): Promise<StridedIdentities> {
+  const ids = new StridedIdentities(base ?? (await openIdentityBase(spec.certDir, spec.synthetic, spec.store, spec.names)), spec.ranges, spec.stride, spec.slot);
   await ids.prefetch();
   return ids;
 }
@@ -94,9 +94,10 @@ export async function runWorkerProcess(): Promise<number> {
       swarm.start();
       ticker = setInterval(() => send({ t: "stats", slot, seq: ++seq, delta: encodeStats(swarm!.takeStats()), status: status(swarm!, v) }), STATS_INTERVAL_MS);
     } else if (m.t === "set") {
-      // Ranges first (fetched ahead from a store): more identities let the swarm take more users.
-      if (m.ranges && identities) {
-        identities.setRanges(m.ranges);
+      // Ranges and names first (fetched ahead from a store): more identities let the swarm take more users.
+      if ((m.ranges || m.names) && identities) {
+        if (m.ranges) identities.setRanges(m.ranges);
+        if (m.names) identities.learn(m.names);
         await identities.prefetch();
       }
       if (m.users !== undefined) swarm?.setUsers(m.users);

@@ -15,11 +15,12 @@ import { getFileLimit } from "../../native/rlimit.ts";
  * Memory per mTLS device in cicada's processes, and the kernel's memory per socket (slab:
  * socket, file, epoll entry; idle sockets hold no buffers). The device is one of the
  * 100,000-device test's, publishing QoS 1 every 30 s and subscribed (`bun bench/scale.bench.ts`):
- * the process tree's PSS at its peak less the processes' own (below), ÷ devices = 23.3 KB. An
+ * the process tree's PSS at its peak less the processes' own (below), ÷ devices = 21.5–22.1 KB
+ * (two runs; 23.3 KB while every worker also kept the whole sorted id list). An
  * idle one holds 20.1–20.2 KB (`bun bench/memory.bench.ts`, 19,000 in one process). The kernel's is
  * half of the 9.1–10.2 KB the slab grew per loopback connection (both ends). README, "Sizing".
  */
-export const DEVICE_RSS_BYTES = 23_300;
+export const DEVICE_RSS_BYTES = 22_100;
 export const DEVICE_KERNEL_BYTES = 5_100;
 /**
  * What the processes cost before their devices (`bun bench/memory.bench.ts --layers process`):

@@ -169,7 +169,7 @@ export class RunSession {
     const fleet: Fleet =
       workers === 1
         ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }, synthetic ? undefined : base), lifecycle, scenario)
-        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle);
+        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle, ids);
     return new RunSession(cfg, fleet, workers, space[1]);
   }
 

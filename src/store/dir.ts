@@ -100,9 +100,23 @@ export function fileRevoked(revokeDir: string, id: string, serial: string, certP
   return `${base}.crt`;
 }
 
+/** A directory's device files by id: a renewed device's certificate and key come from `renew/`. */
+export class DeviceFiles {
+  private readonly renewed: Set<string>;
+
+  constructor(readonly root: string) {
+    this.renewed = new Set(listDeviceIds(join(root, "renew")));
+  }
+
+  load(id: string): { cert: string; key: string } {
+    const dir = this.renewed.has(id) ? join(this.root, "renew") : this.root;
+    return { cert: readFileSync(join(dir, `${id}.crt`), "utf8"), key: readFileSync(join(dir, `${id}.key`), "utf8") };
+  }
+}
+
 export class DirIdentities {
   readonly ids: string[];
-  private readonly renewed: Set<string>;
+  private readonly files: DeviceFiles;
 
   /** `first`/`count` select a segment of the sorted ids (so processes never share an id). */
   constructor(
@@ -111,7 +125,7 @@ export class DirIdentities {
     count = Infinity,
   ) {
     this.ids = listDeviceIds(root).slice(first, first + count);
-    this.renewed = new Set(listDeviceIds(join(root, "renew")));
+    this.files = new DeviceFiles(root);
   }
 
   get count(): number {
@@ -123,8 +137,6 @@ export class DirIdentities {
   }
 
   load(index: number): { cert: string; key: string } {
-    const id = this.ids[index]!;
-    const dir = this.renewed.has(id) ? join(this.root, "renew") : this.root;
-    return { cert: readFileSync(join(dir, `${id}.crt`), "utf8"), key: readFileSync(join(dir, `${id}.key`), "utf8") };
+    return this.files.load(this.ids[index]!);
   }
 }

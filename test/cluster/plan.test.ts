@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { SYNTHETIC, StridedIdentities, stridedShare } from "../../src/cluster/identities.ts";
+import { NamedIdentities, namesFor, PackedIds, SYNTHETIC, StridedIdentities, stridedShare } from "../../src/cluster/identities.ts";
 import { type Range } from "../../src/cluster/ranges.ts";
 import { planWorkers } from "../../src/cluster/supervisor.ts";
 import { split } from "../../src/cluster/fleet.ts";
@@ -49,6 +49,26 @@ test("ranges that grow at the end keep every existing position's identity", () =
   expect(ids.count).toBe(4);
   expect(ids.id(2)).toBe("0000000b");
   expect(() => ids.id(4)).toThrow(RangeError);
+});
+
+test("a worker named only its positions' ids sees each position as one that listed them all", () => {
+  // Ids of unequal length, as a store may hold.
+  const all = Array.from({ length: 40 }, (_, i) => `dev${i}`).sort();
+  const listed = { count: all.length, id: (i: number) => all[i]!, load: (i: number) => ({ cert: all[i]!, key: "" }) };
+  const files = { load: (id: string) => ({ cert: id, key: "" }) };
+  const ranges: Range[] = [[3, 5], [20, 12]];
+  for (const k of [0, 1, 2]) {
+    const whole = new StridedIdentities(listed, ranges, 3, k);
+    const names = namesFor(new PackedIds(all), ranges, 3, k);
+    expect(names.length).toBe(whole.count);
+    const named = new StridedIdentities(new NamedIdentities(files, names), ranges, 3, k);
+    for (let i = 0; i < whole.count; i++) {
+      expect(named.id(i)).toBe(whole.id(i));
+      expect(named.load(i).cert).toBe(whole.id(i));
+    }
+    // Positions it was not named stay unknown, rather than some other device's.
+    expect(() => new NamedIdentities(files, names).id(names.length ? 39 - k : 0)).toThrow(RangeError);
+  }
 });
 
 test("stats deltas merged by a controller equal the stats of the union", () => {

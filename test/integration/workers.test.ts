@@ -4,7 +4,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Probe } from "../helpers/probe.ts";
 import { waitFor } from "../helpers/broker.ts";
-import { makeCerts } from "../helpers/swarm.ts";
+import { makeCerts, swarmConfig } from "../helpers/swarm.ts";
+import { planWorkers, Supervisor } from "../../src/cluster/supervisor.ts";
 import { HAVE_MOSQUITTO, issuedIdentity, startBroker } from "../helpers/testbed.ts";
 import { sh, tempDir } from "../helpers/tmp.ts";
 
@@ -127,4 +128,32 @@ export default defineScenario({
     const rep = JSON.parse(readFileSync(report, "utf8"));
     expect(rep.workers.restarts).toBe(1);
   }, 90_000);
+
+  test("workers use the ids their supervisor listed, not a listing of their own, as users and ranges grow", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const all = (await makeCerts(certDir, 12)).ids;
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    // The supervisor's listing was taken before the first 4 certificates were made: its index 0 is
+    // the directory's 5th id. A worker that listed the directory itself would dial d00000 first.
+    const listed = all.slice(4);
+    const swarm = swarmConfig([{ host: "127.0.0.1", port: broker.port }], { tls: true, caPem: readFileSync(join(certDir, "ca.crt"), "utf8"), users: 4, rate: 100, intervalMs: [5000, 5000] });
+    const sup = new Supervisor(planWorkers({ certDir, synthetic: false, ranges: [[0, 6]], workers: 2, swarm }), () => {}, null, listed);
+    sup.start();
+    try {
+      await waitFor(() => sup.snapshot().connected === 4, "4 devices connected");
+      // Each worker is named the ids of the positions it runs: more users, more names.
+      sup.setUsers(6);
+      await waitFor(() => sup.snapshot().connected === 6, "6 devices connected");
+      // The ranges grow: each worker is named its new positions with them.
+      sup.assign([[0, 8]], 8, 100);
+      await waitFor(() => sup.snapshot().connected === 8, "8 devices connected");
+    } finally {
+      await sup.stop();
+    }
+    const clients = connectedClients(readFileSync(broker.log, "utf8")).filter((c) => c.startsWith("admin:"));
+    expect(clients.sort()).toEqual(listed.map((id) => `admin:${id}`));
+    expect(sup.snapshot().stats.rows.connect.failures).toBe(0);
+    expect(sup.snapshot().stats.rows.connect.count).toBe(8);
+  }, 30_000);
 });

@@ -37,9 +37,9 @@ describe("the doctor's arithmetic", () => {
     expect(v.holds).toBe(65535 - 1024 + 1);
     expect(verdictLine(v, null)).toBe("this machine can hold ~64,512 mTLS devices; the limit is ephemeral ports");
     // Four broker addresses: four ranges; then 7 GiB of memory binds: the executable once (38 MB),
-    // the supervisor (24 MB) and 8 workers × 21 MB, then 28.4 KB a device.
+    // the supervisor (24 MB) and 8 workers × 21 MB, then 27.2 KB a device.
     const four = assess({ devices: 200_000, workers: "auto", destinations: 4, sources: 0 }, { ...ROOMY, memAvailable: 7 * 2 ** 30 });
-    expect(four.holds).toBe(Math.floor((7 * 2 ** 30 * 0.9 - (38 + 24 + 8 * 21) * 2 ** 20) / 28_400));
+    expect(four.holds).toBe(Math.floor((7 * 2 ** 30 * 0.9 - (38 + 24 + 8 * 21) * 2 ** 20) / 27_200));
     expect(four.limit?.name).toBe("memory");
     expect(four.short).toEqual([]);
     expect(verdictLine(four, 200_000)).toStartWith("200,000 devices fit: this machine can hold ~");
