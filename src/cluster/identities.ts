@@ -8,7 +8,7 @@
  * a range — no running device ever changes identity.
  */
 import type { IdentitySource } from "../engine/config.ts";
-import { total, type Range } from "./ranges.ts";
+import { total, type IdList, type Range } from "./ranges.ts";
 import { DeviceFiles, DirIdentities, listDeviceIds } from "../store/dir.ts";
 import { RedisStore, type StoreSettings } from "../store/redis.ts";
 
@@ -144,7 +144,7 @@ export class NamedIdentities implements IdentityBase {
  * A sorted id list kept for a whole run, packed into one string: 400,000 ids of 8 characters
  * take 4.8 MB this way, where an array of strings held ~28 MB more in the supervisor.
  */
-export class PackedIds {
+export class PackedIds implements IdList {
   private readonly text: string;
   private readonly ends: Uint32Array;
 
@@ -159,18 +159,19 @@ export class PackedIds {
     return this.ends.length;
   }
 
-  at(index: number): string {
+  at(index: number): string | undefined {
+    if (!(index >= 0 && index < this.ends.length)) return undefined;
     return this.text.slice(index === 0 ? 0 : this.ends[index - 1], this.ends[index]);
   }
 }
 
 /** The names of positions `from` to `to` (exclusive) of worker `slot` of `stride` over `ranges` of the sorted `ids`. */
-export function namesFor(ids: PackedIds, ranges: Range[], stride: number, slot: number, from = 0, to = Infinity): Names {
-  const mine = new StridedIdentities({ count: ids.length, id: (i) => ids.at(i), load: () => ({ cert: "", key: "" }) }, ranges, stride, slot);
+export function namesFor(ids: IdList, ranges: Range[], stride: number, slot: number, from = 0, to = Infinity): Names {
+  const mine = new StridedIdentities({ count: ids.length, id: (i) => ids.at(i)!, load: () => ({ cert: "", key: "" }) }, ranges, stride, slot);
   const names: Names = [];
   for (let i = from, n = Math.min(to, mine.count); i < n; i++) {
     const at = mine.position(i);
-    if (at < ids.length) names.push([at, ids.at(at)]);
+    if (at < ids.length) names.push([at, ids.at(at)!]);
   }
   return names;
 }

@@ -24,7 +24,7 @@ import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
 import { encodeStats, packStats } from "../metrics/snapshot.ts";
 import { StatsOutbox } from "./stats-ledger.ts";
 import { Stats } from "../metrics/stats.ts";
-import { listIdentities } from "./identities.ts";
+import { listIdentities, PackedIds } from "./identities.ts";
 import { lifecycleService, type LifecycleService } from "../lifecycle/service.ts";
 import type { LifecycleLocal } from "../lifecycle/types.ts";
 import { type Assignment, BEAT_MS, type Beat, CTL, DEFAULT_GRACE_MS, idsDigest, type MachineState, publishingKey, registryKey, UP } from "./redis-protocol.ts";
@@ -65,7 +65,8 @@ export class MachineAgent {
   readonly id: string;
   private pub!: Redis;
   private sub!: Redis;
-  private ids: string[] = [];
+  /** The sorted ids behind --certs, packed: a machine keeps them while it serves. */
+  private ids = new PackedIds([]);
   private digest = "";
   private run: string | null = null;
   private epoch = 0;
@@ -120,8 +121,9 @@ export class MachineAgent {
 
   /** Runs until SIGINT/SIGTERM (or the end of one run with `once`); resolves with the exit code. */
   async serve(): Promise<number> {
-    this.ids = await listIdentities(this.o.certDir, this.o.store);
-    this.digest = idsDigest(this.ids);
+    const listed = await listIdentities(this.o.certDir, this.o.store);
+    this.digest = idsDigest(listed);
+    this.ids = new PackedIds(listed);
     const raised = await raiseFileLimit();
     const limit = raised.ok ? raised : getFileLimit();
     if (limit.ok) this.perProcess = Math.max(1, limit.value.soft - 100);

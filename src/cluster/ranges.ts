@@ -59,9 +59,15 @@ export function append(ranges: readonly Range[], more: readonly Range[]): Range[
   return out;
 }
 
+/** The fleet's sorted ids by index: an array, or a list packed to be kept for a run (`PackedIds`). */
+export interface IdList {
+  readonly length: number;
+  at(index: number): string | undefined;
+}
+
 /** The ids the ranges select from `ids` (the fleet's sorted ids). */
-export function idsIn(ids: readonly string[], ranges: readonly Range[]): Set<string> {
+export function idsIn(ids: IdList, ranges: readonly Range[]): Set<string> {
   const out = new Set<string>();
-  for (const [f, c] of ranges) for (let i = f; i < f + c && i < ids.length; i++) out.add(ids[i]!);
+  for (const [f, c] of ranges) for (let i = f; i < f + c && i < ids.length; i++) out.add(ids.at(i)!);
   return out;
 }

@@ -10,8 +10,8 @@ import { Stats } from "../metrics/stats.ts";
 import { addEncoded } from "../metrics/snapshot.ts";
 import { DEFAULT_DRAIN_MS, type Publishing, type SwarmConfig, withPublishing } from "../engine/config.ts";
 import { leaseClock } from "../engine/scheduler.ts";
-import type { Range } from "./ranges.ts";
-import { namesFor, PackedIds, type Names } from "./identities.ts";
+import type { IdList, Range } from "./ranges.ts";
+import { namesFor, type Names } from "./identities.ts";
 import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 import { split, type Fleet, type FleetSnapshot } from "./fleet.ts";
@@ -83,21 +83,19 @@ export class Supervisor implements Fleet {
   private v = 1;
   /** Ms since the epoch after which the devices must be gone (a machine's lease); Infinity without one. */
   private leaseUntil = Infinity;
-  /** The sorted ids the ranges index, packed (kept for the run: workers are named ids as their users grow). */
-  private readonly ids: PackedIds | null;
 
   /**
    * @param lifecycle answers the workers' renew/revoke requests (the machine's caps and signer)
-   * @param ids the sorted ids the ranges index, as the caller listed them: each worker is sent
-   *   the names of its own positions and lists nothing (null: synthetic ids, or workers list them)
+   * @param ids the sorted ids the ranges index, as the caller listed them (kept for the run:
+   *   pack a long list, `PackedIds`): each worker is sent the names of its own positions as its
+   *   users grow, and lists nothing (null: synthetic ids, or workers list them)
    */
   constructor(
     specs: WorkerSpec[],
     private readonly onEvent: (line: string) => void = () => {},
     private readonly lifecycle: LifecycleHooks | null = null,
-    ids: readonly string[] | null = null,
+    private readonly ids: IdList | null = null,
   ) {
-    this.ids = ids && new PackedIds(ids);
     this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve(), ticks: null, silent: false, named: 0 }));
     this.users = specs.reduce((a, s) => a + s.swarm.users, 0);
     this.rate = specs.reduce((a, s) => a + s.swarm.rate, 0);

@@ -12,7 +12,7 @@ import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
 import { Controller } from "../cluster/controller.ts";
 import { idsDigest } from "../cluster/redis-protocol.ts";
 import { Seal } from "../cluster/seal.ts";
-import { openIdentities, type IdentityBase } from "../cluster/identities.ts";
+import { openIdentities, PackedIds, type IdentityBase } from "../cluster/identities.ts";
 import { type Range } from "../cluster/ranges.ts";
 import { checkIdentities, sampleIndices } from "../pki/check.ts";
 import { InProcessFleet } from "../cluster/local-fleet.ts";
@@ -169,7 +169,7 @@ export class RunSession {
     const fleet: Fleet =
       workers === 1
         ? new InProcessFleet(cfg.swarm, await identitiesFor({ certDir: cfg.certDir, ranges, synthetic, stride: 1, slot: 0, store: cfg.store }, synthetic ? undefined : base), lifecycle, scenario)
-        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle, ids);
+        : new Supervisor(planWorkers({ certDir: cfg.certDir, synthetic, ranges, workers, swarm: cfg.swarm, store: cfg.store }), say, lifecycle, new PackedIds(ids));
     return new RunSession(cfg, fleet, workers, space[1]);
   }
 

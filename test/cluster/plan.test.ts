@@ -66,7 +66,8 @@ test("a worker named only its positions' ids sees each position as one that list
       expect(named.id(i)).toBe(whole.id(i));
       expect(named.load(i).cert).toBe(whole.id(i));
     }
-    // Positions it was not named stay unknown, rather than some other device's.
+    // Positions it was not named stay unknown, rather than some other device's; so do indices past the list.
+    expect(new PackedIds(all).at(all.length)).toBeUndefined();
     expect(() => new NamedIdentities(files, names).id(names.length ? 39 - k : 0)).toThrow(RangeError);
   }
 });
