@@ -87,6 +87,8 @@ const cicada = Bun.spawn([...command, ...args], { stdio: ["ignore", "ignore", "p
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => cicada.kill("SIGINT"));
 interface Progress { t: number; connected: number; publishPerS: number; failures: number }
 const progress: Progress[] = [];
+// The ramp's failures by row and reason, which cicada names on its "stats reset" line.
+let rampReasons: string | null = null;
 void (async () => {
   let buf = "";
   for await (const chunk of cicada.stderr) {
@@ -95,7 +97,10 @@ void (async () => {
     while ((nl = buf.indexOf("\n")) >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      if (line.includes("stats reset")) continue;
+      if (line.includes("stats reset")) {
+        rampReasons = /failures during the ramp: (.*)\)$/.exec(line)?.[1] ?? null;
+        continue;
+      }
       const m = /^\[(\d+)s\] devices ([\d,]+)\/[\d,]+ connected \| publish ([\d.]+)\/s.*failures ([\d,]+)/.exec(line);
       if (m) progress.push({ t: Number(m[1]), connected: Number(m[2]!.replace(/,/g, "")), publishPerS: Number(m[3]), failures: Number(m[4]!.replace(/,/g, "")) });
       else if (!line.startsWith("[")) process.stderr.write(`${line}\n`);
@@ -171,6 +176,7 @@ emit({
     max_connected: Math.max(...progress.map((p) => p.connected)),
     connected_at_stop: rep.users.connected,
     connect_failures_during_ramp: Number.isFinite(failuresAtFull) ? failuresAtFull : null,
+    failure_reasons_during_ramp: rampReasons,
     // From here on the report covers the hold only (--reset-stats).
     failures_after_ramp: Object.values(rep.stats as Record<string, { failures: number }>).reduce((a, r) => a + r.failures, 0),
     failure_reasons_after_ramp: rep.errors,

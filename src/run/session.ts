@@ -175,9 +175,10 @@ export class RunSession {
 
   /**
    * Starts the fleet. With `--reset-stats`, the stats are reset once every device is connected
-   * (so the report covers what follows the ramp), and `onAutoReset` is told.
+   * (so the report covers what follows the ramp), and `onAutoReset` is told, with the failures
+   * the reset drops by row and reason (`{ connect: { econnreset: 3 } }`), which no report keeps.
    */
-  async start(onAutoReset: (devices: number) => void = () => {}): Promise<void> {
+  async start(onAutoReset: (devices: number, rampFailures: Record<string, Record<string, number>>) => void = () => {}): Promise<void> {
     // The consumer first, so it hears the devices' first messages.
     if (this.verifier) {
       try {
@@ -203,8 +204,10 @@ export class RunSession {
         const s = this.fleet.snapshot();
         if (s.connected < s.target) return;
         this.stopResetWatch();
+        const rampFailures: Record<string, Record<string, number>> = {};
+        for (const [name, row] of s.stats.allRows()) if (row.failures) rampFailures[name] = Object.fromEntries(row.reasons);
         this.resetStats();
-        onAutoReset(s.target);
+        onAutoReset(s.target, rampFailures);
       }, RESET_CHECK_MS);
     }
   }

@@ -292,6 +292,21 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
     expect(rep.stats.disconnect.count).toBe(6);
   });
 
+  test("--reset-stats: the failures the reset drops are named on its line", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    // The broker comes up 1.5 s after the run: the ramp's first connects are refused.
+    const port = await freePort();
+    const run = cicada(["run", "--certs", certDir, "--port", String(port), "--users", "4", "--rate", "100", "--duration", "6s", "--reconnect-min", "0.2", "--reconnect-max", "0.4", "--reset-stats"]);
+    await Bun.sleep(1500);
+    await using _broker = await startBroker({ certDir, stateDir: tmp.path, port });
+    const r = await run;
+    expect(r.code).toBe(0);
+    const line = /all 4 devices connected: stats reset \(failures during the ramp: ([^)]*)\)/.exec(r.stderr);
+    expect(line?.[1]).toMatch(/^connect econnrefused \d+$/);
+  });
+
   test("bad flags are listed together and exit 2 before any connection", async () => {
     using tmp = tempDir();
     const r = await cicada(["run", "--users", "0", "--qos", "3", "--interval", "abc", "--duration", "-1", "--mqtt", "4", "--certs", join(tmp.path, "none")]);
