@@ -104,6 +104,13 @@ export class Stats {
     return out;
   }
 
+  /** Failures by row and reason (`{ connect: { econnreset: 3 } }`); rows without any are left out. */
+  failureReasons(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const [name, row] of this.allRows()) if (row.failures) out[name] = Object.fromEntries(row.reasons);
+    return out;
+  }
+
   add(other: Stats): void {
     for (const r of ROWS) this.rows[r].add(other.rows[r]);
     for (const p of PHASES) this.phases[p].add(other.phases[p]);

@@ -243,13 +243,9 @@ export function notesOn(phases: Report["phases"], scenarioErrors?: Row): { notes
 export function buildReport(r: ReportInput): Report {
   const seconds = Math.max(1e-3, (r.ended.getTime() - r.started.getTime()) / 1000);
   const stats: Record<string, RowReport> = {};
-  const errors: Record<string, Record<string, number>> = {};
+  const errors = r.stats.failureReasons();
   // The built-in rows, then a scenario's own (d.measure, d.fail) and scenario_error.
-  for (const [name, data] of r.stats.allRows()) {
-    const row = rowReport(data, seconds);
-    stats[name] = row;
-    if (row.failures) errors[name] = row.reasons;
-  }
+  for (const [name, data] of r.stats.allRows()) stats[name] = rowReport(data, seconds);
   const phases: Report["phases"] = {};
   for (const [name, h] of Object.entries(r.stats.phases)) {
     const s = h.summary();

@@ -204,8 +204,7 @@ export class RunSession {
         const s = this.fleet.snapshot();
         if (s.connected < s.target) return;
         this.stopResetWatch();
-        const rampFailures: Record<string, Record<string, number>> = {};
-        for (const [name, row] of s.stats.allRows()) if (row.failures) rampFailures[name] = Object.fromEntries(row.reasons);
+        const rampFailures = s.stats.failureReasons();
         this.resetStats();
         onAutoReset(s.target, rampFailures);
       }, RESET_CHECK_MS);
