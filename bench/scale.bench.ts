@@ -5,8 +5,11 @@
  * enough workers and source addresses, ramps to N connected mTLS devices, holds them
  * publishing QoS 1 every 29.5-30 s (subscribed to config), then stops. Bounded in time; stops
  * what it started. Prints JSON lines: samples every 10 s, then a summary.
- *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2]
+ *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2] [--ramp-s N] [--min-available-mb 1024]
  * It runs the compiled executable (built into its state folder first), or with --source `bun src/cli/main.ts`.
+ * A run that would exhaust the machine ends early instead: when the memory available falls
+ * below --min-available-mb (checked every second) the run is stopped as by Ctrl-C, and the
+ * summary says so and how many devices were held; its per-device figures divide by those.
  *   bun bench/scale.bench.ts --devices 20000 --hold 60        # routine use: a few minutes
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -36,6 +39,10 @@ const { values } = parseArgs({
     source: { type: "boolean", default: false },
     // Passed to cicada run: offer only this TLS version.
     "tls-version": { type: "string" },
+    // Stop the run early when the machine's available memory falls below this (MB).
+    "min-available-mb": { type: "string", default: "1024" },
+    // Time given to the ramp (default devices / rate): more when the brokers connect slower than --rate.
+    "ramp-s": { type: "string" },
   },
 });
 const devices = Number(values.devices);
@@ -66,7 +73,7 @@ const state = mkdtempSync(join(tmpdir(), "cicada-scale-"));
 const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
 log(`${brokerCount} mosquitto brokers on ports ${brokers.map((b) => b.port).join(",")}`);
 const report = join(state, "report.json");
-const rampS = Math.ceil(devices / rate);
+const rampS = values["ramp-s"] ? Number(values["ramp-s"]) : Math.ceil(devices / rate);
 const durationS = rampS + 60 + holdS; // ramp, margin for stragglers, hold
 const memStart = machineMemory();
 
@@ -113,7 +120,7 @@ const brokerPids = brokers.map((b) => b.pid);
 let prev = { t: performance.now(), c: treeUsage([cicada.pid]), b: treeUsage(brokerPids) };
 const cpu0 = { c: prev.c.cpuS, b: prev.b.cpuS };
 const samples: Record<string, number>[] = [];
-const sampler = setInterval(() => {
+function sample(): void {
   const now = performance.now();
   const c = treeUsage([cicada.pid]);
   const b = treeUsage(brokerPids);
@@ -137,10 +144,25 @@ const sampler = setInterval(() => {
   samples.push(sample);
   emit({ sample });
   prev = { t: now, c, b };
-}, 10_000);
+}
+const sampler = setInterval(sample, 10_000);
+// Out of memory, the kernel would kill a broker or a worker (or anything else on the machine);
+// stopping first keeps the run's report and the machine.
+const minAvailable = Number(values["min-available-mb"]) * MB;
+let stoppedEarly: string | null = null;
+const guard = setInterval(() => {
+  const available = machineMemory().availableBytes;
+  if (stoppedEarly || available >= minAvailable) return;
+  const p = progress[progress.length - 1];
+  stoppedEarly = `machine memory available fell to ${Math.round(available / MB)} MB (--min-available-mb ${values["min-available-mb"]}) with ${p?.connected ?? 0} devices connected`;
+  log(`stopping the run: ${stoppedEarly}`);
+  sample(); // the peak, before the stop releases it
+  cicada.kill("SIGINT");
+}, 1000);
 
 const code = await cicada.exited;
 clearInterval(sampler);
+clearInterval(guard);
 for (const b of brokers) await b.stop();
 
 // 5. Summary.
@@ -151,6 +173,13 @@ if (!rep) {
   process.exit(1);
 }
 const full = progress.find((p) => p.connected >= devices);
+const maxConnected = Math.max(0, ...progress.map((p) => p.connected));
+// Per-device figures divide by the devices the run reached: all of them, unless it stopped early
+// or ran out of time first.
+const held = full ? devices : Math.max(1, maxConnected, rep.users.connected);
+// --reset-stats clears the stats once every device is connected; a run stopped before that
+// has a report of its ramp alone.
+const reportFailures = Object.values(rep.stats as Record<string, { failures: number }>).reduce((a, r) => a + r.failures, 0);
 const failuresAtFull = full?.failures ?? NaN;
 // The hold: from 30 s after the last device connected, without the last sample, which the run's
 // stop overlaps (devices disconnecting, processes exiting: their CPU time leaves the sum).
@@ -173,13 +202,15 @@ emit({
     workers: rep.workers?.processes ?? 1,
     source_addresses: sources.length,
     seconds_to_all_connected: full ? full.t : null,
-    max_connected: Math.max(...progress.map((p) => p.connected)),
+    max_connected: maxConnected,
+    stopped_early: stoppedEarly,
     connected_at_stop: rep.users.connected,
-    connect_failures_during_ramp: Number.isFinite(failuresAtFull) ? failuresAtFull : null,
-    failure_reasons_during_ramp: rampReasons,
+    connect_failures_during_ramp: Number.isFinite(failuresAtFull) ? failuresAtFull : full ? null : reportFailures,
+    // As cicada's reset line names them, or from the report when the run stopped during the ramp.
+    failure_reasons_during_ramp: full ? rampReasons : rep.errors,
     // From here on the report covers the hold only (--reset-stats).
-    failures_after_ramp: Object.values(rep.stats as Record<string, { failures: number }>).reduce((a, r) => a + r.failures, 0),
-    failure_reasons_after_ramp: rep.errors,
+    failures_after_ramp: full ? reportFailures : null,
+    failure_reasons_after_ramp: full ? rep.errors : null,
     publishes: rep.stats.publish.count,
     // Average of the progress line's rate once every device has had a full interval to publish.
     publish_rate_hold_per_s: holdRate(),
@@ -189,15 +220,15 @@ emit({
     late_sends: rep.health.late_sends,
     cicada_cpu_percent_hold: +avg("cicada_cpu_percent").toFixed(1),
     cicada_rss_mb_peak: peak("cicada_rss_mb"),
-    cicada_rss_kb_per_device: +((peak("cicada_rss_mb") * 1024) / devices).toFixed(1),
+    cicada_rss_kb_per_device: +((peak("cicada_rss_mb") * 1024) / held).toFixed(1),
     cicada_pss_mb_peak: peak("cicada_pss_mb"),
-    cicada_pss_kb_per_device: +((peak("cicada_pss_mb") * 1024) / devices).toFixed(1),
+    cicada_pss_kb_per_device: +((peak("cicada_pss_mb") * 1024) / held).toFixed(1),
     // The ramp's CPU per device connected (to the first sample with all connected): cicada's against the brokers'.
     ramp_cicada_cpu_ms_per_connect: rampCpu("cicada_cpu_s"),
     ramp_brokers_cpu_ms_per_connect: rampCpu("brokers_cpu_s"),
     brokers_cpu_percent_hold: +avg("brokers_cpu_percent").toFixed(1),
     brokers_rss_mb_peak: peak("brokers_rss_mb"),
-    brokers_rss_kb_per_device: +((peak("brokers_rss_mb") * 1024) / devices).toFixed(1),
+    brokers_rss_kb_per_device: +((peak("brokers_rss_mb") * 1024) / held).toFixed(1),
     brokers_pss_mb_peak: peak("brokers_pss_mb"),
     machine_memory_total_mb: Math.round(memStart.totalBytes / MB),
     machine_memory_used_peak_mb: Math.round((memStart.totalBytes - Math.min(...samples.map((s) => s.machine_available_mb! * MB))) / MB),
