@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { readTlsVersion } from "../config/mqtt.ts";
 import { parseCommand, type CommandSpec } from "../config/options.ts";
 import { EXIT } from "../errors.ts";
-import { assess, readHostFacts, verdictLine, workersFor, type Plan } from "../run/doctor.ts";
+import { assess, probeHostFacts, verdictLine, workersFor, type Plan } from "../run/doctor.ts";
 import { certDir, listDeviceIds } from "../store/dir.ts";
 import { probeBroker, type ProbeTls } from "../transport/probe.ts";
 
@@ -46,7 +46,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   o.check();
 
   const plan: Plan = { devices, workers, destinations: new Set(brokers.map(([h, p]) => `${h}:${p}`)).size || 1, sources: sources.length };
-  const facts = readHostFacts();
+  const facts = await probeHostFacts();
   const v = assess(plan, facts);
   const out: string[] = [`cicada doctor: ${devices === null ? "this machine" : `${devices.toLocaleString("en-US")} devices`}, ${workersFor(plan, facts)} worker process(es)`, ""];
   for (const c of v.checks) {

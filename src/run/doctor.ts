@@ -57,6 +57,8 @@ export interface HostFacts {
    * nothing asks conntrack to track them (no rule uses it), so its table bounds nothing.
    */
   tcpEstablished: number | null;
+  /** Read while a loopback connection of cicada's own was open, to test conntrack (probeHostFacts). */
+  probed?: boolean;
   memAvailable: number | null;
 }
 
@@ -101,6 +103,34 @@ export function readHostFacts(): HostFacts {
     tcpEstablished: conntrackMax === null ? null : establishedTcp(),
     memAvailable: mem ? Number(mem[1]) * 1024 : null,
   };
+}
+
+/**
+ * The facts, read with a TCP connection open when that is what it takes to tell whether
+ * conntrack tracks connections: with its table empty and no connection open, a table that bounds
+ * every device and one that nothing uses look the same. A connection to itself on loopback
+ * (127.0.0.1; a rule that tracks any traffic of this network namespace tracks it too) settles
+ * it: read while it is open, an empty table means nothing is tracked.
+ */
+export async function probeHostFacts(): Promise<HostFacts> {
+  const f = readHostFacts();
+  if (f.conntrackMax === null || f.conntrackUsed !== 0 || (f.tcpEstablished ?? 0) > 0) return f;
+  let accepted!: () => void;
+  const up = new Promise<void>((resolve) => (accepted = resolve));
+  const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: () => accepted(), data() {} } });
+  try {
+    const client = await Bun.connect({ hostname: "127.0.0.1", port: server.port, socket: { data() {} } });
+    try {
+      await Promise.race([up, Bun.sleep(1000)]);
+      return { ...readHostFacts(), probed: true };
+    } finally {
+      client.end();
+    }
+  } catch {
+    return f; // no loopback here: the facts as they were
+  } finally {
+    server.stop(true);
+  }
 }
 
 /** The run a machine is checked for. */
@@ -203,7 +233,7 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
       idle
         ? {
             name: "conntrack table",
-            found: `nf_conntrack_max ${n(f.conntrackMax)}, but 0 entries with ${n(f.tcpEstablished!)} TCP connection(s) open: no rule asks it to track connections, so it bounds nothing now`,
+            found: `nf_conntrack_max ${n(f.conntrackMax)}, but 0 entries with ${f.probed ? "a loopback connection of cicada's own" : `${n(f.tcpEstablished!)} TCP connection(s)`} open: no rule asks it to track connections, so it bounds nothing now`,
             holds: Infinity,
             advisory: true,
             fix: [`# a firewall rule that tracks connections (NAT, -m conntrack/state) would make it a limit: ${lift}`],
@@ -275,7 +305,7 @@ export const doctorHint = (devices: number) => `cicada doctor --devices ${device
  * (engine/limits.ts, which stop it): the doctor's memory, whole-machine files and conntrack, only
  * warnings, as the figures behind them are estimates.
  */
-export function hostWarnings(devices: number, workers: number, f: HostFacts = readHostFacts()): string[] {
+export function hostWarnings(devices: number, workers: number, f: HostFacts): string[] {
   const own = new Set(["open files per process", "ephemeral ports"]);
   return assess({ devices, workers, destinations: 1, sources: 0 }, f)
     .short.filter((c) => !own.has(c.name))

@@ -24,7 +24,7 @@ import { identitiesFor } from "../cluster/worker.ts";
 import type { RunConfig } from "../config/run.ts";
 import { openScenario } from "../config/scenario.ts";
 import { autoWorkers, checkCapacity, ephemeralPorts } from "../engine/limits.ts";
-import { doctorHint, hostWarnings } from "./doctor.ts";
+import { doctorHint, hostWarnings, probeHostFacts } from "./doctor.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
 import { TICK_MS } from "../engine/scheduler.ts";
@@ -161,7 +161,7 @@ export class RunSession {
       files,
       ports: ephemeralPorts(),
     });
-    for (const w of [...cap.warnings, ...hostWarnings(cfg.swarm.users, workers)]) say(`warning: ${w}`);
+    for (const w of [...cap.warnings, ...hostWarnings(cfg.swarm.users, workers, await probeHostFacts())]) say(`warning: ${w}`);
     if (cap.errors.length) throw new ConfigError([...cap.errors, doctorHint(cfg.swarm.users)]);
 
     const ranges: Range[] = [space];
