@@ -94,8 +94,6 @@ const cicada = Bun.spawn([...command, ...args], { stdio: ["ignore", "ignore", "p
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => cicada.kill("SIGINT"));
 interface Progress { t: number; connected: number; publishPerS: number; failures: number }
 const progress: Progress[] = [];
-// The ramp's failures by row and reason, which cicada names on its "stats reset" line.
-let rampReasons: string | null = null;
 void (async () => {
   let buf = "";
   for await (const chunk of cicada.stderr) {
@@ -104,10 +102,7 @@ void (async () => {
     while ((nl = buf.indexOf("\n")) >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      if (line.includes("stats reset")) {
-        rampReasons = /failures during the ramp: (.*)\)$/.exec(line)?.[1] ?? null;
-        continue;
-      }
+      if (line.includes("stats reset")) continue;
       const m = /^\[(\d+)s\] devices ([\d,]+)\/[\d,]+ connected \| publish ([\d.]+)\/s.*failures ([\d,]+)/.exec(line);
       if (m) progress.push({ t: Number(m[1]), connected: Number(m[2]!.replace(/,/g, "")), publishPerS: Number(m[3]), failures: Number(m[4]!.replace(/,/g, "")) });
       else if (!line.startsWith("[")) process.stderr.write(`${line}\n`);
@@ -206,8 +201,8 @@ emit({
     stopped_early: stoppedEarly,
     connected_at_stop: rep.users.connected,
     connect_failures_during_ramp: Number.isFinite(failuresAtFull) ? failuresAtFull : full ? null : reportFailures,
-    // As cicada's reset line names them, or from the report when the run stopped during the ramp.
-    failure_reasons_during_ramp: full ? rampReasons : rep.errors,
+    // The report's ramp (what --reset-stats took out), or its errors when the run stopped during the ramp.
+    failure_reasons_during_ramp: full ? (rep.ramp?.failures ?? null) : rep.errors,
     // From here on the report covers the hold only (--reset-stats).
     failures_after_ramp: full ? reportFailures : null,
     failure_reasons_after_ramp: full ? rep.errors : null,

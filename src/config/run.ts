@@ -58,7 +58,7 @@ export const RUN_SPEC: CommandSpec = {
     report: { type: "string", arg: "FILE", help: "Write the report here, also on Ctrl-C: run.json, run.csv (stats table) or run.html (tables and charts)" },
     threshold: { type: "string", arg: "EXPR", multiple: true, help: "Fail the run (exit 3) unless ROW.METRIC<OP>N holds, e.g. 'publish.p99_ms<500', 'connect.failure_rate<0.01' (repeatable)" },
     ...SERVE_OPTIONS,
-    "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats); the ramp's failures are named on the reset line" },
+    "reset-stats": { type: "boolean", help: "Reset the stats once every device has connected, so the report covers the steady state (as Locust's --reset-stats); the ramp's failures are named on the reset line and kept in the report's ramp" },
     redis: { type: "string", arg: "URL", help: "Federate machines: be the controller of `cicada worker` processes joined to this Redis (redis:// or rediss://)" },
     "expect-machines": { type: "string", arg: "N", default: "1", help: "With --redis: machines to wait for before the ramp starts" },
     grace: { type: "string", arg: "TIME", default: "60s", help: "With --redis: machines drop their devices after this long without the controller (their lease)" },

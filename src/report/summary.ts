@@ -52,6 +52,11 @@ export interface Report {
   throughput: Throughput;
   /** Readings of the figures (e.g. a broker's Nagle delay on CONNACK); absent when there are none. */
   notes?: string[];
+  /**
+   * With --reset-stats, once the stats were reset: the devices connected, the seconds from the
+   * start, and the ramp's failures by row and reason, which the reset took out of `errors`.
+   */
+  ramp?: RampReport;
   health: HealthReport;
   /** Worker processes, when the run had more than one. */
   workers?: WorkersReport;
@@ -171,6 +176,12 @@ export interface WorkersReport {
   /** Workers that died or hung and were replaced. */
   restarts: number;
   list: { slot: number; pid: number; restarts: number; connected: number; rss: number; cpu_us: number }[];
+}
+
+export interface RampReport {
+  devices: number;
+  seconds: number;
+  failures: Record<string, Record<string, number>>;
 }
 
 export interface ReportInput {

@@ -28,7 +28,7 @@ import { doctorHint, hostWarnings, probeHostFacts } from "./doctor.ts";
 import { ConfigError, EXIT, LoadError, messageOf } from "../errors.ts";
 import { lifecycleService } from "../lifecycle/service.ts";
 import { TICK_MS } from "../engine/scheduler.ts";
-import { buildReport, deliveryOf, integrityOf, subscribersOf, type Integrity, type Report } from "../report/summary.ts";
+import { buildReport, deliveryOf, integrityOf, subscribersOf, type Integrity, type RampReport, type Report } from "../report/summary.ts";
 import { dialsLike, Verifier, type VerifierOptions } from "../engine/verifier.ts";
 import type { Latency } from "../metrics/histogram.ts";
 import { checkThresholds } from "../report/thresholds.ts";
@@ -49,6 +49,8 @@ export class RunSession {
   private cpuFrom = 0;
   private sampler: ReturnType<typeof setInterval> | null = null;
   private resetWatch: ReturnType<typeof setInterval> | null = null;
+  /** The ramp --reset-stats took out of the stats, for the report. */
+  private ramp: RampReport | undefined;
   private final: Report | null = null;
   private stopping: Promise<Report> | null = null;
   /** The verifying consumer (--verify). */
@@ -176,7 +178,8 @@ export class RunSession {
   /**
    * Starts the fleet. With `--reset-stats`, the stats are reset once every device is connected
    * (so the report covers what follows the ramp), and `onAutoReset` is told, with the failures
-   * the reset drops by row and reason (`{ connect: { econnreset: 3 } }`), which no report keeps.
+   * the reset drops by row and reason (`{ connect: { econnreset: 3 } }`), which the report
+   * keeps apart as `ramp`.
    */
   async start(onAutoReset: (devices: number, rampFailures: Record<string, Record<string, number>>) => void = () => {}): Promise<void> {
     // The consumer first, so it hears the devices' first messages.
@@ -205,6 +208,7 @@ export class RunSession {
         if (s.connected < s.target) return;
         this.stopResetWatch();
         const rampFailures = s.stats.failureReasons();
+        this.ramp = { devices: s.target, seconds: Math.round((Date.now() - this.started.getTime()) / 100) / 10, failures: rampFailures };
         this.resetStats();
         onAutoReset(s.target, rampFailures);
       }, RESET_CHECK_MS);
@@ -357,6 +361,7 @@ export class RunSession {
     const integrity = this.integrity(s);
     const peak = Math.max(0, ...this.timeline.points.map((p) => p.connect_per_s ?? 0));
     if (this.timeline.points.length) report.throughput.peak_connects_per_s = peak;
+    if (this.ramp) report.ramp = this.ramp;
     // What came out of the broker, beside what went in, over the report's own window: rows
     // deliver and e2e, the delivered rate, and the subscribers' block.
     const out = (this.subscribers ?? this.verifier)?.subscriberTotals();

@@ -292,19 +292,26 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
     expect(rep.stats.disconnect.count).toBe(6);
   });
 
-  test("--reset-stats: the failures the reset drops are named on its line", async () => {
+  test("--reset-stats: the failures the reset drops are named on its line and kept in the report's ramp", async () => {
     using tmp = tempDir();
     const certDir = join(tmp.path, "cert");
     await makeCerts(certDir, 4);
     // The broker comes up 1.5 s after the run: the ramp's first connects are refused.
     const port = await freePort();
-    const run = cicada(["run", "--certs", certDir, "--port", String(port), "--users", "4", "--rate", "100", "--duration", "6s", "--reconnect-min", "0.2", "--reconnect-max", "0.4", "--reset-stats"]);
+    const report = join(tmp.path, "r.json");
+    const run = cicada(["run", "--certs", certDir, "--port", String(port), "--users", "4", "--rate", "100", "--duration", "6s", "--reconnect-min", "0.2", "--reconnect-max", "0.4", "--reset-stats", "--report", report]);
     await Bun.sleep(1500);
     await using _broker = await startBroker({ certDir, stateDir: tmp.path, port });
     const r = await run;
     expect(r.code).toBe(0);
     const line = /all 4 devices connected: stats reset \(failures during the ramp: ([^)]*)\)/.exec(r.stderr);
     expect(line?.[1]).toMatch(/^connect econnrefused \d+$/);
+    // The report keeps them apart, with the devices and when the reset came (after the broker's 1.5 s).
+    const rep = JSON.parse(readFileSync(report, "utf8"));
+    expect(rep.ramp.devices).toBe(4);
+    expect(rep.ramp.seconds).toBeGreaterThanOrEqual(1.5);
+    expect(rep.ramp.failures.connect.econnrefused).toBe(Number(/econnrefused (\d+)/.exec(line![1]!)![1]));
+    expect(rep.errors.connect?.econnrefused).toBeUndefined();
   });
 
   test("bad flags are listed together and exit 2 before any connection", async () => {
