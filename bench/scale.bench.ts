@@ -175,7 +175,6 @@ const held = full ? devices : Math.max(1, maxConnected, rep.users.connected);
 // --reset-stats clears the stats once every device is connected; a run stopped before that
 // has a report of its ramp alone.
 const reportFailures = Object.values(rep.stats as Record<string, { failures: number }>).reduce((a, r) => a + r.failures, 0);
-const failuresAtFull = full?.failures ?? NaN;
 // The hold: from 30 s after the last device connected, without the last sample, which the run's
 // stop overlaps (devices disconnecting, processes exiting: their CPU time leaves the sum).
 const holdSamples = samples.slice(0, -1).filter((s) => full && s.t_s > full.t + 30);
@@ -200,7 +199,7 @@ emit({
     max_connected: maxConnected,
     stopped_early: stoppedEarly,
     connected_at_stop: rep.users.connected,
-    connect_failures_during_ramp: Number.isFinite(failuresAtFull) ? failuresAtFull : full ? null : reportFailures,
+    connect_failures_during_ramp: full ? full.failures : reportFailures,
     // The report's ramp (what --reset-stats took out), or its errors when the run stopped during the ramp.
     failure_reasons_during_ramp: full ? (rep.ramp?.failures ?? null) : rep.errors,
     // From here on the report covers the hold only (--reset-stats).

@@ -50,9 +50,9 @@ async function runToEnd(cfg: RunConfig, session: RunSession): Promise<number> {
   const progress = new Progress(process.stderr, { intervalMs: 2000 });
   const t0 = performance.now();
   let prev = { t: t0, pub: 0, recv: 0, fail: 0 };
-  await session.start((devices, rampFailures) => {
+  await session.start(({ devices, failures }) => {
     prev = { t: performance.now(), pub: 0, recv: 0, fail: 0 };
-    const dropped = Object.entries(rampFailures).flatMap(([row, reasons]) => Object.entries(reasons).map(([reason, n]) => `${row} ${reason} ${fmtInt(n)}`));
+    const dropped = Object.entries(failures).flatMap(([row, reasons]) => Object.entries(reasons).map(([reason, n]) => `${row} ${reason} ${fmtInt(n)}`));
     progress.update(`[${Math.round((performance.now() - t0) / 1000)}s] all ${fmtInt(devices)} devices connected: stats reset${dropped.length ? ` (failures during the ramp: ${dropped.join(", ")})` : ""}`, true);
   });
   process.stderr.write(

@@ -117,13 +117,9 @@ export async function probeHostFacts(): Promise<HostFacts> {
   if (f.conntrackMax === null || f.conntrackUsed !== 0 || (f.tcpEstablished ?? 0) > 0) return f;
   let accepted!: () => void;
   const up = new Promise<void>((resolve) => (accepted = resolve));
-  let server: import("bun").TCPSocketListener;
+  let server: import("bun").TCPSocketListener | undefined;
   try {
     server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: () => accepted(), data() {} } });
-  } catch {
-    return f; // no loopback here: the facts as they were
-  }
-  try {
     const client = await Bun.connect({ hostname: "127.0.0.1", port: server.port, socket: { data() {} } });
     try {
       await Promise.race([up, Bun.sleep(1000)]);
@@ -134,7 +130,7 @@ export async function probeHostFacts(): Promise<HostFacts> {
   } catch {
     return f; // no loopback here: the facts as they were
   } finally {
-    server.stop(true);
+    server?.stop(true);
   }
 }
 

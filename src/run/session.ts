@@ -177,11 +177,11 @@ export class RunSession {
 
   /**
    * Starts the fleet. With `--reset-stats`, the stats are reset once every device is connected
-   * (so the report covers what follows the ramp), and `onAutoReset` is told, with the failures
-   * the reset drops by row and reason (`{ connect: { econnreset: 3 } }`), which the report
-   * keeps apart as `ramp`.
+   * (so the report covers what follows the ramp), and `onAutoReset` is told of the ramp: its
+   * devices, seconds and the failures the reset drops by row and reason (`{ connect: {
+   * econnreset: 3 } }`), which the report keeps apart as `ramp`.
    */
-  async start(onAutoReset: (devices: number, rampFailures: Record<string, Record<string, number>>) => void = () => {}): Promise<void> {
+  async start(onAutoReset: (ramp: RampReport) => void = () => {}): Promise<void> {
     // The consumer first, so it hears the devices' first messages.
     if (this.verifier) {
       try {
@@ -207,10 +207,10 @@ export class RunSession {
         const s = this.fleet.snapshot();
         if (s.connected < s.target) return;
         this.stopResetWatch();
-        const rampFailures = s.stats.failureReasons();
-        this.ramp = { devices: s.target, seconds: Math.round((Date.now() - this.started.getTime()) / 100) / 10, failures: rampFailures };
+        const ramp = { devices: s.target, seconds: Math.round((Date.now() - this.started.getTime()) / 100) / 10, failures: s.stats.failureReasons() };
+        this.ramp = ramp;
         this.resetStats();
-        onAutoReset(s.target, rampFailures);
+        onAutoReset(ramp);
       }, RESET_CHECK_MS);
     }
   }
