@@ -174,6 +174,7 @@ const maxConnected = Math.max(0, ...progress.map((p) => p.connected));
 const held = full ? devices : Math.max(1, maxConnected, rep.users.connected);
 // --reset-stats clears the stats once every device is connected; a run stopped before that
 // has a report of its ramp alone.
+const sumReasons = (byRow: Record<string, Record<string, number>>) => Object.values(byRow).reduce((a, reasons) => a + Object.values(reasons).reduce((b, n) => b + n, 0), 0);
 const reportFailures = Object.values(rep.stats as Record<string, { failures: number }>).reduce((a, r) => a + r.failures, 0);
 // The hold: from 30 s after the last device connected, without the last sample, which the run's
 // stop overlaps (devices disconnecting, processes exiting: their CPU time leaves the sum).
@@ -199,7 +200,8 @@ emit({
     max_connected: maxConnected,
     stopped_early: stoppedEarly,
     connected_at_stop: rep.users.connected,
-    connect_failures_during_ramp: full ? full.failures : reportFailures,
+    // What the reset took out (the progress line at `full` may come after the reset and say 0).
+    connect_failures_during_ramp: full ? (rep.ramp ? sumReasons(rep.ramp.failures) : full.failures) : reportFailures,
     // The report's ramp (what --reset-stats took out), or its errors when the run stopped during the ramp.
     failure_reasons_during_ramp: full ? (rep.ramp?.failures ?? null) : rep.errors,
     // From here on the report covers the hold only (--reset-stats).
