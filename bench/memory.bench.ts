@@ -13,8 +13,9 @@
  * `process` is what each process of the compiled executable costs before its devices: a
  * `cicada run` of 2 devices over 2 workers, its processes' memory split into their own pages
  * (anonymous) and the executable's (file pages, shared by every process: PSS divides them).
- * `--tls-version 1.2|1.3` offers only that version (the TLS layers), as `cicada run --tls-version` does.
- *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process] [--tls-version 1.2]
+ * `--tls-version 1.2|1.3` offers only that version and `--tls-groups` those key-exchange groups (the TLS
+ * layers), as `cicada run` does.
+ *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process] [--tls-version 1.2] [--tls-groups X25519]
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,7 +27,7 @@ import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
 import { pssBytes, treeUsage } from "../scripts/lib/procstat.ts";
-import { TLS_VERSIONS, type TlsVersion } from "../src/transport/connect.ts";
+import { DEFAULT_TLS_GROUPS, TLS_VERSIONS, type TlsVersion } from "../src/transport/connect.ts";
 import { buildExecutable, ensureCerts, processTree } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
@@ -39,10 +40,12 @@ const { values } = parseArgs({
     layers: { type: "string", default: "tcp,tls-shared,mtls" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
     "tls-version": { type: "string" },
+    "tls-groups": { type: "string" },
   },
 });
 const tlsVersion = values["tls-version"] as TlsVersion | undefined;
 if (tlsVersion && !TLS_VERSIONS.includes(tlsVersion)) throw new Error(`--tls-version: ${TLS_VERSIONS.join(" or ")}, not ${tlsVersion}`);
+const tlsGroups = values["tls-groups"];
 const devices = Number(values.devices);
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "memory", ...o }));
 const log = (s: string) => process.stderr.write(`# ${s}\n`);
@@ -80,6 +83,7 @@ function swarmConfig(brokers: Broker[], tls: boolean): Omit<SwarmConfig, "caPem"
     sources: [],
     tls,
     ...(tls && tlsVersion ? { tlsVersion } : {}),
+    ...(tls && tlsGroups ? { tlsGroups } : {}),
     insecure: false,
     tenant: "admin",
     qos: 1,
@@ -133,6 +137,7 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
     emit({
       layer,
       ...(layer !== "tcp" && tlsVersion ? { tls_version: tlsVersion } : {}),
+      ...(layer !== "tcp" ? { tls_groups: tlsGroups ?? DEFAULT_TLS_GROUPS } : {}),
       devices,
       connected: held.connected,
       connect_failures: held.connect_failures,

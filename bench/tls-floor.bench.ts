@@ -7,8 +7,9 @@
  *   own        — every connection its own certificate, CA store in each (a naive swarm)
  *   own-no-ca  — own certificate, no CA store (what cicada does once the broker cert is pinned)
  *   shared     — one certificate for all (Bun then shares one TLS context; not a device fleet)
- * `--tls-version 1.2|1.3` offers only that version, as `cicada run --tls-version` does.
- *   bun bench/tls-floor.bench.ts [--conns 5000] [--only own,own-no-ca,shared] [--tls-version 1.2]
+ * `--tls-version 1.2|1.3` offers only that version and `--tls-groups` those key-exchange groups, as
+ * `cicada run` does (`--tls-groups bun` leaves Bun's own default, X25519MLKEM768 first).
+ *   bun bench/tls-floor.bench.ts [--conns 5000] [--only own,own-no-ca,shared] [--tls-version 1.2] [--tls-groups X25519]
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,7 +20,7 @@ import { startBroker } from "../scripts/lib/testbed.ts";
 import { issueParallel, workersFor } from "../src/pki/batch.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
-import { tlsVersionOptions, type TlsVersion } from "../src/transport/connect.ts";
+import { tlsOfferOptions, type TlsVersion } from "../src/transport/connect.ts";
 
 const MODES = ["own", "own-no-ca", "shared"] as const;
 type Mode = (typeof MODES)[number];
@@ -30,6 +31,7 @@ const { values } = parseArgs({
     only: { type: "string", default: MODES.join(",") },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
     "tls-version": { type: "string" },
+    "tls-groups": { type: "string" },
     // Internal: run one mode against a broker already started by the parent.
     child: { type: "string" },
     port: { type: "string" },
@@ -37,7 +39,10 @@ const { values } = parseArgs({
 });
 const n = Number(values.conns);
 const certDir = values.certs!;
-const version = tlsVersionOptions(values["tls-version"] as TlsVersion | undefined);
+const groups = values["tls-groups"];
+const { ecdhCurve, ...version } = tlsOfferOptions({ tlsVersion: values["tls-version"] as TlsVersion | undefined, ...(groups ? { tlsGroups: groups } : {}) });
+// Bun's own default groups when asked for, cicada's otherwise.
+const offer = groups === "bun" ? version : { ...version, ecdhCurve };
 
 if (values.child) {
   await measure(values.child as Mode, Number(values.port));
@@ -57,7 +62,7 @@ const broker = await startBroker({ certDir, stateDir: state, verbose: false });
 try {
   for (const mode of values.only!.split(",")) {
     if (!MODES.includes(mode as Mode)) throw new Error(`--only: unknown mode ${mode} (${MODES.join(", ")})`);
-    const child = Bun.spawn([process.execPath, import.meta.path, "--child", mode, "--port", String(broker.port), "--conns", String(n), "--certs", certDir, ...(values["tls-version"] ? ["--tls-version", values["tls-version"]] : [])], { stdio: ["ignore", "inherit", "inherit"] });
+    const child = Bun.spawn([process.execPath, import.meta.path, "--child", mode, "--port", String(broker.port), "--conns", String(n), "--certs", certDir, ...(values["tls-version"] ? ["--tls-version", values["tls-version"]] : []), ...(groups ? ["--tls-groups", groups] : [])], { stdio: ["ignore", "inherit", "inherit"] });
     if ((await child.exited) !== 0) throw new Error(`mode ${mode} exited ${child.exitCode}`);
   }
 } finally {
@@ -92,7 +97,7 @@ async function measure(mode: Mode, port: number): Promise<void> {
   const cpu0 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
     const own = pems[i]!;
-    const tls = { ...(mode === "shared" ? pems[0]! : own), ...(mode === "own-no-ca" ? {} : { ca }), rejectUnauthorized: false, ...version };
+    const tls = { ...(mode === "shared" ? pems[0]! : own), ...(mode === "own-no-ca" ? {} : { ca }), rejectUnauthorized: false, ...offer };
     sockets.push(await Bun.connect({ hostname: "127.0.0.1", port, tls, socket: handler }));
     // Let handshakes complete as we go, like a ramp.
     if (i % 200 === 199) await Bun.sleep(50);
@@ -109,6 +114,7 @@ async function measure(mode: Mode, port: number): Promise<void> {
       bench: "tls-floor",
       mode,
       ...(values["tls-version"] ? { tls_version: values["tls-version"] } : {}),
+      tls_groups: groups === "bun" ? "bun's default" : ecdhCurve,
       connections: n,
       handshakes_ok: done - failed,
       rss_kb_per_conn: +((rss - rss0) / n / 1024).toFixed(2),

@@ -1,7 +1,7 @@
 /** `cicada doctor`: is this load machine ready for N devices, and what to change if not. */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { readTlsVersion } from "../config/mqtt.ts";
+import { MQTT_OPTIONS, readTlsOffer } from "../config/mqtt.ts";
 import { parseCommand, type CommandSpec } from "../config/options.ts";
 import { EXIT } from "../errors.ts";
 import { assess, probeHostFacts, verdictLine, workersFor, type Plan } from "../run/doctor.ts";
@@ -11,13 +11,14 @@ import { probeBroker, type ProbeTls } from "../transport/probe.ts";
 const SPEC: CommandSpec = {
   name: "doctor",
   summary: "Check whether this machine can hold N devices: OS limits, memory, cores and the brokers; print what to change.",
-  usage: "cicada doctor [--devices N] [--brokers HOST:PORT,…] [--certs DIR] [--tls-version 1.2|1.3]",
+  usage: "cicada doctor [--devices N] [--brokers HOST:PORT,…] [--certs DIR] [--tls-version 1.2|1.3] [--tls-groups LIST]",
   options: {
     devices: { type: "string", short: "n", arg: "N", help: "Devices this machine should hold (without it: how many it can)" },
     brokers: { type: "string", arg: "LIST", help: "Broker addresses the devices will dial, HOST:PORT comma-separated: each is dialled once, its TLS certificate checked" },
     certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory: its ca.crt checks the brokers' certificates, its first device makes the handshake mutual" },
     tls: { type: "boolean", negatable: true, default: "true", help: "Dial the brokers with TLS (--no-tls: plain TCP)" },
     "tls-version": { type: "string", arg: "1.2|1.3", help: "Offer only this TLS version, as cicada run --tls-version (default: both; the line says which the broker picked)" },
+    "tls-groups": { ...MQTT_OPTIONS["tls-groups"]!, help: "Offer these key-exchange groups, as cicada run --tls-groups (the line says which the broker picked)" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes the run will use, as cicada run --workers" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses the run will connect from, as cicada run --source-address" },
   },
@@ -42,7 +43,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
     else brokers.push([m[1]!.replace(/^\[(.*)\]$/, "$1"), Number(m[2])]);
   }
   const sources = o.list("source-address") ?? [];
-  const version = readTlsVersion(o, o.bool("tls"), "drop --no-tls");
+  const offer = readTlsOffer(o, o.bool("tls"), "drop --no-tls");
   o.check();
 
   const plan: Plan = { devices, workers, destinations: new Set(brokers.map(([h, p]) => `${h}:${p}`)).size || 1, sources: sources.length };
@@ -61,9 +62,9 @@ export async function doctorCommand(argv: string[]): Promise<number> {
     const tls = o.bool("tls") ? probeTls(o.str("certs")!) : null;
     if (tls?.note) out.push(`  (${tls.note})`);
     for (const [host, port] of brokers) {
-      const r = await probeBroker(host, port, tls ? { ...tls.options, ...(version ? { version } : {}) } : null);
+      const r = await probeBroker(host, port, tls ? { ...tls.options, ...offer } : null);
       brokersOk &&= r.ok;
-      const times = r.connectMs === undefined ? "" : ` (TCP ${r.connectMs.toFixed(1)} ms${r.tlsMs === undefined ? "" : `, TLS ${r.tlsMs.toFixed(1)} ms`}${r.protocol ? `, ${r.protocol}` : ""})`;
+      const times = r.connectMs === undefined ? "" : ` (TCP ${r.connectMs.toFixed(1)} ms${r.tlsMs === undefined ? "" : `, TLS ${r.tlsMs.toFixed(1)} ms`}${r.protocol ? `, ${r.protocol}` : ""}${r.group ? ` ${r.group}` : ""})`;
       out.push(`  [${(r.ok ? "ok" : "FAIL").padEnd(5)}] ${host}:${port}: ${r.detail}${times}${r.peer ? `; ${r.peer}` : ""}`);
     }
   }

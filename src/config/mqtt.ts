@@ -1,11 +1,13 @@
 /** How devices speak MQTT: the transport (TCP, TLS, WebSocket), sessions, and MQTT 5 properties. */
+import { createSecureContext } from "node:tls";
 import type { Options, OptionSpecs } from "./options.ts";
 import type { MqttSession, PublishProperties } from "../mqtt/codec.ts";
-import { TLS_VERSIONS, type TlsVersion } from "../transport/connect.ts";
+import { DEFAULT_TLS_GROUPS, TLS_GROUPS_FORMAT, TLS_VERSIONS, type TlsOffer, type TlsVersion } from "../transport/connect.ts";
 
 export const MQTT_OPTIONS: OptionSpecs = {
   transport: { type: "string", arg: "tcp|tls|ws|wss", help: "How devices reach the broker: tls (default; each device's certificate), tcp, ws or wss (MQTT over WebSocket; wss with each device's certificate). Overrides --tls" },
   "tls-version": { type: "string", arg: "1.2|1.3", help: "Offer only this TLS version (default: 1.2 and 1.3, the broker picks; 1.3 is what it picks unless it lacks it). Devices of an older TLS stack speak 1.2, which holds less memory on both sides (README, Sizing)" },
+  "tls-groups": { type: "string", arg: "LIST", help: `Key-exchange groups the devices offer, in order, colon-separated (default ${DEFAULT_TLS_GROUPS}; the first is the key share sent). X25519MLKEM768 offers the post-quantum hybrid (Bun's own default, a 1,216-byte key share); P-256 alone is what many embedded stacks offer` },
   "ws-path": { type: "string", arg: "PATH", default: "/mqtt", help: "With --transport ws|wss: the WebSocket endpoint's path" },
   "ws-protocol": { type: "string", arg: "NAME|none", default: "mqtt", help: "With --transport ws|wss: the subprotocol offered (MQTT's is mqtt; a websockify proxy in front of a broker takes binary or none)" },
   clean: { type: "string", arg: "true|false", default: "true", help: "false: persistent sessions (MQTT 5: Clean Start 0 with --session-expiry); the broker keeps a device's subscription and queues its messages while it is away" },
@@ -24,6 +26,8 @@ export interface MqttSettings {
   tls: boolean;
   /** --tls-version: the one TLS version offered (absent: both). */
   tlsVersion?: TlsVersion;
+  /** --tls-groups: the key-exchange groups offered (absent: DEFAULT_TLS_GROUPS). */
+  tlsGroups?: string;
   /** The WebSocket endpoint (ws, wss): path and subprotocol offered. */
   ws?: { path: string; protocol?: string };
   session: MqttSession;
@@ -34,12 +38,29 @@ export interface MqttSettings {
 /** One hour: a persistent session outlives a reconnect storm or a broker restart test. */
 const DEFAULT_PERSISTENT_EXPIRY_S = 3600;
 
-/** --tls-version, which needs TLS (`tls`; `hint` says how to get it). Problems go to `o.issues`. */
-export function readTlsVersion(o: Options, tls: boolean, hint: string): TlsVersion | undefined {
-  if (!o.has("tls-version")) return undefined;
-  const v = o.choice<TlsVersion>("tls-version", TLS_VERSIONS, "1.3");
-  if (!tls) o.issues.push(`${o.source("tls-version")} needs TLS: ${hint}`);
-  return v;
+/** Why `groups` is not a list of key-exchange groups this TLS library knows, or null when it is (BoringSSL's own check). */
+export function tlsGroupsProblem(groups: string): string | null {
+  if (!TLS_GROUPS_FORMAT.test(groups)) return "must be group names separated by colons, e.g. X25519:P-256";
+  try {
+    createSecureContext({ ecdhCurve: groups });
+    return null;
+  } catch {
+    return "names a group this TLS library does not know (it knows X25519, P-256, P-384, P-521, X25519MLKEM768)";
+  }
+}
+
+/** --tls-version and --tls-groups, which need TLS (`tls`; `hint` says how to get it). Problems go to `o.issues`. */
+export function readTlsOffer(o: Options, tls: boolean, hint: string): TlsOffer {
+  const offer: TlsOffer = {};
+  if (o.has("tls-version")) offer.tlsVersion = o.choice<TlsVersion>("tls-version", TLS_VERSIONS, "1.3");
+  if (o.has("tls-groups")) {
+    const groups = o.str("tls-groups")!;
+    const problem = tlsGroupsProblem(groups);
+    if (problem) o.fail("tls-groups", problem, groups);
+    else offer.tlsGroups = groups;
+  }
+  for (const name of ["tls-version", "tls-groups"]) if (o.has(name) && !tls) o.issues.push(`${o.source(name)} needs TLS: ${hint}`);
+  return offer;
 }
 
 /** --transport and --ws-path, --clean, --session-expiry and the MQTT 5 publish properties. Problems go to `o.issues`. */
@@ -47,7 +68,7 @@ export function readMqtt(o: Options, version: 4 | 5): MqttSettings {
   const transport: TransportKind = o.has("transport") ? o.choice("transport", ["tcp", "tls", "ws", "wss"], "tls") : o.bool("tls") ? "tls" : "tcp";
   const ws = transport === "ws" || transport === "wss";
   const tls = transport === "tls" || transport === "wss";
-  const tlsVersion = readTlsVersion(o, tls, "--transport tls or wss");
+  const offer = readTlsOffer(o, tls, "--transport tls or wss");
   const wsPath = o.str("ws-path") ?? "/mqtt";
   if (ws && !/^\/[\x21-\x7e]*$/.test(wsPath)) o.fail("ws-path", "must be a path starting with /, without spaces", wsPath);
   const wsProtocol = o.str("ws-protocol") ?? "mqtt";
@@ -77,7 +98,7 @@ export function readMqtt(o: Options, version: 4 | 5): MqttSettings {
   return {
     transport,
     tls,
-    ...(tlsVersion ? { tlsVersion } : {}),
+    ...offer,
     ...(ws ? { ws: { path: wsPath, ...(wsProtocol !== "none" ? { protocol: wsProtocol } : {}) } } : {}),
     session: { clean, expiryS: v5 ? expiryS : 0 },
     ...(Object.keys(properties).length ? { properties } : {}),

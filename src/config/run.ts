@@ -12,6 +12,7 @@ import { readRedisUrl, readStoreSettings, STORE_OPTIONS } from "./store.ts";
 import { DEFAULT_MAX_PACKET_SIZE, type SwarmConfig } from "../engine/config.ts";
 import { readSubscribers, readTraffic, TRAFFIC_OPTIONS, type SubscribersConfig } from "./traffic.ts";
 import { MQTT_OPTIONS, readMqtt } from "./mqtt.ts";
+import { DEFAULT_TLS_GROUPS } from "../transport/connect.ts";
 import { readScenario, SCENARIO_OPTIONS } from "./scenario.ts";
 import { readListen, SERVE_OPTIONS, type Listen } from "./serve.ts";
 import type { QoS } from "../mqtt/codec.ts";
@@ -251,6 +252,7 @@ export function readRunConfig(o: Options): RunConfig {
       sources,
       tls,
       ...(wire.tlsVersion ? { tlsVersion: wire.tlsVersion } : {}),
+      ...(wire.tlsGroups ? { tlsGroups: wire.tlsGroups } : {}),
       ...(wire.ws ? { ws: wire.ws } : {}),
       ...(wire.session.clean && !wire.session.expiryS ? {} : { session: wire.session }),
       ...(wire.properties ? { properties: wire.properties } : {}),
@@ -309,6 +311,7 @@ export function readRunConfig(o: Options): RunConfig {
       tls,
       transport: wire.transport,
       ...(wire.tlsVersion ? { tls_version: wire.tlsVersion } : {}),
+      ...(tls ? { tls_groups: wire.tlsGroups ?? DEFAULT_TLS_GROUPS } : {}),
       ...(wire.ws ? { ws_path: wire.ws.path, ws_protocol: wire.ws.protocol ?? "none" } : {}),
       clean: wire.session.clean,
       ...(wire.session.expiryS ? { session_expiry_s: wire.session.expiryS } : {}),

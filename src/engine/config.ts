@@ -1,10 +1,11 @@
 /** What a swarm is told: its settings, where its identities come from, and their defaults. */
 import type { MqttSession, ProtocolVersion, PublishProperties, QoS } from "../mqtt/codec.ts";
 import type { LifecyclePlan } from "../lifecycle/types.ts";
-import type { Target, TlsVersion } from "../transport/connect.ts";
+import type { Target, TlsOffer } from "../transport/connect.ts";
 import type { LoadedScenario, ScenarioRef } from "../scenario/load.ts";
 
-export interface SwarmConfig {
+/** With TlsOffer: --tls-version (absent: 1.2 and 1.3, the broker picks) and --tls-groups (absent: DEFAULT_TLS_GROUPS). */
+export interface SwarmConfig extends TlsOffer {
   targets: Target[];
   /** Local addresses to connect from, spread over devices (empty: the kernel chooses). */
   sources: string[];
@@ -17,8 +18,6 @@ export interface SwarmConfig {
   properties?: PublishProperties;
   /** MQTT 5: publish with a topic alias once the broker allows one (--topic-alias). */
   topicAlias?: boolean;
-  /** Offer only this TLS version (--tls-version); absent, 1.2 and 1.3 and the broker picks. */
-  tlsVersion?: TlsVersion;
   /** Skip verifying the broker's certificate (dojot's tool did). */
   insecure: boolean;
   /** CA that signed the broker certificate (PEM). */

@@ -37,7 +37,7 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
     private readonly mayDial: () => boolean,
     scenario: LoadedScenario | null = null,
   ) {
-    this.serverPins = new ServerPins(st.cfg.tlsVersion);
+    this.serverPins = new ServerPins(st.cfg);
     this.scenario = scenario ? new ScenarioRunner(st, scenario, this, traffic) : null;
     if (st.cfg.lifecycle && !lifecycle) throw new Error("lifecycle settings without a lifecycle service");
     this.renewals = st.cfg.lifecycle && lifecycle ? new Renewals(st, lifecycle, this) : null;

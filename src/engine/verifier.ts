@@ -11,7 +11,7 @@ import * as mqtt from "mqtt-packet";
 import { CMD, encodeAck, payloadStamp, type ProtocolVersion } from "../mqtt/codec.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { commonNameOf } from "../pki/subject.ts";
-import { Transport, tlsVersionOptions, type LinkEvents, type Target, type TlsVersion } from "../transport/connect.ts";
+import { Transport, tlsOfferOptions, type LinkEvents, type Target, type TlsOffer } from "../transport/connect.ts";
 import type { Link as SocketLink } from "../transport/link.ts";
 import { wsFrame } from "../transport/ws.ts";
 import type { SwarmConfig } from "./config.ts";
@@ -69,13 +69,12 @@ export class DeliveryTracker {
   }
 }
 
-export interface VerifierOptions {
+/** With TlsOffer: what the consumer's ClientHello offers, as the devices' does (--tls-version, --tls-groups). */
+export interface VerifierOptions extends TlsOffer {
   targets: Target[];
   tls: boolean;
   insecure: boolean;
   caPem?: string;
-  /** Offer only this TLS version, as the devices do (--tls-version). */
-  tlsVersion?: TlsVersion;
   /** The consumer's own identity (PEM), for mTLS. */
   cert?: string;
   key?: string;
@@ -100,7 +99,7 @@ export interface VerifierOptions {
 }
 
 /** How a consumer reaches the devices' brokers: as the devices do (addresses, transport, TLS, CA, MQTT version). */
-export function dialsLike(swarm: SwarmConfig): Pick<VerifierOptions, "targets" | "tls" | "ws" | "insecure" | "caPem" | "tlsVersion" | "version"> {
+export function dialsLike(swarm: SwarmConfig): Pick<VerifierOptions, "targets" | "tls" | "ws" | "insecure" | "caPem" | "tlsVersion" | "tlsGroups" | "version"> {
   return {
     targets: swarm.targets,
     tls: swarm.tls,
@@ -108,6 +107,7 @@ export function dialsLike(swarm: SwarmConfig): Pick<VerifierOptions, "targets" |
     insecure: swarm.insecure,
     ...(swarm.caPem ? { caPem: swarm.caPem } : {}),
     ...(swarm.tlsVersion ? { tlsVersion: swarm.tlsVersion } : {}),
+    ...(swarm.tlsGroups ? { tlsGroups: swarm.tlsGroups } : {}),
     version: swarm.version,
   };
 }
@@ -253,7 +253,7 @@ export class Verifier {
     parser.on("packet", (p) => this.onPacket(link, p));
     parser.on("error", () => link.socket?.end());
     const target = this.o.targets[index % this.o.targets.length]!;
-    const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure, ...tlsVersionOptions(this.o.tlsVersion) } : undefined;
+    const tls: TLSOptions | undefined = this.o.tls ? { cert: this.o.cert, key: this.o.key, ca: this.o.caPem, rejectUnauthorized: !this.o.insecure, ...tlsOfferOptions(this.o) } : undefined;
     this.transport.dial(link, { target, ...(tls ? { tls } : {}), ...(this.o.ws ? { ws: this.o.ws } : {}) });
     return link;
   }

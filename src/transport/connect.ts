@@ -193,11 +193,30 @@ export type TlsVersion = (typeof TLS_VERSIONS)[number];
 const NO_TLS_1_3 = 0x20000000;
 const NO_TLS_1_2 = 0x08000000;
 
-/** The TLS options that offer only `version`, for Bun.connect's `secureOptions`; empty when absent. */
-export function tlsVersionOptions(version: TlsVersion | undefined): { secureOptions?: number } {
-  if (version === "1.2") return { secureOptions: NO_TLS_1_3 };
-  if (version === "1.3") return { secureOptions: NO_TLS_1_2 };
-  return {};
+/**
+ * The key-exchange groups a device offers when --tls-groups is not given: what OpenSSL-based
+ * clients (paho-mqtt under Python, mosquitto_pub) and embedded TLS stacks offer. Bun's own
+ * default puts the post-quantum hybrid X25519MLKEM768 first, whose 1,216-byte key share every
+ * ClientHello would then carry and compute, for a broker that most often cannot use it.
+ */
+export const DEFAULT_TLS_GROUPS = "X25519:P-256:P-384";
+
+/** A --tls-groups list's form: names separated by colons (which names the TLS library knows, config/ checks). */
+export const TLS_GROUPS_FORMAT = /^[A-Za-z0-9_-]+(:[A-Za-z0-9_-]+)*$/;
+
+/** What a device's ClientHello offers: --tls-version (absent: 1.2 and 1.3) and --tls-groups (absent: DEFAULT_TLS_GROUPS). */
+export interface TlsOffer {
+  tlsVersion?: TlsVersion;
+  /** Key-exchange groups in order of preference, colon-separated (BoringSSL's names: X25519, P-256, X25519MLKEM768, …). */
+  tlsGroups?: string;
+}
+
+/** Bun.connect's TLS options for `offer`: `secureOptions` switches off the other version, `ecdhCurve` lists the groups. */
+export function tlsOfferOptions(offer: TlsOffer): { secureOptions?: number; ecdhCurve: string } {
+  const ecdhCurve = offer.tlsGroups ?? DEFAULT_TLS_GROUPS;
+  if (offer.tlsVersion === "1.2") return { secureOptions: NO_TLS_1_3, ecdhCurve };
+  if (offer.tlsVersion === "1.3") return { secureOptions: NO_TLS_1_2, ecdhCurve };
+  return { ecdhCurve };
 }
 
 export interface DialOptions {

@@ -14,7 +14,7 @@
  */
 
 import type { TLSOptions } from "bun";
-import { tlsVersionOptions, type Target, type TlsVersion } from "./connect.ts";
+import { tlsOfferOptions, type Target, type TlsOffer } from "./connect.ts";
 import type { Link } from "./link.ts";
 
 /** Distinct certificates remembered per target (several brokers behind one address). */
@@ -62,11 +62,11 @@ export class PinSet {
 /** One PinSet per broker address (host and port), shared by all devices dialing it. */
 export class ServerPins {
   private readonly sets = new Map<string, PinSet>();
-  /** --tls-version's `secureOptions`, on every dial. */
-  private readonly version: { secureOptions?: number };
+  /** What every dial's ClientHello offers (--tls-version, --tls-groups). */
+  private readonly offer: ReturnType<typeof tlsOfferOptions>;
 
-  constructor(tlsVersion?: TlsVersion) {
-    this.version = tlsVersionOptions(tlsVersion);
+  constructor(offer: TlsOffer) {
+    this.offer = tlsOfferOptions(offer);
   }
 
   for(host: string, port: number): PinSet {
@@ -82,10 +82,10 @@ export class ServerPins {
    * pinned certificate). `fullVerify` forces the CA store; `insecure` verifies nothing.
    */
   tlsFor(link: Link, target: Target, ident: { cert: string; key: string }, caPem: string | undefined, insecure: boolean, fullVerify: boolean): TLSOptions {
-    if (insecure) return { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.version };
+    if (insecure) return { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.offer };
     const pins = (link.pins = this.for(target.host, target.port));
     link.pinned = pins.usable && !fullVerify;
-    return link.pinned ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.version } : { cert: ident.cert, key: ident.key, ca: caPem, rejectUnauthorized: true, ...this.version };
+    return link.pinned ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.offer } : { cert: ident.cert, key: ident.key, ca: caPem, rejectUnauthorized: true, ...this.offer };
   }
 
   /** Totals over all targets (for tests and benchmarks). */

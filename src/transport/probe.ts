@@ -4,16 +4,15 @@
  * the handshake is the mutual one the devices will do. Nothing is sent after the handshake.
  */
 import type { Socket, TLSOptions } from "bun";
-import { tlsVersionOptions, type TlsVersion } from "./connect.ts";
+import { tlsOfferOptions, type TlsOffer } from "./connect.ts";
 
-export interface ProbeTls {
+/** With TlsOffer: the ClientHello the devices will send (--tls-version, --tls-groups). */
+export interface ProbeTls extends TlsOffer {
   /** The CA the broker's certificate must chain to (PEM); without it, the chain is not checked. */
   ca?: string;
   /** A device's certificate and key, for brokers that require one. */
   cert?: string;
   key?: string;
-  /** Offer only this TLS version, as the devices will (--tls-version). */
-  version?: TlsVersion;
 }
 
 export interface ProbeResult {
@@ -24,11 +23,19 @@ export interface ProbeResult {
   peer?: string;
   /** The TLS version the handshake settled on, e.g. TLSv1.3. */
   protocol?: string;
+  /** The key-exchange group it settled on, e.g. X25519 (BoringSSL's name). */
+  group?: string;
   /** What went wrong, or what was verified. */
   detail: string;
 }
 
 const reason = (err: unknown) => (err instanceof Error ? ((err as { code?: string }).code ?? err.message) : String(err));
+
+/** The group's name from getEphemeralKeyInfo (`{ type: "ECDH", name: "X25519", size }`), when there is one. */
+function groupName(info: unknown): string | undefined {
+  const name = (info as { name?: unknown } | null)?.name;
+  return typeof name === "string" && name ? name : undefined;
+}
 
 /** Dials host:port (TLS when `tls` is given) and answers within `timeoutMs`; never throws. */
 export async function probeBroker(host: string, port: number, tls: ProbeTls | null, timeoutMs = 5000): Promise<ProbeResult> {
@@ -36,7 +43,7 @@ export async function probeBroker(host: string, port: number, tls: ProbeTls | nu
   let connectMs: number | undefined;
   const { promise, resolve } = Promise.withResolvers<ProbeResult>();
   const timer = setTimeout(() => resolve({ ok: false, ...(connectMs !== undefined ? { connectMs } : {}), detail: `no answer within ${timeoutMs} ms${connectMs !== undefined ? " (TCP connected, TLS did not finish)" : ""}` }), timeoutMs);
-  const options: TLSOptions | undefined = tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: false, serverName: host, ...tlsVersionOptions(tls.version) } : undefined;
+  const options: TLSOptions | undefined = tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: false, serverName: host, ...tlsOfferOptions(tls) } : undefined;
   let socket: Socket | undefined;
   try {
     socket = await Bun.connect({
@@ -53,7 +60,8 @@ export async function probeBroker(host: string, port: number, tls: ProbeTls | nu
           const x = s.getPeerX509Certificate();
           const peer = x ? `${x.subject.replace(/\n/g, ", ")}, valid until ${x.validTo}` : undefined;
           const protocol = success ? s.getTLSVersion() : "";
-          const base = { connectMs: connectMs ?? 0, tlsMs, ...(peer ? { peer } : {}), ...(protocol ? { protocol } : {}) };
+          const group = success ? groupName(s.getEphemeralKeyInfo()) : undefined;
+          const base = { connectMs: connectMs ?? 0, tlsMs, ...(peer ? { peer } : {}), ...(protocol ? { protocol } : {}), ...(group ? { group } : {}) };
           if (!success) return resolve({ ok: false, ...base, detail: `TLS handshake failed: ${reason(authorizationError)}` });
           if (!tls?.ca) return resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
           if (authorizationError) return resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${reason(authorizationError)}` });

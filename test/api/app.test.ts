@@ -226,13 +226,13 @@ export default defineScenario({ name: "pinger", every: [{ interval: "200ms", run
 
 test("every field of a start request sets its cicada run flag; the label sets none", () => {
   expect(
-    startArgv({ users: 5, rate: 2.5, host: "h", port: 1883, duration: "1m", qos: 0, interval: "1s", mqtt: "5", payload_size: 64, tenant: "t", tls: false, tls_version: "1.2", max_connecting: 50, insecure: true, reset_stats: false, label: "x" }),
+    startArgv({ users: 5, rate: 2.5, host: "h", port: 1883, duration: "1m", qos: 0, interval: "1s", mqtt: "5", payload_size: 64, tenant: "t", tls: false, tls_version: "1.2", tls_groups: "P-256:X25519", max_connecting: 50, insecure: true, reset_stats: false, label: "x" }),
   ).toEqual([
     "--users", "5", "--rate", "2.5", "--host", "h", "--port", "1883", "--duration", "1m", "--qos", "0", "--interval", "1s", "--mqtt", "5", "--payload-size", "64", "--tenant", "t",
-    "--no-tls", "--tls-version", "1.2", "--max-connecting", "50", "--insecure", "--reset-stats=false",
+    "--no-tls", "--tls-version", "1.2", "--tls-groups", "P-256:X25519", "--max-connecting", "50", "--insecure", "--reset-stats=false",
   ]);
   // Each flag the table names is one `cicada run` knows.
-  for (const a of startArgv({ users: 1, rate: 1, host: "h", port: 1, duration: "1s", qos: 1, interval: "1s", mqtt: "3.1.1", payload_size: 0, tenant: "t", tls: true, tls_version: "1.3", max_connecting: 0, insecure: true, reset_stats: true })) {
+  for (const a of startArgv({ users: 1, rate: 1, host: "h", port: 1, duration: "1s", qos: 1, interval: "1s", mqtt: "3.1.1", payload_size: 0, tenant: "t", tls: true, tls_version: "1.3", tls_groups: "X25519", max_connecting: 0, insecure: true, reset_stats: true })) {
     if (a.startsWith("--")) expect(Object.keys(RUN_SPEC.options)).toContain(a.replace(/^--(no-)?/, "").split("=")[0]!);
   }
 });

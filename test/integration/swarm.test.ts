@@ -182,20 +182,30 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
 
     // --tls-version 1.3 against OpenSSL's own server limited to 1.2 (not an MQTT broker: the
     // handshake is all there is to see).
-    const port = await freePort();
-    const made = brokerCerts(certDir);
-    const server = Bun.spawn(["openssl", "s_server", "-accept", `127.0.0.1:${port}`, "-tls1_2", "-cert", made.cert, "-key", made.key], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    try {
-      for (let i = 0; i < 50 && !(await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then((s) => (s.end(), true), () => false)); i++) await Bun.sleep(100);
-      const target = { host: "127.0.0.1", port, log: "" } as unknown as Broker;
+    const said = await opensslServer(certDir, ["-tls1_2"], async (target) => {
       await using swarm = startSwarm(tlsConfig(certDir, target, { users: 1, tlsVersion: "1.3", reconnectMs: [60_000, 60_000] }), ids);
       await waitFor(() => swarm.stats.rows.connect.failures >= 1, "the 1.3-only device refused");
       expect(swarm.stats.rows.connect.count).toBe(0);
-    } finally {
-      server.kill();
-    }
-    const said = (await new Response(server.stdout).text()) + (await new Response(server.stderr).text());
+    });
     expect(said).toContain("unsupported protocol");
+  });
+
+  test("--tls-groups: the devices offer those key-exchange groups in that order; by default X25519, P-256, P-384 and no post-quantum share", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    const ids = await makeCerts(certDir, 1);
+    // OpenSSL's own server asks for the client's certificate and prints the groups its ClientHello listed.
+    const offered = (tlsGroups?: string) =>
+      opensslServer(certDir, ["-Verify", "1", "-CAfile", join(certDir, "ca.crt")], async (target, said) => {
+        await using _swarm = startSwarm(tlsConfig(certDir, target, { users: 1, reconnectMs: [60_000, 60_000], ...(tlsGroups ? { tlsGroups } : {}) }), ids);
+        await waitFor(() => said().includes("Shared groups"), "the device's handshake done");
+      });
+    const byDefault = await offered();
+    expect(byDefault).toContain("Supported groups: x25519:secp256r1:secp384r1\n");
+    expect(byDefault).toContain("subject=CN = admin:");
+    expect(await offered("P-384:P-256")).toContain("Supported groups: secp384r1:secp256r1\n");
+    // Bun's own default, which --tls-groups restores: the hybrid first (OpenSSL 3.0 does not know it: <NULL>).
+    expect(await offered("X25519MLKEM768:X25519:P-256:P-384")).toContain("Supported groups: <NULL>:x25519:secp256r1:secp384r1\n");
   });
 
   test("QoS 2 and MQTT 5 against mosquitto", async () => {
@@ -355,3 +365,27 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
     expect(readFileSync(broker.log, "utf8")).toContain("u'envt:d00000'");
   });
 });
+
+/**
+ * Runs `use` against OpenSSL's own TLS server (`openssl s_server` with the broker's certificate
+ * and `args`; `said()` is what it has printed so far); returns all it printed.
+ */
+async function opensslServer(certDir: string, args: string[], use: (target: Broker, said: () => string) => Promise<void>): Promise<string> {
+  const port = await freePort();
+  const made = brokerCerts(certDir);
+  const server = Bun.spawn(["openssl", "s_server", "-accept", `127.0.0.1:${port}`, "-cert", made.cert, "-key", made.key, ...args], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  let out = "";
+  const read = async (stream: ReadableStream<Uint8Array>) => {
+    const text = new TextDecoder();
+    for await (const chunk of stream) out += text.decode(chunk, { stream: true });
+  };
+  const reading = Promise.all([read(server.stdout), read(server.stderr)]);
+  try {
+    await waitFor(() => out.includes("ACCEPT"), "openssl s_server listening");
+    await use({ host: "127.0.0.1", port, log: "" } as unknown as Broker, () => out);
+  } finally {
+    server.kill();
+    await reading;
+  }
+  return out;
+}

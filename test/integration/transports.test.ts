@@ -228,10 +228,32 @@ describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 limits, from mosquitto's C
     const v = await cicada(["run", "--tls-version", "1.1"]);
     expect(v.code).toBe(2);
     expect(v.stderr).toContain('--tls-version must be one of 1.2, 1.3 (got "1.1")');
-    const plain = await cicada(["run", "--transport", "tcp", "--tls-version", "1.2"]);
+    const plain = await cicada(["run", "--transport", "tcp", "--tls-version", "1.2", "--tls-groups", "X25519"]);
     expect(plain.code).toBe(2);
     expect(plain.stderr).toContain("--tls-version needs TLS: --transport tls or wss");
+    expect(plain.stderr).toContain("--tls-groups needs TLS: --transport tls or wss");
+    const groups = await cicada(["run", "--tls-groups", "X25519:X448"]);
+    expect(groups.code).toBe(2);
+    expect(groups.stderr).toContain('--tls-groups names a group this TLS library does not know (it knows X25519, P-256, P-384, P-521, X25519MLKEM768) (got "X25519:X448")');
+    const form = await cicada(["run", "--tls-groups", "X25519, P-256"]);
+    expect(form.stderr).toContain('--tls-groups must be group names separated by colons, e.g. X25519:P-256 (got "X25519, P-256")');
   });
+
+  test("--tls-groups reaches every worker's devices: P-256 alone connects to mosquitto, the post-quantum hybrid alone is refused by its OpenSSL 3", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    const run = async (name: string, groups: string) => (await reportOf(tmp.path, name, ["--certs", certDir, "--port", String(broker.port), "--users", "4", "--workers", "2", "--interval", "1s", "--duration", "3s", "--tls-groups", groups])).report;
+    const p256 = await run("p256", "P-256");
+    expect(p256.config.tls_groups).toBe("P-256");
+    expect(p256.stats.connect!.count).toBe(4);
+    expect(p256.stats.publish!.count).toBeGreaterThanOrEqual(8);
+    const pq = await run("pq", "X25519MLKEM768");
+    expect(pq.stats.connect?.count ?? 0).toBe(0);
+    expect(pq.stats.connect!.failures).toBeGreaterThanOrEqual(4);
+    expect(readFileSync(broker.log, "utf8")).toContain("no suitable key share");
+  }, 30_000);
 });
 
 describe.skipIf(!HAVE_MOSQUITTO)("--payload-size MIN..MAX", () => {

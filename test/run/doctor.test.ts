@@ -4,6 +4,7 @@
  * TLS: a broker whose certificate the CA signed, one it did not, and a port nothing listens on.
  */
 import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { assess, hostWarnings, probeHostFacts, readHostFacts, verdictLine, type HostFacts } from "../../src/run/doctor.ts";
 import { freePort } from "../../scripts/lib/testbed.ts";
@@ -136,7 +137,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
 
     const ok = await cicada(["doctor", "--devices", "100", "--brokers", `127.0.0.1:${broker.port}`, "--certs", certDir]);
     expect(ok.code).toBe(0);
-    expect(ok.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.3\\); CN=127\\.0\\.0\\.1`));
+    expect(ok.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.3 X25519\\); CN=127\\.0\\.0\\.1`));
     expect(ok.stdout).toContain("Verdict: 100 devices fit: this machine can hold ~");
 
     // The same broker seen with another CA's directory, and a port nothing listens on.
@@ -150,8 +151,17 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
     await using only13 = await startBroker({ certDir, stateDir: tmp.path, listenerExtra: ["tls_version tlsv1.3"] });
     const v12 = await cicada(["doctor", "--brokers", `127.0.0.1:${broker.port},127.0.0.1:${only13.port}`, "--certs", certDir, "--tls-version", "1.2"]);
     expect(v12.code).toBe(2);
-    expect(v12.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.2\\)`));
+    expect(v12.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.2 X25519\\)`));
     expect(v12.stdout).toContain(`[FAIL ] 127.0.0.1:${only13.port}: TLS handshake failed`);
+
+    // --tls-groups: the group the broker settled on; the post-quantum hybrid alone finds none in its OpenSSL 3.
+    const p256 = await cicada(["doctor", "--brokers", `127.0.0.1:${broker.port}`, "--certs", certDir, "--tls-groups", "P-256"]);
+    expect(p256.code).toBe(0);
+    expect(p256.stdout).toMatch(/ms, TLSv1\.3 prime256v1\)/);
+    const pq = await cicada(["doctor", "--brokers", `127.0.0.1:${broker.port}`, "--certs", certDir, "--tls-groups", "X25519MLKEM768"]);
+    expect(pq.code).toBe(2);
+    expect(pq.stdout).toContain(`[FAIL ] 127.0.0.1:${broker.port}: TLS handshake failed`);
+    expect(readFileSync(broker.log, "utf8")).toContain("no suitable key share");
   }, 30_000);
 
   test("the open-file limit of the shell that starts it: short, with the ulimit that lifts it; the verdict names it", async () => {
