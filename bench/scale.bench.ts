@@ -5,14 +5,14 @@
  * enough workers and source addresses, ramps to N connected mTLS devices, holds them
  * publishing QoS 1 every 29.5-30 s (subscribed to config), then stops. Bounded in time; stops
  * what it started. Prints JSON lines: samples every 10 s, then a summary.
- *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2] [--tls-groups LIST] [--ramp-s N] [--min-available-mb 1024]
+ *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2] [--tls-groups LIST] [--ramp-s N] [--min-available-mb 1024] [--report FILE]
  * It runs the compiled executable (built into its state folder first), or with --source `bun src/cli/main.ts`.
  * A run that would exhaust the machine ends early instead: when the memory available falls
  * below --min-available-mb (checked every second) the run is stopped as by Ctrl-C, and the
  * summary says so and how many devices were held; its per-device figures divide by those.
  *   bun bench/scale.bench.ts --devices 20000 --hold 60        # routine use: a few minutes
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -43,6 +43,8 @@ const { values } = parseArgs({
     "tls-groups": { type: "string" },
     // Stop the run early when the machine's available memory falls below this (MB).
     "min-available-mb": { type: "string", default: "1024" },
+    // Keep cicada's own report (JSON) there: its phases, errors and health beyond the summary.
+    report: { type: "string" },
     // Time given to the ramp (default devices / rate): more when the brokers connect slower than --rate.
     "ramp-s": { type: "string" },
   },
@@ -165,6 +167,7 @@ for (const b of brokers) await b.stop();
 
 // 5. Summary.
 const rep = existsSync(report) ? JSON.parse(readFileSync(report, "utf8")) : null;
+if (rep && values.report) copyFileSync(report, values.report);
 rmSync(state, { recursive: true, force: true });
 if (!rep) {
   emit({ error: `cicada run exited ${code} without a report` });
