@@ -4,6 +4,7 @@ import { copyFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { brokerCerts, freePort } from "../../scripts/lib/testbed.ts";
 import { DirIdentities } from "../../src/store/dir.ts";
+import { dialsLike, Verifier } from "../../src/engine/verifier.ts";
 import { Probe } from "../helpers/probe.ts";
 import { waitFor } from "../helpers/broker.ts";
 import { makeCerts, startSwarm, swarmConfig } from "../helpers/swarm.ts";
@@ -190,7 +191,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
     expect(said).toContain("unsupported protocol");
   });
 
-  test("--tls-groups: the devices offer those key-exchange groups in that order; by default X25519, P-256, P-384 and no post-quantum share", async () => {
+  test("--tls-groups: the devices and the verifying consumer offer those key-exchange groups in that order; by default X25519, P-256, P-384 and no post-quantum share", async () => {
     using tmp = tempDir();
     const certDir = join(tmp.path, "cert");
     const ids = await makeCerts(certDir, 1);
@@ -206,6 +207,15 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
     expect(await offered("P-384:P-256")).toContain("Supported groups: secp384r1:secp256r1\n");
     // Bun's own default, which --tls-groups restores: the hybrid first (OpenSSL 3.0 does not know it: <NULL>).
     expect(await offered("X25519MLKEM768:X25519:P-256:P-384")).toContain("Supported groups: <NULL>:x25519:secp256r1:secp384r1\n");
+    // The verifying consumer dials as the devices do.
+    const consumer = await opensslServer(certDir, [], async (target, said) => {
+      const verifier = new Verifier({ ...dialsLike(tlsConfig(certDir, target, { tlsGroups: "P-384:X25519" })), connections: 1, actuateRate: 0 });
+      const started = verifier.start(5_000).catch(() => {});
+      await waitFor(() => said().includes("Shared groups"), "the consumer's handshake done");
+      verifier.close();
+      await started;
+    });
+    expect(consumer).toContain("Supported groups: secp384r1:x25519\n");
   });
 
   test("QoS 2 and MQTT 5 against mosquitto", async () => {
