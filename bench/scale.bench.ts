@@ -52,6 +52,13 @@ const { values } = parseArgs({
 const devices = Number(values.devices);
 const rate = Number(values.rate);
 const holdS = Number(values.hold);
+// --ramp-s gives the ramp time; it does not change --rate, which alone may need longer.
+// Checked before anything is made or started.
+const rampS = values["ramp-s"] ? Number(values["ramp-s"]) : Math.ceil(devices / rate);
+if (rampS < Math.ceil(devices / rate)) {
+  process.stderr.write(`error: --ramp-s ${rampS} is shorter than ${devices} devices at --rate ${rate} take (${Math.ceil(devices / rate)} s): raise --rate or --ramp-s\n`);
+  process.exit(2);
+}
 const brokerCount = values.brokers === "auto" ? Math.ceil(devices / Number(values["per-broker"])) : Number(values.brokers);
 const sources = Array.from({ length: Number(values.sources) }, (_, i) => `127.0.0.${i + 2}`);
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "scale", ...o }));
@@ -77,7 +84,6 @@ const state = mkdtempSync(join(tmpdir(), "cicada-scale-"));
 const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
 log(`${brokerCount} mosquitto brokers on ports ${brokers.map((b) => b.port).join(",")}`);
 const report = join(state, "report.json");
-const rampS = values["ramp-s"] ? Number(values["ramp-s"]) : Math.ceil(devices / rate);
 const durationS = rampS + 60 + holdS; // ramp, margin for stragglers, hold
 const memStart = machineMemory();
 
