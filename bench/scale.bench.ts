@@ -81,6 +81,8 @@ if (have < devices) {
 
 // 2. Brokers.
 const state = mkdtempSync(join(tmpdir(), "cicada-scale-"));
+// Built before the brokers start, so a failed build leaves nothing running.
+const command = values.source ? [process.execPath, MAIN] : [buildExecutable(join(state, "cicada"))];
 const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
 log(`${brokerCount} mosquitto brokers on ports ${brokers.map((b) => b.port).join(",")}`);
 const report = join(state, "report.json");
@@ -98,7 +100,6 @@ const args = [
   ...(values["tls-groups"] ? ["--tls-groups", values["tls-groups"]] : []),
 ];
 log(`cicada ${args.join(" ")}`);
-const command = values.source ? [process.execPath, MAIN] : [buildExecutable(join(state, "cicada"))];
 const cicada = Bun.spawn([...command, ...args], { stdio: ["ignore", "ignore", "pipe"] });
 // Ctrl-C or a kill ends the run early: cicada stops its devices and writes its report, then
 // the brokers are stopped and the state folder removed as on a normal end.
