@@ -54,9 +54,10 @@ const rate = Number(values.rate);
 const holdS = Number(values.hold);
 // --ramp-s gives the ramp time; it does not change --rate, which alone may need longer.
 // Checked before anything is made or started.
-const rampS = values["ramp-s"] ? Number(values["ramp-s"]) : Math.ceil(devices / rate);
-if (rampS < Math.ceil(devices / rate)) {
-  process.stderr.write(`error: --ramp-s ${rampS} is shorter than ${devices} devices at --rate ${rate} take (${Math.ceil(devices / rate)} s): raise --rate or --ramp-s\n`);
+const rampAtRateS = Math.ceil(devices / rate);
+const rampS = values["ramp-s"] ? Number(values["ramp-s"]) : rampAtRateS;
+if (rampS < rampAtRateS) {
+  process.stderr.write(`error: --ramp-s ${rampS} is shorter than ${devices} devices at --rate ${rate} take (${rampAtRateS} s): raise --rate or --ramp-s\n`);
   process.exit(2);
 }
 const brokerCount = values.brokers === "auto" ? Math.ceil(devices / Number(values["per-broker"])) : Number(values.brokers);

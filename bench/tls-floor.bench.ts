@@ -40,8 +40,8 @@ const { values } = parseArgs({
 const n = Number(values.conns);
 const certDir = values.certs!;
 const groups = values["tls-groups"];
-const { ecdhCurve, ...version } = tlsOfferOptions({ tlsVersion: values["tls-version"] as TlsVersion | undefined, ...(groups ? { tlsGroups: groups } : {}) });
-// Bun's own default groups when asked for, cicada's otherwise.
+// `--tls-groups bun`: no ecdhCurve, so Bun's own default groups; otherwise cicada's offer.
+const { ecdhCurve, ...version } = tlsOfferOptions({ tlsVersion: values["tls-version"] as TlsVersion | undefined, ...(groups && groups !== "bun" ? { tlsGroups: groups } : {}) });
 const offer = groups === "bun" ? version : { ...version, ecdhCurve };
 
 if (values.child) {

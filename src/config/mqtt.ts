@@ -20,14 +20,11 @@ export const MQTT_OPTIONS: OptionSpecs = {
 
 export type TransportKind = "tcp" | "tls" | "ws" | "wss";
 
-export interface MqttSettings {
+/** With TlsOffer: --tls-version (absent: both) and --tls-groups (absent: DEFAULT_TLS_GROUPS). */
+export interface MqttSettings extends TlsOffer {
   transport: TransportKind;
   /** TLS under MQTT (tls, wss). */
   tls: boolean;
-  /** --tls-version: the one TLS version offered (absent: both). */
-  tlsVersion?: TlsVersion;
-  /** --tls-groups: the key-exchange groups offered (absent: DEFAULT_TLS_GROUPS). */
-  tlsGroups?: string;
   /** The WebSocket endpoint (ws, wss): path and subprotocol offered. */
   ws?: { path: string; protocol?: string };
   session: MqttSession;
@@ -39,7 +36,7 @@ export interface MqttSettings {
 const DEFAULT_PERSISTENT_EXPIRY_S = 3600;
 
 /** Why `groups` is not a list of key-exchange groups this TLS library knows, or null when it is (BoringSSL's own check). */
-export function tlsGroupsProblem(groups: string): string | null {
+function tlsGroupsProblem(groups: string): string | null {
   if (!TLS_GROUPS_FORMAT.test(groups)) return "must be group names separated by colons, e.g. X25519:P-256";
   try {
     createSecureContext({ ecdhCurve: groups });
