@@ -16,16 +16,33 @@ import type { LifecycleHooks } from "../lifecycle/types.ts";
 import type { FromWorker, ToWorker, WorkerSpec, WorkerStatus } from "./ipc-protocol.ts";
 import { split, type Fleet, type FleetSnapshot } from "./fleet.ts";
 import { selfArgv } from "../sys/self.ts";
-import { cpuTicks } from "../sys/cpu.ts";
+import { procStat, type ProcStat } from "../sys/cpu.ts";
 
 /** A worker silent this long, and not running, is hung (or stopped): it is killed and replaced. */
 export const WATCHDOG_MS = 5000;
 /**
- * A silent worker that is still using CPU is busy, not hung: a saturated machine (its timers run
- * late) or a long synchronous task. Killing it would drop its devices onto the brokers at once and
- * make the overload a storm, so it gets this long before it is killed all the same.
+ * A silent worker that is still running is busy, not hung: a saturated machine (its timers run
+ * late), one short of memory (its threads wait in the kernel while pages are reclaimed) or a long
+ * synchronous task. Killing it would drop its devices onto the brokers at once and make the
+ * overload a storm, so it gets this long before it is killed all the same.
  */
 export const BUSY_MS = 60_000;
+
+/**
+ * Whether a silent process is still running: it used CPU within the watchdog's window (CPU
+ * times, oldest first), or is on a core or waiting for one (R), or waits inside the kernel (D:
+ * the disk, or memory being reclaimed, which on a machine short of memory can take seconds and
+ * no CPU time of its own). Stopped (T), sleeping with no CPU for the whole window, or gone: not running.
+ */
+export function running(now: Pick<ProcStat, "state"> | null, window: (number | null)[]): boolean {
+  if (!now || now.state === "T" || now.state === "t" || now.state === "Z") return false;
+  if (now.state === "R" || now.state === "D") return true;
+  const known = window.filter((t): t is number => t !== null);
+  return known.length >= 2 && known[known.length - 1]! > known[0]!;
+}
+
+/** How often the watchdog looks at every worker. */
+const CHECK_MS = 1000;
 /** A new worker may take this long to send its first message: start-up on a loaded machine is slow (many processes loading at once). */
 export const STARTUP_MS = 30_000;
 
@@ -62,9 +79,11 @@ interface Worker {
   restarts: number;
   stopped: boolean;
   exited: Promise<void>;
-  /** Its CPU time at the last watchdog check (clock ticks; null: unknown), and whether it was silent then. */
-  ticks: number | null;
+  /** Its CPU time at the watchdog's checks over the last WATCHDOG_MS (clock ticks, oldest first; null: unknown), and whether it was silent at the last. */
+  ticks: (number | null)[];
   silent: boolean;
+  /** The watchdog killed it; its exit is awaited. */
+  killing: boolean;
   /** Its first positions whose ids it was sent (when the supervisor names them). */
   named: number;
 }
@@ -96,14 +115,14 @@ export class Supervisor implements Fleet {
     private readonly lifecycle: LifecycleHooks | null = null,
     private readonly ids: IdList | null = null,
   ) {
-    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve(), ticks: null, silent: false, named: 0 }));
+    this.workers = specs.map((spec) => ({ spec, proc: null, lastSeen: 0, lastSeq: 0, status: { ...IDLE }, restarts: 0, stopped: false, exited: Promise.resolve(), ticks: [], silent: false, killing: false, named: 0 }));
     this.users = specs.reduce((a, s) => a + s.swarm.users, 0);
     this.rate = specs.reduce((a, s) => a + s.swarm.rate, 0);
   }
 
   start(): void {
     for (const w of this.workers) this.spawn(w);
-    this.watchdog = setInterval(() => this.check(), 1000);
+    this.watchdog = setInterval(() => this.check(), CHECK_MS);
   }
 
   setUsers(n: number): void {
@@ -232,7 +251,8 @@ export class Supervisor implements Fleet {
     });
     w.proc = proc;
     w.lastSeq = 0;
-    w.ticks = null;
+    w.ticks = [];
+    w.killing = false;
     w.silent = false;
     proc.send({ t: "start", spec: { ...w.spec, ...this.named(w, true) }, v: this.v, ...(Number.isFinite(this.leaseUntil) ? { lease: this.leaseUntil } : {}) } satisfies ToWorker);
   }
@@ -292,16 +312,18 @@ export class Supervisor implements Fleet {
 
   /**
    * Every second: a worker that sent nothing for WATCHDOG_MS (STARTUP_MS before its first message)
-   * is hung unless it used CPU since the last check; a busy one is waited for up to BUSY_MS. A hung
+   * is hung unless it is still running (running()); a busy one is waited for up to BUSY_MS. A hung
    * one is killed, and the exit handler replaces it.
    */
   private check(): void {
     const now = performance.now();
     for (const w of this.workers) {
-      if (!w.proc || w.proc.exitCode !== null) continue;
-      const ticks = cpuTicks(w.proc.pid);
-      const ran = ticks !== null && w.ticks !== null && ticks > w.ticks;
-      w.ticks = ticks;
+      // A worker killed here is left alone while it exits (19,000 sockets take a while to close).
+      if (!w.proc || w.proc.exitCode !== null || w.killing) continue;
+      const stat = procStat(w.proc.pid);
+      w.ticks.push(stat?.cpuTicks ?? null);
+      if (w.ticks.length > WATCHDOG_MS / CHECK_MS + 1) w.ticks.shift();
+      const ran = running(stat, w.ticks);
       const quiet = now - w.lastSeen;
       if (quiet <= (w.lastSeq ? WATCHDOG_MS : STARTUP_MS)) {
         if (w.silent) this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) answered again after ${Math.round(quiet / 1000)} s`);
@@ -310,12 +332,13 @@ export class Supervisor implements Fleet {
       }
       const s = Math.round(quiet / 1000);
       if (ran && quiet <= BUSY_MS) {
-        if (!w.silent) this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${s} s but running (the machine is overloaded, or a scenario blocks it): waiting up to ${BUSY_MS / 1000} s`);
+        if (!w.silent) this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${s} s but running (the machine is overloaded or short of memory, or a scenario blocks it): waiting up to ${BUSY_MS / 1000} s`);
         w.silent = true;
         continue;
       }
       this.onEvent(`worker ${w.spec.slot} (pid ${w.proc.pid}) silent for ${s} s${ran ? "" : " and not running"}; killing it`);
       w.silent = false;
+      w.killing = true;
       w.proc.kill("SIGKILL");
     }
   }

@@ -9,6 +9,11 @@ import { readFileSync } from "node:fs";
 export const TICKS_PER_S = 100;
 
 export interface ProcStat {
+  /**
+   * proc(5)'s state letter: R running or waiting for a core, S sleeping, D waiting inside the
+   * kernel (disk, or memory being reclaimed), T stopped, Z exited.
+   */
+  state: string;
   ppid: number;
   /** utime + stime, clock ticks. */
   cpuTicks: number;
@@ -28,7 +33,7 @@ export function procStat(pid: number): ProcStat | null {
   // `f` starts at field 3 of proc(5) (state): ppid is field 4, utime 14, stime 15, rss 24.
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const cpuTicks = Number(f[11]) + Number(f[12]);
-  return Number.isFinite(cpuTicks) ? { ppid: Number(f[1]), cpuTicks, rssPages: Number(f[21]) } : null;
+  return Number.isFinite(cpuTicks) ? { state: f[0]!, ppid: Number(f[1]), cpuTicks, rssPages: Number(f[21]) } : null;
 }
 
 /** utime + stime of process `pid` in clock ticks; null where /proc cannot say. */
