@@ -5,10 +5,11 @@
  * `<id>.key`, `<id>.crt`, `ca.crt`, `renew/`, `revoke/` — so `ls cert | wc -l` = 2N+3.
  * cicada's own CA key and CRL live in the hidden `.ca/` folder, which `ls` does not count.
  */
-import { readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { readdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT, LoadError, messageOf } from "../errors.ts";
 import { DIR_MODE, exists, makeDir, PRIVATE_DIR_MODE, writeFileAtomic } from "../sys/fs.ts";
+import { readOnce } from "../../native/read-once.ts";
 
 export interface CertDir {
   root: string;
@@ -110,7 +111,8 @@ export class DeviceFiles {
 
   load(id: string): { cert: string; key: string } {
     const dir = this.renewed.has(id) ? join(this.root, "renew") : this.root;
-    return { cert: readFileSync(join(dir, `${id}.crt`), "utf8"), key: readFileSync(join(dir, `${id}.key`), "utf8") };
+    // Read once as the device dials, and not left in the page cache (native/read-once.ts).
+    return { cert: readOnce(join(dir, `${id}.crt`)), key: readOnce(join(dir, `${id}.key`)) };
   }
 }
 
