@@ -16,13 +16,10 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { machineMemory, treeUsage } from "../scripts/lib/procstat.ts";
+import { machineMemory, machineStalls, treeUsage } from "../scripts/lib/procstat.ts";
 import { startBrokers } from "../scripts/lib/testbed.ts";
-import { issueParallel, workersFor } from "../src/pki/batch.ts";
-import { openLocalCa } from "../src/pki/signers/local.ts";
-import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
 import { DEFAULT_TLS_GROUPS } from "../src/transport/connect.ts";
-import { buildExecutable } from "./fixtures/common.ts";
+import { buildExecutable, ensureCerts } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -69,22 +66,28 @@ const MB = 1048576;
 
 // 1. Certificates (kept between runs: making 100,000 takes about a minute).
 const certDir = values.certs!;
-const have = existsSync(certDir) ? listDeviceIds(certDir).length : 0;
-if (have < devices) {
-  log(`making ${devices - have} P-256 device certificates in ${certDir}`);
-  const dir = ensureCertDir(certDir);
-  const { ca } = openLocalCa(dir, { kind: "ec" });
-  const ids = Array.from({ length: devices - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
-  const t0 = performance.now();
-  await issueParallel({ root: certDir, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
-  log(`certificates made in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-}
+let making = 0;
+await ensureCerts(certDir, devices, "ec", (line) => {
+  making = performance.now();
+  log(line);
+});
+if (making) log(`certificates made in ${((performance.now() - making) / 1000).toFixed(0)} s`);
 
 // 2. Brokers.
 const state = mkdtempSync(join(tmpdir(), "cicada-scale-"));
 // Built before the brokers start, so a failed build leaves nothing running.
 const command = values.source ? [process.execPath, MAIN] : [buildExecutable(join(state, "cicada"))];
 const brokers = await startBrokers(brokerCount, { certDir, stateDir: state, verbose: false });
+// Until they are stopped in order below, whatever ends this process (a throw included) ends the
+// brokers and cicada it started, by their PIDs.
+const running = new Set(brokers.map((b) => b.pid));
+process.on("exit", () => {
+  for (const pid of running) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {}
+  }
+});
 log(`${brokerCount} mosquitto brokers on ports ${brokers.map((b) => b.port).join(",")}`);
 const report = join(state, "report.json");
 const durationS = rampS + 60 + holdS; // ramp, margin for stragglers, hold
@@ -102,6 +105,7 @@ const args = [
 ];
 log(`cicada ${args.join(" ")}`);
 const cicada = Bun.spawn([...command, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+running.add(cicada.pid);
 // Ctrl-C or a kill ends the run early: cicada stops its devices and writes its report, then
 // the brokers are stopped and the state folder removed as on a normal end.
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => cicada.kill("SIGINT"));
@@ -125,14 +129,17 @@ void (async () => {
 
 // 4. Samples every 10 s while it runs.
 const brokerPids = brokers.map((b) => b.pid);
-let prev = { t: performance.now(), c: treeUsage([cicada.pid]), b: treeUsage(brokerPids) };
+let prev = { t: performance.now(), c: treeUsage([cicada.pid]), b: treeUsage(brokerPids), m: machineStalls() };
 const cpu0 = { c: prev.c.cpuS, b: prev.b.cpuS };
 const samples: Record<string, number>[] = [];
 function sample(): void {
   const now = performance.now();
   const c = treeUsage([cicada.pid]);
   const b = treeUsage(brokerPids);
+  const m = machineStalls();
   const dt = (now - prev.t) / 1000;
+  // Share of the interval that some task (or every task) spent waiting: pressure stall information.
+  const stalled = (k: "cpuSomeUs" | "memorySomeUs" | "memoryFullUs" | "ioSomeUs" | "ioFullUs") => +(((m[k] - prev.m[k]) / 1e6 / dt) * 100).toFixed(1);
   const p = progress[progress.length - 1];
   const sample = {
     t_s: p?.t ?? 0,
@@ -148,10 +155,24 @@ function sample(): void {
     brokers_pss_mb: Math.round(b.pssBytes / MB),
     brokers_cpu_s: +(b.cpuS - cpu0.b).toFixed(1),
     machine_available_mb: Math.round(machineMemory().availableBytes / MB),
+    machine_free_mb: Math.round(m.freeBytes / MB),
+    machine_cached_mb: Math.round(m.cachedBytes / MB),
+    // Why processes waited when the cores were not all busy: a core, memory (reclaim) or I/O.
+    stall_cpu_some_percent: stalled("cpuSomeUs"),
+    stall_memory_some_percent: stalled("memorySomeUs"),
+    stall_memory_full_percent: stalled("memoryFullUs"),
+    stall_io_some_percent: stalled("ioSomeUs"),
+    stall_io_full_percent: stalled("ioFullUs"),
+    direct_reclaims: m.allocStalls - prev.m.allocStalls,
+    direct_reclaim_scanned_pages: m.directScanPages - prev.m.directScanPages,
+    kswapd_scanned_pages: m.kswapdScanPages - prev.m.kswapdScanPages,
+    major_faults: m.majorFaults - prev.m.majorFaults,
+    // The sampler's own delay past its 10 s: this process waited too.
+    sample_interval_s: +dt.toFixed(1),
   };
   samples.push(sample);
   emit({ sample });
-  prev = { t: now, c, b };
+  prev = { t: now, c, b, m };
 }
 const sampler = setInterval(sample, 10_000);
 // Out of memory, the kernel would kill a broker or a worker (or anything else on the machine);
@@ -169,9 +190,11 @@ const guard = setInterval(() => {
 }, 1000);
 
 const code = await cicada.exited;
+running.delete(cicada.pid);
 clearInterval(sampler);
 clearInterval(guard);
 for (const b of brokers) await b.stop();
+running.clear();
 
 // 5. Summary.
 const rep = existsSync(report) ? JSON.parse(readFileSync(report, "utf8")) : null;
@@ -243,6 +266,13 @@ emit({
     brokers_pss_mb_peak: peak("brokers_pss_mb"),
     machine_memory_total_mb: Math.round(memStart.totalBytes / MB),
     machine_memory_used_peak_mb: Math.round((memStart.totalBytes - Math.min(...samples.map((s) => s.machine_available_mb! * MB))) / MB),
+    // Where waiting came from when it was not the cores: the worst 10 s of memory and I/O stalls
+    // (every task waiting), and the allocations that had to reclaim memory themselves.
+    stall_memory_full_percent_max: peak("stall_memory_full_percent"),
+    stall_io_full_percent_max: peak("stall_io_full_percent"),
+    stall_cpu_some_percent_hold: +avg("stall_cpu_some_percent").toFixed(1),
+    direct_reclaims: samples.reduce((a, s) => a + s.direct_reclaims!, 0),
+    sample_interval_s_max: peak("sample_interval_s"),
     exit_code: code,
   },
 });

@@ -11,16 +11,15 @@
  * `cicada run` does (`--tls-groups bun` leaves Bun's own default, X25519MLKEM768 first).
  *   bun bench/tls-floor.bench.ts [--conns 5000] [--only own,own-no-ca,shared] [--tls-version 1.2] [--tls-groups X25519]
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Socket } from "bun";
 import { startBroker } from "../scripts/lib/testbed.ts";
-import { issueParallel, workersFor } from "../src/pki/batch.ts";
-import { openLocalCa } from "../src/pki/signers/local.ts";
-import { ensureCertDir, listDeviceIds } from "../src/store/dir.ts";
+import { listDeviceIds } from "../src/store/dir.ts";
 import { tlsOfferOptions, type TlsVersion } from "../src/transport/connect.ts";
+import { ensureCerts } from "./fixtures/common.ts";
 
 const MODES = ["own", "own-no-ca", "shared"] as const;
 type Mode = (typeof MODES)[number];
@@ -49,14 +48,7 @@ if (values.child) {
   process.exit(0);
 }
 
-const have = existsSync(certDir) ? listDeviceIds(certDir).length : 0;
-if (have < n) {
-  process.stderr.write(`# making ${n - have} P-256 certificates in ${certDir}\n`);
-  const dir = ensureCertDir(certDir);
-  const { ca } = openLocalCa(dir, { kind: "ec" });
-  const ids = Array.from({ length: n - have }, (_, i) => (have + i).toString(16).padStart(8, "0"));
-  await issueParallel({ root: certDir, tenant: "admin", kind: "ec", days: 30, caCert: dir.caCert, caKey: dir.caKey, ids }, ca, workersFor(ids.length), () => {});
-}
+await ensureCerts(certDir, n, "ec", (line) => process.stderr.write(`# ${line}\n`));
 const state = mkdtempSync(join(tmpdir(), "cicada-tls-floor-"));
 const broker = await startBroker({ certDir, stateDir: state, verbose: false });
 try {

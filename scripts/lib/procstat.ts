@@ -56,3 +56,52 @@ export function machineMemory(): { totalBytes: number; availableBytes: number } 
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(m)?.[1] ?? 0) * 1024;
   return { totalBytes: kb("MemTotal"), availableBytes: kb("MemAvailable") };
 }
+
+/**
+ * The machine's stall counters: Linux pressure stall information (microseconds some task, or
+ * every task, waited for a core, for memory or for I/O since boot) and the kernel's reclaim
+ * counters. Differences between two readings say why processes were slow when the cores were
+ * not all busy. Absent files (older kernels, no PSI) read as 0.
+ */
+export interface MachineStalls {
+  cpuSomeUs: number;
+  memorySomeUs: number;
+  memoryFullUs: number;
+  ioSomeUs: number;
+  ioFullUs: number;
+  /** Allocations that had to reclaim memory themselves (direct reclaim), and the pages they scanned. */
+  allocStalls: number;
+  directScanPages: number;
+  kswapdScanPages: number;
+  majorFaults: number;
+  freeBytes: number;
+  cachedBytes: number;
+}
+
+export function machineStalls(): MachineStalls {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  const psi = (kind: string, which: "some" | "full") => Number(new RegExp(`^${which} .*total=(\\d+)`, "m").exec(read(`/proc/pressure/${kind}`))?.[1] ?? 0);
+  const vm = read("/proc/vmstat");
+  const count = (re: RegExp) => [...vm.matchAll(re)].reduce((a, m) => a + Number(m[1]), 0);
+  const mem = read("/proc/meminfo");
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(mem)?.[1] ?? 0) * 1024;
+  return {
+    cpuSomeUs: psi("cpu", "some"),
+    memorySomeUs: psi("memory", "some"),
+    memoryFullUs: psi("memory", "full"),
+    ioSomeUs: psi("io", "some"),
+    ioFullUs: psi("io", "full"),
+    allocStalls: count(/^allocstall_\w+ (\d+)$/gm),
+    directScanPages: count(/^pgscan_direct (\d+)$/gm),
+    kswapdScanPages: count(/^pgscan_kswapd (\d+)$/gm),
+    majorFaults: count(/^pgmajfault (\d+)$/gm),
+    freeBytes: kb("MemFree"),
+    cachedBytes: kb("Cached"),
+  };
+}
