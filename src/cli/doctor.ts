@@ -17,7 +17,7 @@ const SPEC: CommandSpec = {
     brokers: { type: "string", arg: "LIST", help: "Broker addresses the devices will dial, HOST:PORT comma-separated: each is dialled once, its TLS certificate checked" },
     certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory: its ca.crt checks the brokers' certificates, its first device makes the handshake mutual" },
     tls: { type: "boolean", negatable: true, default: "true", help: "Dial the brokers with TLS (--no-tls: plain TCP)" },
-    "tls-version": { type: "string", arg: "1.2|1.3", help: "Offer only this TLS version, as cicada run --tls-version (default: both; the line says which the broker picked)" },
+    "tls-version": { ...MQTT_OPTIONS["tls-version"]!, help: "Offer only this TLS version, as cicada run --tls-version (default: both; the line says which the broker picked)" },
     "tls-groups": { ...MQTT_OPTIONS["tls-groups"]!, help: "Offer these key-exchange groups, as cicada run --tls-groups (the line says which the broker picked)" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes the run will use, as cicada run --workers" },
     "source-address": { type: "string", arg: "LIST", help: "Local addresses the run will connect from, as cicada run --source-address" },

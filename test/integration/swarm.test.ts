@@ -189,6 +189,8 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
       expect(swarm.stats.rows.connect.count).toBe(0);
     });
     expect(said).toContain("unsupported protocol");
+    // The verifying consumer dials as the devices do: offering 1.3 only, it is refused the same way.
+    expect(await consumerDials(certDir, ["-tls1_2"], { tlsVersion: "1.3" }, "unsupported protocol")).toContain("unsupported protocol");
   });
 
   test("--tls-groups: the devices and the verifying consumer offer those key-exchange groups in that order; by default X25519, P-256, P-384 and no post-quantum share", async () => {
@@ -208,14 +210,7 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
     // Bun's own default, which --tls-groups restores: the hybrid first (OpenSSL 3.0 does not know it: <NULL>).
     expect(await offered("X25519MLKEM768:X25519:P-256:P-384")).toContain("Supported groups: <NULL>:x25519:secp256r1:secp384r1\n");
     // The verifying consumer dials as the devices do.
-    const consumer = await opensslServer(certDir, [], async (target, said) => {
-      const verifier = new Verifier({ ...dialsLike(tlsConfig(certDir, target, { tlsGroups: "P-384:X25519" })), connections: 1, actuateRate: 0 });
-      const started = verifier.start(5_000).catch(() => {});
-      await waitFor(() => said().includes("Shared groups"), "the consumer's handshake done");
-      verifier.close();
-      await started;
-    });
-    expect(consumer).toContain("Supported groups: secp384r1:x25519\n");
+    expect(await consumerDials(certDir, [], { tlsGroups: "P-384:X25519" }, "Shared groups")).toContain("Supported groups: secp384r1:x25519\n");
   });
 
   test("QoS 2 and MQTT 5 against mosquitto", async () => {
@@ -375,6 +370,20 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada run (the binary's code path)", () => {
     expect(readFileSync(broker.log, "utf8")).toContain("u'envt:d00000'");
   });
 });
+
+/**
+ * The verifying consumer (`--verify`) dials OpenSSL's own TLS server (`serverArgs`) with the devices'
+ * settings and `offer`; returns what the server printed once it says `until`.
+ */
+function consumerDials(certDir: string, serverArgs: string[], offer: Parameters<typeof swarmConfig>[1], until: string): Promise<string> {
+  return opensslServer(certDir, serverArgs, async (target, said) => {
+    const verifier = new Verifier({ ...dialsLike(tlsConfig(certDir, target, offer)), connections: 1, actuateRate: 0 });
+    const started = verifier.start(5_000).catch(() => {});
+    await waitFor(() => said().includes(until), `the consumer's handshake to end in "${until}"`);
+    verifier.close();
+    await started;
+  });
+}
 
 /**
  * Runs `use` against OpenSSL's own TLS server (`openssl s_server` with the broker's certificate
