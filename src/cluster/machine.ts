@@ -20,7 +20,7 @@
 import { availableParallelism, hostname } from "node:os";
 import type Redis from "ioredis";
 import { getFileLimit, raiseFileLimit } from "../../native/rlimit.ts";
-import { checkCapacity, ephemeralPorts } from "../engine/limits.ts";
+import { checkCapacity, ephemeralPorts, FD_RESERVE } from "../engine/limits.ts";
 import { encodeStats, packStats } from "../metrics/snapshot.ts";
 import { StatsOutbox } from "./stats-ledger.ts";
 import { Stats } from "../metrics/stats.ts";
@@ -126,7 +126,7 @@ export class MachineAgent {
     this.ids = new PackedIds(listed);
     const raised = await raiseFileLimit();
     const limit = raised.ok ? raised : getFileLimit();
-    if (limit.ok) this.perProcess = Math.max(1, limit.value.soft - 100);
+    if (limit.ok) this.perProcess = Math.max(1, limit.value.soft - FD_RESERVE);
     this.pub = await openRedis(this.o.redis, `cicada-machine-${this.id}`, this.say);
     this.sub = await openRedis(this.o.redis, `cicada-machine-${this.id}-sub`, this.say);
     this.sub.on("message", (_c: string, text: string) => this.onBeat(text));
@@ -293,7 +293,7 @@ export class MachineAgent {
       workers,
       destinations: new Set(swarm.targets.map((t) => `${t.host}:${t.port}`)).size,
       sources: swarm.sources.length,
-      files: Number.isFinite(this.perProcess) ? { soft: this.perProcess + 100, hard: this.perProcess + 100 } : null,
+      files: Number.isFinite(this.perProcess) ? { soft: this.perProcess + FD_RESERVE, hard: this.perProcess + FD_RESERVE } : null,
       ports: ephemeralPorts(),
     });
     for (const line of [...cap.warnings, ...cap.errors]) this.say(`warning: ${line}`);
