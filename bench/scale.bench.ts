@@ -137,6 +137,7 @@ function sample(): void {
   const c = treeUsage([cicada.pid]);
   const b = treeUsage(brokerPids);
   const m = machineStalls();
+  const mem = machineMemory();
   const dt = (now - prev.t) / 1000;
   // Share of the interval that some task (or every task) spent waiting: pressure stall information.
   const stalled = (k: "cpuSomeUs" | "memorySomeUs" | "memoryFullUs" | "ioSomeUs" | "ioFullUs") => +(((m[k] - prev.m[k]) / 1e6 / dt) * 100).toFixed(1);
@@ -154,9 +155,9 @@ function sample(): void {
     brokers_rss_mb: Math.round(b.rssBytes / MB),
     brokers_pss_mb: Math.round(b.pssBytes / MB),
     brokers_cpu_s: +(b.cpuS - cpu0.b).toFixed(1),
-    machine_available_mb: Math.round(machineMemory().availableBytes / MB),
-    machine_free_mb: Math.round(m.freeBytes / MB),
-    machine_cached_mb: Math.round(m.cachedBytes / MB),
+    machine_available_mb: Math.round(mem.availableBytes / MB),
+    machine_free_mb: Math.round(mem.freeBytes / MB),
+    machine_cached_mb: Math.round(mem.cachedBytes / MB),
     // Why processes waited when the cores were not all busy: a core, memory (reclaim) or I/O.
     stall_cpu_some_percent: stalled("cpuSomeUs"),
     stall_memory_some_percent: stalled("memorySomeUs"),

@@ -9,26 +9,9 @@
  * available the file is read as usual; reading never fails because of it.
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { loadLibc } from "./libc.ts";
 
 const POSIX_FADV_DONTNEED = 4; // Linux, every architecture
-
-type Libc = { posix_fadvise(fd: number, offset: number, len: number, advice: number): number };
-let libc: Libc | null | undefined;
-
-function loadLibc(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (process.platform !== "linux") return libc;
-  try {
-    // bun:ffi is Bun's own module: required lazily so that importing this file costs nothing elsewhere.
-    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
-    const lib = dlopen("libc.so.6", { posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 } });
-    libc = lib.symbols as unknown as Libc;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
 
 /** The file's text (UTF-8); its pages are dropped from the page cache once read. Throws as readFileSync does. */
 export function readOnce(path: string): string {

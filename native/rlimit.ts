@@ -4,6 +4,7 @@
  * Every call returns { ok, value | reason } and never throws.
  */
 import { readFileSync } from "node:fs";
+import { loadLibc } from "./libc.ts";
 
 export type Result<T> = { ok: true; value: T } | { ok: false; reason: string };
 
@@ -13,24 +14,6 @@ export interface FileLimit {
 }
 
 const RLIMIT_NOFILE = 7; // Linux, x86_64 and aarch64
-
-type Libc = { getrlimit(res: number, ptr: unknown): number; setrlimit(res: number, ptr: unknown): number };
-let libc: Libc | null | undefined;
-
-async function loadLibc(): Promise<Libc | null> {
-  if (libc !== undefined) return libc;
-  try {
-    const { dlopen, FFIType } = await import("bun:ffi");
-    const lib = dlopen("libc.so.6", {
-      getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-      setrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-    });
-    libc = lib.symbols as unknown as Libc;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
 
 /** The limit as /proc reports it (works without FFI). */
 function fromProc(): Result<FileLimit> {
@@ -58,7 +41,7 @@ export async function raiseFileLimit(): Promise<Result<FileLimit>> {
   if (!before.ok) return before;
   if (before.value.soft >= before.value.hard) return before;
   if (process.platform !== "linux") return { ok: false, reason: `cannot raise the open-file limit on ${process.platform}: set ulimit -n ${before.value.hard}` };
-  const lib = await loadLibc();
+  const lib = loadLibc();
   if (!lib) return { ok: false, reason: `bun:ffi unavailable: run 'ulimit -n ${before.value.hard}' (or LimitNOFILE=${before.value.hard} under systemd) first` };
   const buf = new BigUint64Array(2);
   if (lib.getrlimit(RLIMIT_NOFILE, buf) !== 0) return { ok: false, reason: "getrlimit(RLIMIT_NOFILE) failed" };

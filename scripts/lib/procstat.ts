@@ -50,11 +50,11 @@ export function treeUsage(pids: number[]): ProcUsage {
   return u;
 }
 
-/** MemTotal and MemAvailable, bytes. */
-export function machineMemory(): { totalBytes: number; availableBytes: number } {
+/** MemTotal, MemAvailable, MemFree and Cached (the page cache), bytes. */
+export function machineMemory(): { totalBytes: number; availableBytes: number; freeBytes: number; cachedBytes: number } {
   const m = readFileSync("/proc/meminfo", "utf8");
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(m)?.[1] ?? 0) * 1024;
-  return { totalBytes: kb("MemTotal"), availableBytes: kb("MemAvailable") };
+  return { totalBytes: kb("MemTotal"), availableBytes: kb("MemAvailable"), freeBytes: kb("MemFree"), cachedBytes: kb("Cached") };
 }
 
 /**
@@ -74,8 +74,6 @@ export interface MachineStalls {
   directScanPages: number;
   kswapdScanPages: number;
   majorFaults: number;
-  freeBytes: number;
-  cachedBytes: number;
 }
 
 export function machineStalls(): MachineStalls {
@@ -89,8 +87,6 @@ export function machineStalls(): MachineStalls {
   const psi = (kind: string, which: "some" | "full") => Number(new RegExp(`^${which} .*total=(\\d+)`, "m").exec(read(`/proc/pressure/${kind}`))?.[1] ?? 0);
   const vm = read("/proc/vmstat");
   const count = (re: RegExp) => [...vm.matchAll(re)].reduce((a, m) => a + Number(m[1]), 0);
-  const mem = read("/proc/meminfo");
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(mem)?.[1] ?? 0) * 1024;
   return {
     cpuSomeUs: psi("cpu", "some"),
     memorySomeUs: psi("memory", "some"),
@@ -101,7 +97,5 @@ export function machineStalls(): MachineStalls {
     directScanPages: count(/^pgscan_direct (\d+)$/gm),
     kswapdScanPages: count(/^pgscan_kswapd (\d+)$/gm),
     majorFaults: count(/^pgmajfault (\d+)$/gm),
-    freeBytes: kb("MemFree"),
-    cachedBytes: kb("Cached"),
   };
 }
