@@ -14,8 +14,9 @@
  * `cicada run` of 2 devices over 2 workers, its processes' memory split into their own pages
  * (anonymous) and the executable's (file pages, shared by every process: PSS divides them).
  * `--tls-version 1.2|1.3` offers only that version and `--tls-groups` those key-exchange groups (the TLS
- * layers), as `cicada run` does.
- *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process] [--tls-version 1.2] [--tls-groups X25519]
+ * layers), as `cicada run` does; `--tls-stack cicada` holds the TLS layers with cicada's own TLS 1.3
+ * client instead of Bun's TLS sockets.
+ *   bun bench/memory.bench.ts [--devices 19000] [--brokers 2] [--rate 1000] [--layers tcp,tls-shared,mtls,process] [--tls-version 1.2] [--tls-groups X25519] [--tls-stack bun|cicada]
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,7 +28,7 @@ import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
 import { pssBytes, treeUsage } from "../scripts/lib/procstat.ts";
-import { DEFAULT_TLS_GROUPS, TLS_VERSIONS, type TlsVersion } from "../src/transport/connect.ts";
+import { DEFAULT_TLS_GROUPS, TLS_STACKS, TLS_VERSIONS, type TlsStack, type TlsVersion } from "../src/transport/connect.ts";
 import { buildExecutable, ensureCerts, processTree } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
@@ -41,8 +42,11 @@ const { values } = parseArgs({
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
     "tls-version": { type: "string" },
     "tls-groups": { type: "string" },
+    "tls-stack": { type: "string", default: "bun" },
   },
 });
+const tlsStack = values["tls-stack"] as TlsStack;
+if (!TLS_STACKS.includes(tlsStack)) throw new Error(`--tls-stack: ${TLS_STACKS.join(" or ")}, not ${tlsStack}`);
 const tlsVersion = values["tls-version"] as TlsVersion | undefined;
 if (tlsVersion && !TLS_VERSIONS.includes(tlsVersion)) throw new Error(`--tls-version: ${TLS_VERSIONS.join(" or ")}, not ${tlsVersion}`);
 const tlsGroups = values["tls-groups"];
@@ -84,6 +88,7 @@ function swarmConfig(brokers: Broker[], tls: boolean): Omit<SwarmConfig, "caPem"
     tls,
     ...(tls && tlsVersion ? { tlsVersion } : {}),
     ...(tls && tlsGroups ? { tlsGroups } : {}),
+    ...(tls && tlsStack !== "bun" ? { tlsStack } : {}),
     insecure: false,
     tenant: "admin",
     qos: 1,
@@ -137,7 +142,7 @@ async function hold(layer: Layer, certDir: string): Promise<void> {
     emit({
       layer,
       ...(layer !== "tcp" && tlsVersion ? { tls_version: tlsVersion } : {}),
-      ...(layer !== "tcp" ? { tls_groups: tlsGroups ?? DEFAULT_TLS_GROUPS } : {}),
+      ...(layer !== "tcp" ? { tls_groups: tlsGroups ?? DEFAULT_TLS_GROUPS, tls_stack: tlsStack } : {}),
       devices,
       connected: held.connected,
       connect_failures: held.connect_failures,

@@ -5,7 +5,7 @@
  * enough workers and source addresses, ramps to N connected mTLS devices, holds them
  * publishing QoS 1 every 29.5-30 s (subscribed to config), then stops. Bounded in time; stops
  * what it started. Prints JSON lines: samples every 10 s, then a summary.
- *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2] [--tls-groups LIST] [--ramp-s N] [--min-available-mb 1024] [--report FILE]
+ *   bun bench/scale.bench.ts [--devices 100000] [--rate 300] [--hold 300] [--brokers auto] [--per-broker 10000] [--workers auto] [--sources 0] [--source] [--tls-version 1.2] [--tls-groups LIST] [--tls-stack bun|cicada] [--ramp-s N] [--min-available-mb 1024] [--report FILE]
  * It runs the compiled executable (built into its state folder first), or with --source `bun src/cli/main.ts`.
  * A run that would exhaust the machine ends early instead: when the memory available falls
  * below --min-available-mb (checked every second) the run is stopped as by Ctrl-C, and the
@@ -37,6 +37,7 @@ const { values } = parseArgs({
     source: { type: "boolean", default: false },
     // Passed to cicada run: offer only this TLS version.
     "tls-version": { type: "string" },
+    "tls-stack": { type: "string" },
     "tls-groups": { type: "string" },
     // Stop the run early when the machine's available memory falls below this (MB).
     "min-available-mb": { type: "string", default: "1024" },
@@ -101,6 +102,7 @@ const args = [
   // The report (publish latency, late sends) covers the hold; the ramp's figures are sampled here.
   "--reset-stats",
   ...(values["tls-version"] ? ["--tls-version", values["tls-version"]] : []),
+  ...(values["tls-stack"] ? ["--tls-stack", values["tls-stack"]] : []),
   ...(values["tls-groups"] ? ["--tls-groups", values["tls-groups"]] : []),
 ];
 log(`cicada ${args.join(" ")}`);
@@ -231,6 +233,7 @@ emit({
   summary: {
     devices_target: devices,
     tls_version: values["tls-version"] ?? "1.2 or 1.3 (1.3 negotiated)",
+    tls_stack: values["tls-stack"] ?? "bun",
     tls_groups: values["tls-groups"] ?? DEFAULT_TLS_GROUPS,
     brokers: brokerCount,
     workers: rep.workers?.processes ?? 1,

@@ -3,7 +3,7 @@
  * checked against it by the type system, the `cicada run` flag each field sets.
  */
 import { z } from "@hono/zod-openapi";
-import { TLS_GROUPS_FORMAT, TLS_VERSIONS } from "../transport/connect.ts";
+import { TLS_GROUPS_FORMAT, TLS_STACKS, TLS_VERSIONS } from "../transport/connect.ts";
 
 export const Start = z
   .object({
@@ -20,6 +20,7 @@ export const Start = z
     payload_size: z.number().int().min(0).optional(),
     tenant: z.string().optional(),
     tls: z.boolean().optional(),
+    tls_stack: z.enum(TLS_STACKS).optional().openapi({ description: "Whose TLS the devices speak: bun (default) or cicada (cicada's own TLS 1.3 client, less memory per device)" }),
     tls_version: z.enum(TLS_VERSIONS).optional().openapi({ description: "Offer only this TLS version (default: both, the broker picks)" }),
     tls_groups: z.string().regex(TLS_GROUPS_FORMAT).max(200).optional().openapi({ example: "X25519:P-256", description: "Key-exchange groups the devices offer, in order (default X25519:P-256:P-384)" }),
     max_connecting: z.number().int().min(0).optional().openapi({ example: 200, description: "Connects in flight per worker process while ramping (0: no limit)" }),
@@ -48,6 +49,7 @@ const FLAGS = {
   payload_size: "payload-size",
   tenant: "tenant",
   tls: "tls",
+  tls_stack: "tls-stack",
   tls_version: "tls-version",
   tls_groups: "tls-groups",
   max_connecting: "max-connecting",

@@ -11,7 +11,7 @@ import type { LifecyclePlan } from "../lifecycle/types.ts";
 import { Latency } from "../metrics/histogram.ts";
 import { type EncodedStats, type PackedStats, unpackStats } from "../metrics/snapshot.ts";
 import { MAX_CUSTOM_ROWS, ROWS } from "../metrics/stats.ts";
-import { TLS_GROUPS_FORMAT, TLS_VERSIONS } from "../transport/connect.ts";
+import { TLS_GROUPS_FORMAT, TLS_STACKS, TLS_VERSIONS } from "../transport/connect.ts";
 import type { Assignment, Beat, MachineState } from "./redis-protocol.ts";
 import type { WorkerInfo } from "./fleet.ts";
 
@@ -29,6 +29,7 @@ const swarm: z.ZodType<SwarmConfig> = z
     targets: z.array(z.object({ host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).strict()).min(1).max(10_000),
     sources: z.array(z.string().max(64)).max(1024),
     tls: z.boolean(),
+    tlsStack: z.enum(TLS_STACKS).optional(),
     tlsVersion: z.enum(TLS_VERSIONS).optional(),
     tlsGroups: z.string().regex(TLS_GROUPS_FORMAT).max(200).optional(),
     insecure: z.boolean(),

@@ -2,12 +2,14 @@
 import { createSecureContext } from "node:tls";
 import type { Options, OptionSpecs } from "./options.ts";
 import type { MqttSession, PublishProperties } from "../mqtt/codec.ts";
-import { DEFAULT_TLS_GROUPS, TLS_GROUPS_FORMAT, TLS_VERSIONS, type TlsOffer, type TlsVersion } from "../transport/connect.ts";
+import { DEFAULT_TLS_GROUPS, TLS_GROUPS_FORMAT, TLS_STACKS, TLS_VERSIONS, type TlsOffer, type TlsStack, type TlsVersion } from "../transport/connect.ts";
+import { tls13GroupsProblem } from "../transport/tls13.ts";
 
 export const MQTT_OPTIONS: OptionSpecs = {
   transport: { type: "string", arg: "tcp|tls|ws|wss", help: "How devices reach the broker: tls (default; each device's certificate), tcp, ws or wss (MQTT over WebSocket; wss with each device's certificate). Overrides --tls" },
   "tls-version": { type: "string", arg: "1.2|1.3", help: "Offer only this TLS version (default: 1.2 and 1.3, the broker picks; 1.3 is what it picks unless it lacks it). Devices of an older TLS stack speak 1.2, which holds less memory on both sides (README, Sizing)" },
   "tls-groups": { type: "string", arg: "LIST", help: `Key-exchange groups the devices offer, in order, colon-separated (default ${DEFAULT_TLS_GROUPS}; the first is the key share sent). X25519MLKEM768 offers the post-quantum hybrid (Bun's own default, a 1,216-byte key share); P-256 alone is what many embedded stacks offer` },
+  "tls-stack": { type: "string", arg: "bun|cicada", help: "Whose TLS the devices speak: bun (default; Bun's TLS sockets, TLS 1.2 and 1.3) or cicada (cicada's own TLS 1.3 client over plain sockets: ~4 KB per held mTLS device where Bun's sockets hold ~20 KB, and less CPU per connect; TLS 1.3 only, groups X25519, P-256, P-384). README, Sizing" },
   "ws-path": { type: "string", arg: "PATH", default: "/mqtt", help: "With --transport ws|wss: the WebSocket endpoint's path" },
   "ws-protocol": { type: "string", arg: "NAME|none", default: "mqtt", help: "With --transport ws|wss: the subprotocol offered (MQTT's is mqtt; a websockify proxy in front of a broker takes binary or none)" },
   clean: { type: "string", arg: "true|false", default: "true", help: "false: persistent sessions (MQTT 5: Clean Start 0 with --session-expiry); the broker keeps a device's subscription and queues its messages while it is away" },
@@ -46,17 +48,20 @@ function tlsGroupsProblem(groups: string): string | null {
   }
 }
 
-/** --tls-version and --tls-groups, which need TLS (`tls`; `hint` says how to get it). Problems go to `o.issues`. */
+/** --tls-stack, --tls-version and --tls-groups, which need TLS (`tls`; `hint` says how to get it). Problems go to `o.issues`. */
 export function readTlsOffer(o: Options, tls: boolean, hint: string): TlsOffer {
   const offer: TlsOffer = {};
+  const stack = o.has("tls-stack") ? o.choice<TlsStack>("tls-stack", TLS_STACKS, "bun") : "bun";
+  if (stack !== "bun") offer.tlsStack = stack;
   if (o.has("tls-version")) offer.tlsVersion = o.choice<TlsVersion>("tls-version", TLS_VERSIONS, "1.3");
+  if (stack === "cicada" && offer.tlsVersion === "1.2") o.issues.push(`${o.source("tls-version")} 1.2 cannot go with --tls-stack cicada, which speaks TLS 1.3 only: drop one of them`);
   if (o.has("tls-groups")) {
     const groups = o.str("tls-groups")!;
-    const problem = tlsGroupsProblem(groups);
+    const problem = tlsGroupsProblem(groups) ?? (stack === "cicada" ? tls13GroupsProblem(groups) : null);
     if (problem) o.fail("tls-groups", problem, groups);
     else offer.tlsGroups = groups;
   }
-  for (const name of ["tls-version", "tls-groups"]) if (o.has(name) && !tls) o.issues.push(`${o.source(name)} needs TLS: ${hint}`);
+  for (const name of ["tls-stack", "tls-version", "tls-groups"]) if (o.has(name) && !tls) o.issues.push(`${o.source(name)} needs TLS: ${hint}`);
   return offer;
 }
 

@@ -41,7 +41,8 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
     this.scenario = scenario ? new ScenarioRunner(st, scenario, this, traffic) : null;
     if (st.cfg.lifecycle && !lifecycle) throw new Error("lifecycle settings without a lifecycle service");
     this.renewals = st.cfg.lifecycle && lifecycle ? new Renewals(st, lifecycle, this) : null;
-    this.transport = new Transport(this, st.cfg.tls, !st.cfg.insecure);
+    // cicada's TLS runs over plain sockets: Bun's TLS handshake event is not wanted then.
+    this.transport = new Transport(this, st.cfg.tls && st.cfg.tlsStack !== "cicada", !st.cfg.insecure);
   }
 
   get stats(): Stats {
@@ -105,7 +106,8 @@ export class Connections implements ScenarioLinks, LinkEvents, Redialer {
         }
       }
       // The CA store costs ~4 KB per connection: only until a broker certificate is pinned.
-      tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
+      if (cfg.tlsStack === "cicada") conn.tls13 = this.serverPins.clientFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
+      else tls = this.serverPins.tlsFor(conn, target, ident, cfg.caPem, cfg.insecure, fullVerify);
     }
     this.st.wheel.set(dev.index, Timer.TIMEOUT, now + cfg.connectTimeoutMs);
     this.st.dialled(conn);

@@ -243,6 +243,7 @@ export class Verifier {
       pins: null,
       pinned: false,
       ws: null,
+      tls13: null,
       parser,
       acks: [],
       ready: Promise.withResolvers<void>(),

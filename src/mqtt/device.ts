@@ -3,6 +3,7 @@ import type { Socket } from "bun";
 import { CMD, encodeAck, type ProtocolVersion, type PublishTemplate, type QoS } from "./codec.ts";
 import type { PinSet } from "../transport/pins.ts";
 import type { WsState } from "../transport/ws.ts";
+import type { Tls13Client } from "../transport/tls13.ts";
 
 export const State = {
   IDLE: 0,
@@ -254,6 +255,8 @@ export class Conn {
   pinned = false;
   /** MQTT over WebSocket: upgrade and framing state (null for TCP and TLS). */
   ws: WsState | null = null;
+  /** TLS by cicada's own client (--tls-stack cicada); null: Bun's TLS, or none. */
+  tls13: Tls13Client | null = null;
   /** The server's Receive Maximum (MQTT 5 CONNACK): QoS 1/2 publishes it takes unacknowledged. */
   sendMax = 65535;
   /**

@@ -7,7 +7,10 @@
  */
 import type { Socket, SocketHandler, TCPSocketConnectOptions, TLSOptions } from "bun";
 import type { Link } from "./link.ts";
+import { X509Certificate } from "node:crypto";
 import { WsState, type WsEndpoint } from "./ws.ts";
+import { concat } from "./outbox.ts";
+import { TlsError, verifyChain, type Tls13Client, type Tls13Sink } from "./tls13.ts";
 
 export interface Target {
   host: string;
@@ -62,8 +65,11 @@ function crash(ev: LinkEvents, conn: Link, err: unknown): void {
 /**
  * One handler object for all sockets of an engine. Each callback has its own try/catch rather
  * than a shared wrapper taking a closure, so no function is allocated per packet.
+ * `tls`: Bun's TLS (its handshake event); a link with `tls13` speaks cicada's own TLS over a
+ * plain socket instead (tls13.ts).
  */
 export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): SocketHandler<Link> {
+  const sink = tls13Sink(ev, verify);
   const handlers: SocketHandler<Link> = {
     binaryType: "uint8array",
     open(s) {
@@ -71,15 +77,16 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
       conn.socket = s;
       try {
         ev.opened(conn);
-        if (!tls) transportReady(s, ev, conn);
+        if (conn.tls13) put(s, conn, conn.tls13.hello());
+        else if (!tls) transportReady(s, ev, conn);
       } catch (err) {
         crash(ev, conn, err);
       }
     },
     data(s, bytes) {
       try {
-        if (s.data.ws) wsData(s, ev, s.data, bytes as Uint8Array);
-        else ev.data(s.data, bytes as Uint8Array);
+        if (s.data.tls13) tls13Data(s, sink, s.data, bytes as Uint8Array);
+        else streamData(s, ev, s.data, bytes as Uint8Array);
       } catch (err) {
         crash(ev, s.data, err);
       }
@@ -153,7 +160,76 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
 function transportReady(s: Socket<Link>, ev: LinkEvents, conn: Link): void {
   if (!conn.ws) return ev.ready(conn);
   ev.upgrading?.(conn);
-  s.write(conn.ws.request);
+  send(s, conn, conn.ws.request);
+}
+
+/** The byte stream under MQTT: over WebSocket its frames' payload, else MQTT itself. */
+function streamData(s: Socket<Link>, ev: LinkEvents, conn: Link, bytes: Uint8Array): void {
+  if (conn.ws) wsData(s, ev, conn, bytes);
+  else ev.data(conn, bytes);
+}
+
+/** Bytes of the stream under MQTT written outside the outbox (the upgrade request, a pong): sealed first under cicada's TLS. */
+function send(s: Socket<Link>, conn: Link, bytes: Uint8Array): void {
+  put(s, conn, conn.tls13 ? conn.tls13.seal(bytes) : bytes);
+}
+
+/** Wire bytes, after any the socket has not taken yet (the outbox's `pending`, written on drain). */
+function put(s: Socket<Link>, conn: Link, wire: Uint8Array): void {
+  if (conn.pending) {
+    conn.pending = concat([conn.pending, wire]);
+    return;
+  }
+  const n = s.write(wire);
+  if (n >= 0 && n < wire.length) conn.pending = wire.subarray(n);
+}
+
+/** What cicada's TLS client does with a socket: its handshake flights go out, its end of the handshake is checked here, its data goes up. */
+function tls13Sink(ev: LinkEvents, verify: boolean): Tls13Sink<Socket<Link>> {
+  return {
+    send: (s, bytes) => put(s, s.data, bytes),
+    established: (s) => tls13Established(s, ev, s.data, s.data.tls13!, verify),
+    data: (s, bytes) => streamData(s, ev, s.data, bytes),
+  };
+}
+
+/** Inbound bytes under cicada's TLS; a TLS failure (an alert, a bad record) ends that connection with its reason. */
+function tls13Data(s: Socket<Link>, sink: Tls13Sink<Socket<Link>>, conn: Link, bytes: Uint8Array): void {
+  try {
+    conn.tls13!.read(bytes, sink, s);
+  } catch (err) {
+    if (!(err instanceof TlsError)) throw err;
+    // The broker's close_notify is a close like a TCP FIN, not a failure.
+    if (err.message !== "tls_closed") conn.failReason = err.message;
+    s.end();
+  }
+}
+
+/**
+ * cicada's TLS handshake is over and the broker proved it holds its certificate's key: the same
+ * decision as Bun's handshake event below, a pinned certificate or the CA and the host name.
+ */
+function tls13Established(s: Socket<Link>, ev: LinkEvents, conn: Link, tls: Tls13Client, verify: boolean): void {
+  const chain = tls.peer!;
+  const anchors = tls.anchors;
+  tls.peer = null;
+  tls.anchors = null;
+  if (verify) {
+    const pins = conn.pins;
+    if (pins && conn.pinned) {
+      if (!pins.has(chain[0]!)) return ev.unpinned(conn);
+      pins.matched++;
+    } else {
+      const problem = verifyChain(chain, anchors ?? [], tls.host);
+      if (problem) {
+        conn.failReason = problem;
+        s.end();
+        return;
+      }
+      pins?.add(chain[0]!, new X509Certificate(chain[0]!).validToDate.getTime());
+    }
+  }
+  transportReady(s, ev, conn);
 }
 
 /** Inbound bytes over WebSocket: the upgrade response, then frames whose payload is the MQTT stream. */
@@ -172,7 +248,7 @@ function wsData(s: Socket<Link>, ev: LinkEvents, conn: Link, bytes: Uint8Array):
       (payload) => {
         if (!conn.closed) ev.data(conn, payload);
       },
-      (frame) => void s.write(frame),
+      (frame) => send(s, conn, frame),
     );
   } catch (err) {
     // A refused upgrade, a close frame or a framing error: that connection's failure.
@@ -184,6 +260,14 @@ function wsData(s: Socket<Link>, ev: LinkEvents, conn: Link, bytes: Uint8Array):
     throw err;
   }
 }
+
+/**
+ * Whose TLS the devices speak (--tls-stack): Bun's TLS sockets (BoringSSL; TLS 1.2 and 1.3), or
+ * cicada's own TLS 1.3 client over plain sockets (tls13.ts), which holds a fraction of the
+ * memory per connection once the handshake is over.
+ */
+export const TLS_STACKS = ["bun", "cicada"] as const;
+export type TlsStack = (typeof TLS_STACKS)[number];
 
 /** The TLS versions --tls-version may name; absent, the client offers both and the broker picks. */
 export const TLS_VERSIONS = ["1.2", "1.3"] as const;
@@ -204,8 +288,9 @@ export const DEFAULT_TLS_GROUPS = "X25519:P-256:P-384";
 /** A --tls-groups list's form: names separated by colons (which names the TLS library knows, config/ checks). */
 export const TLS_GROUPS_FORMAT = /^[A-Za-z0-9_-]+(:[A-Za-z0-9_-]+)*$/;
 
-/** What a device's ClientHello offers: --tls-version (absent: 1.2 and 1.3) and --tls-groups (absent: DEFAULT_TLS_GROUPS). */
+/** What a device's ClientHello offers: --tls-version (absent: 1.2 and 1.3) and --tls-groups (absent: DEFAULT_TLS_GROUPS), and whose TLS sends it (--tls-stack, absent: Bun's). */
 export interface TlsOffer {
+  tlsStack?: TlsStack;
   tlsVersion?: TlsVersion;
   /** Key-exchange groups in order of preference, colon-separated (BoringSSL's names: X25519, P-256, X25519MLKEM768, …). */
   tlsGroups?: string;

@@ -6,6 +6,7 @@
 import type { Socket } from "bun";
 import type { PinSet } from "./pins.ts";
 import type { WsState } from "./ws.ts";
+import type { Tls13Client } from "./tls13.ts";
 
 export interface Link {
   socket: Socket<Link> | null;
@@ -24,4 +25,6 @@ export interface Link {
   pinned: boolean;
   /** MQTT over WebSocket: the upgrade and framing state (null: MQTT straight on the socket). */
   ws: WsState | null;
+  /** TLS by cicada's own client (--tls-stack cicada) over a plain socket; null: Bun's TLS, or none. */
+  tls13: Tls13Client | null;
 }

@@ -6,7 +6,8 @@
 import type { Link } from "./link.ts";
 import { wsFrame } from "./ws.ts";
 
-function concat(parts: Uint8Array[]): Uint8Array {
+/** `parts` joined into one array (the one part itself when there is one). */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0]!;
   let n = 0;
   for (const p of parts) n += p.length;
@@ -47,8 +48,9 @@ export class Outbox {
       }
       let bytes = concat(conn.queue);
       conn.queue = [];
-      // Over WebSocket the batch is one frame.
+      // Over WebSocket the batch is one frame; under cicada's TLS, records.
       if (conn.ws) bytes = wsFrame(bytes);
+      if (conn.tls13) bytes = conn.tls13.seal(bytes);
       if (conn.pending) {
         // Still waiting for drain: keep order, write when the socket can take it.
         conn.pending = concat([conn.pending, bytes]);

@@ -14,8 +14,11 @@
  */
 
 import type { TLSOptions } from "bun";
-import { tlsOfferOptions, type Target, type TlsOffer } from "./connect.ts";
+import type { X509Certificate } from "node:crypto";
+import { rootCertificates } from "node:tls";
+import { DEFAULT_TLS_GROUPS, tlsOfferOptions, type Target, type TlsOffer } from "./connect.ts";
 import type { Link } from "./link.ts";
+import { Tls13Client, anchorsOf } from "./tls13.ts";
 
 /** Distinct certificates remembered per target (several brokers behind one address). */
 const MAX_PINS = 16;
@@ -64,9 +67,13 @@ export class ServerPins {
   private readonly sets = new Map<string, PinSet>();
   /** What every dial's ClientHello offers (--tls-version, --tls-groups). */
   private readonly offer: ReturnType<typeof tlsOfferOptions>;
+  private readonly groups: string;
+  /** The CA bundle's certificates, parsed once (cicada's TLS). */
+  private anchors: { pem: string | undefined; certs: readonly X509Certificate[] } | null = null;
 
   constructor(offer: TlsOffer) {
     this.offer = tlsOfferOptions(offer);
+    this.groups = offer.tlsGroups ?? DEFAULT_TLS_GROUPS;
   }
 
   for(host: string, port: number): PinSet {
@@ -86,6 +93,27 @@ export class ServerPins {
     const pins = (link.pins = this.for(target.host, target.port));
     link.pinned = pins.usable && !fullVerify;
     return link.pinned ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.offer } : { cert: ident.cert, key: ident.key, ca: caPem, rejectUnauthorized: true, ...this.offer };
+  }
+
+  /**
+   * cicada's TLS client for one dial of `link` to `target` (--tls-stack cicada), with the same
+   * choice as tlsFor: the CA (the system's roots when none is given) until a certificate is
+   * pinned for the target, then the pin.
+   */
+  clientFor(link: Link, target: Target, ident: { cert: string; key: string }, caPem: string | undefined, insecure: boolean, fullVerify: boolean): Tls13Client {
+    const client = new Tls13Client({ cert: ident.cert, key: ident.key, host: target.host, groups: this.groups });
+    if (insecure) return client;
+    const pins = (link.pins = this.for(target.host, target.port));
+    link.pinned = pins.usable && !fullVerify;
+    if (!link.pinned) client.anchors = this.anchorsFor(caPem);
+    return client;
+  }
+
+  private anchorsFor(caPem: string | undefined): readonly X509Certificate[] {
+    const cur = this.anchors;
+    const a = cur && cur.pem === caPem ? cur : { pem: caPem, certs: anchorsOf(caPem ?? rootCertificates.join("\n")) };
+    this.anchors = a;
+    return a.certs;
   }
 
   /** Totals over all targets (for tests and benchmarks). */

@@ -115,46 +115,48 @@ describe.skipIf(!HAVE_MOSQUITTO)("swarm with mosquitto (mTLS)", () => {
     expect(readFileSync(broker.log, "utf8")).not.toContain("exceeded timeout");
   });
 
-  test("the broker's certificate: pinned after one verification, an impostor refused, a rotation re-verified", async () => {
-    using tmp = tempDir();
-    const certDir = join(tmp.path, "cert");
-    const ids = await makeCerts(certDir, 12);
-    let broker = await startBroker({ certDir, stateDir: tmp.path });
-    const port = broker.port;
-    // Slow enough that the first handshake completes before most devices dial.
-    await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 12, rate: 20, intervalMs: [60_000, 60_000], reconnectMs: [100, 300] }), ids);
-    try {
-      await waitFor(() => swarm.snapshot().connected === 12, "12 connected");
-      const first = swarm.serverPins.totals();
-      expect(first.verified).toBeGreaterThanOrEqual(1);
-      expect(first.matched).toBeGreaterThanOrEqual(8);
-      expect(first.verified + first.matched).toBe(12);
-      await broker.stop();
-      await waitFor(() => swarm.snapshot().connected === 0, "every device to notice");
+  for (const tlsStack of ["bun", "cicada"] as const) {
+    test(`the broker's certificate (${tlsStack}'s TLS): pinned after one verification, an impostor refused, a rotation re-verified`, async () => {
+      using tmp = tempDir();
+      const certDir = join(tmp.path, "cert");
+      const ids = await makeCerts(certDir, 12);
+      let broker = await startBroker({ certDir, stateDir: tmp.path });
+      const port = broker.port;
+      // Slow enough that the first handshake completes before most devices dial.
+      await using swarm = startSwarm(tlsConfig(certDir, broker, { users: 12, rate: 20, intervalMs: [60_000, 60_000], reconnectMs: [100, 300], tlsStack }), ids);
+      try {
+        await waitFor(() => swarm.snapshot().connected === 12, "12 connected");
+        const first = swarm.serverPins.totals();
+        expect(first.verified).toBeGreaterThanOrEqual(1);
+        expect(first.matched).toBeGreaterThanOrEqual(8);
+        expect(first.verified + first.matched).toBe(12);
+        await broker.stop();
+        await waitFor(() => swarm.snapshot().connected === 0, "every device to notice");
 
-      // Same port, same client CA, but a broker certificate from another CA: it accepts the
-      // devices' certificates, so only cicada's own check keeps them off it.
-      const impostor = brokerCerts(join(tmp.path, "other-ca"));
-      const logFrom = readFileSync(broker.log, "utf8").length;
-      broker = await startBroker({ certDir, stateDir: tmp.path, port, serverCert: impostor });
-      const refusedBefore = swarm.stats.rows.connect.failures;
-      await waitFor(() => swarm.stats.rows.connect.failures >= refusedBefore + 24, "each device refused twice");
-      expect(swarm.snapshot().connected).toBe(0);
-      const reasons = [...swarm.stats.rows.connect.reasons.keys()];
-      expect(reasons.some((r) => /cert|verify|signature|issuer/.test(r))).toBe(true);
-      expect(readFileSync(broker.log, "utf8").slice(logFrom)).not.toContain("New client connected");
-      await broker.stop();
+        // Same port, same client CA, but a broker certificate from another CA: it accepts the
+        // devices' certificates, so only cicada's own check keeps them off it.
+        const impostor = brokerCerts(join(tmp.path, "other-ca"));
+        const logFrom = readFileSync(broker.log, "utf8").length;
+        broker = await startBroker({ certDir, stateDir: tmp.path, port, serverCert: impostor });
+        const refusedBefore = swarm.stats.rows.connect.failures;
+        await waitFor(() => swarm.stats.rows.connect.failures >= refusedBefore + 24, "each device refused twice");
+        expect(swarm.snapshot().connected).toBe(0);
+        const reasons = [...swarm.stats.rows.connect.reasons.keys()];
+        expect(reasons.some((r) => /cert|verify|signature|issuer/.test(r))).toBe(true);
+        expect(readFileSync(broker.log, "utf8").slice(logFrom)).not.toContain("New client connected");
+        await broker.stop();
 
-      // A new certificate from the right CA: verified once more, then pinned too.
-      rmSync(join(certDir, ".broker"), { recursive: true, force: true });
-      broker = await startBroker({ certDir, stateDir: tmp.path, port });
-      await waitFor(() => swarm.snapshot().connected === 12, "12 reconnected to the rotated broker", 30_000);
-      expect(swarm.serverPins.totals().verified).toBeGreaterThan(first.verified);
-    } finally {
-      await swarm.stop();
-      await broker.stop();
-    }
-  });
+        // A new certificate from the right CA: verified once more, then pinned too.
+        rmSync(join(certDir, ".broker"), { recursive: true, force: true });
+        broker = await startBroker({ certDir, stateDir: tmp.path, port });
+        await waitFor(() => swarm.snapshot().connected === 12, "12 reconnected to the rotated broker", 30_000);
+        expect(swarm.serverPins.totals().verified).toBeGreaterThan(first.verified);
+      } finally {
+        await swarm.stop();
+        await broker.stop();
+      }
+    });
+  }
 
   test("--tls-version: the devices offer that version alone, and a broker that will not speak it refuses them", async () => {
     using tmp = tempDir();

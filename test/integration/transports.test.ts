@@ -14,7 +14,8 @@ import { brokerCerts } from "../../scripts/lib/testbed.ts";
 import { consumerFiles, HAVE_MOSQUITTO, HAVE_WEBSOCKIFY, probeOn, startBroker, startWebsockify, type Broker } from "../helpers/testbed.ts";
 import { cicada, spawnCicada, tempDir, type TempDir } from "../helpers/tmp.ts";
 
-const TRANSPORTS = ["tcp", "tls", "ws", "wss"] as const;
+/** Each transport; tls and wss also with cicada's own TLS client (--tls-stack cicada) instead of Bun's. */
+const TRANSPORTS = ["tcp", "tls", "ws", "wss", "tls+cicada", "wss+cicada"] as const;
 type Kind = (typeof TRANSPORTS)[number];
 
 const publishes = (p: Probe) => p.packets.filter((x) => x.cmd === "publish").length;
@@ -31,7 +32,8 @@ interface Bed {
   stop(): Promise<void>;
 }
 
-async function bedFor(kind: Kind): Promise<Bed> {
+async function bedFor(spec: Kind): Promise<Bed> {
+  const [kind, stack] = spec.split("+") as ["tcp" | "tls" | "ws" | "wss", string | undefined];
   const tmp = tempDir();
   const certDir = join(tmp.path, "cert");
   await makeCerts(certDir, 10);
@@ -48,7 +50,7 @@ async function bedFor(kind: Kind): Promise<Bed> {
     tmp,
     certDir,
     broker,
-    args: ["--transport", kind, "--certs", certDir, "--port", String(front?.port ?? broker.port), ...ws],
+    args: ["--transport", kind, "--certs", certDir, "--port", String(front?.port ?? broker.port), ...ws, ...(stack ? ["--tls-stack", stack] : [])],
     consumer: kind === "tls" || kind === "wss" ? consumerFiles(certDir, tmp.path) : [],
     probe: (filter, qos, version = 4) => probeOn(certDir, broker, filter, qos, { plain, protocolVersion: version }),
     stop: async () => {
@@ -84,12 +86,13 @@ async function runOn(bed: Bed, name: string, extra: string[]): Promise<Report> {
   return (await reportOf(bed.tmp.path, name, [...bed.args, "--users", "10", "--rate", "200", ...extra])).report;
 }
 
-for (const kind of TRANSPORTS) {
+for (const spec of TRANSPORTS) {
+  const kind = spec.split("+")[0];
   const needs = !HAVE_MOSQUITTO || ((kind === "ws" || kind === "wss") && !HAVE_WEBSOCKIFY);
-  describe.skipIf(needs)(`over ${kind}`, () => {
+  describe.skipIf(needs)(`over ${spec}`, () => {
     let bed: Bed;
     beforeAll(async () => {
-      bed = await bedFor(kind);
+      bed = await bedFor(spec);
     });
     afterAll(async () => {
       await bed?.stop();
@@ -238,6 +241,32 @@ describe.skipIf(!HAVE_MOSQUITTO)("the server's MQTT 5 limits, from mosquitto's C
     const form = await cicada(["run", "--tls-groups", "X25519, P-256"]);
     expect(form.stderr).toContain('--tls-groups must be group names separated by colons, e.g. X25519:P-256 (got "X25519, P-256")');
   });
+
+  test("--tls-stack cicada reaches every worker: a broker with no TLS 1.3 cipher suite they offer refuses them all with its alert; bad pairings are bad input", async () => {
+    using tmp = tempDir();
+    const certDir = join(tmp.path, "cert");
+    await makeCerts(certDir, 4);
+    // Its TLS 1.3 offers only AES-128-CCM-8, which neither TLS client offers: OpenSSL picks 1.3, finds no cipher, and only a 1.2 offer gets in.
+    await using only12 = await startBroker({ certDir, stateDir: tmp.path, listenerExtra: ["ciphers_tls1.3 TLS_AES_128_CCM_8_SHA256"] });
+    const args = (stack: string) => ["--certs", certDir, "--port", String(only12.port), "--users", "4", "--workers", "2", "--interval", "1s", "--duration", "3s", "--tls-stack", stack];
+    // Bun's TLS offering 1.2 alone: the same broker takes those devices.
+    const bun = (await reportOf(tmp.path, "bun", [...args("bun"), "--tls-version", "1.2"])).report;
+    expect(bun.config.tls_stack).toBe("bun");
+    expect(bun.stats.connect!.count).toBe(4);
+    const own = (await reportOf(tmp.path, "cicada", args("cicada"))).report;
+    expect(own.config.tls_stack).toBe("cicada");
+    expect(own.stats.connect?.count ?? 0).toBe(0);
+    expect(own.errors.connect?.tls_alert_handshake_failure).toBeGreaterThanOrEqual(4);
+    expect(readFileSync(only12.log, "utf8")).toContain("no shared cipher");
+    const bad = await cicada(["run", "--tls-stack", "cicada", "--tls-version", "1.2", "--tls-groups", "X25519MLKEM768"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--tls-version 1.2 cannot go with --tls-stack cicada, which speaks TLS 1.3 only: drop one of them");
+    expect(bad.stderr).toContain('--tls-groups names a group --tls-stack cicada does not compute (X25519MLKEM768; it computes X25519, P-256, P-384) (got "X25519MLKEM768")');
+    const wrong = await cicada(["run", "--tls-stack", "openssl", "--transport", "tcp"]);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toContain('--tls-stack must be one of bun, cicada (got "openssl")');
+    expect(wrong.stderr).toContain("--tls-stack needs TLS: --transport tls or wss");
+  }, 40_000);
 
   test("--tls-groups reaches every worker's devices: P-256 alone connects to mosquitto, the post-quantum hybrid alone is refused by its OpenSSL 3", async () => {
     using tmp = tempDir();
