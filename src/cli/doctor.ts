@@ -11,12 +11,13 @@ import { probeBroker, type ProbeTls } from "../transport/probe.ts";
 const SPEC: CommandSpec = {
   name: "doctor",
   summary: "Check whether this machine can hold N devices: OS limits, memory, cores and the brokers; print what to change.",
-  usage: "cicada doctor [--devices N] [--brokers HOST:PORT,…] [--certs DIR] [--tls-version 1.2|1.3] [--tls-groups LIST]",
+  usage: "cicada doctor [--devices N] [--brokers HOST:PORT,…] [--certs DIR] [--tls-stack bun|cicada] [--tls-version 1.2|1.3] [--tls-groups LIST]",
   options: {
     devices: { type: "string", short: "n", arg: "N", help: "Devices this machine should hold (without it: how many it can)" },
     brokers: { type: "string", arg: "LIST", help: "Broker addresses the devices will dial, HOST:PORT comma-separated: each is dialled once, its TLS certificate checked" },
     certs: { type: "string", arg: "DIR", env: "CERT_DIR", default: "cert", help: "Certificate directory: its ca.crt checks the brokers' certificates, its first device makes the handshake mutual" },
     tls: { type: "boolean", negatable: true, default: "true", help: "Dial the brokers with TLS (--no-tls: plain TCP)" },
+    "tls-stack": { ...MQTT_OPTIONS["tls-stack"]!, help: "Whose TLS the devices will speak, as cicada run --tls-stack: the brokers are dialled with it, and a device's memory is its figure" },
     "tls-version": { ...MQTT_OPTIONS["tls-version"]!, help: "Offer only this TLS version, as cicada run --tls-version (default: both; the line says which the broker picked)" },
     "tls-groups": { ...MQTT_OPTIONS["tls-groups"]!, help: "Offer these key-exchange groups, as cicada run --tls-groups (the line says which the broker picked)" },
     workers: { type: "string", short: "w", arg: "auto|N", default: "auto", help: "Worker processes the run will use, as cicada run --workers" },
@@ -46,7 +47,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   const offer = readTlsOffer(o, o.bool("tls"), "drop --no-tls");
   o.check();
 
-  const plan: Plan = { devices, workers, destinations: new Set(brokers.map(([h, p]) => `${h}:${p}`)).size || 1, sources: sources.length };
+  const plan: Plan = { devices, workers, destinations: new Set(brokers.map(([h, p]) => `${h}:${p}`)).size || 1, sources: sources.length, ...(offer.tlsStack ? { tlsStack: offer.tlsStack } : {}) };
   const facts = await probeHostFacts();
   const v = assess(plan, facts);
   const out: string[] = [`cicada doctor: ${devices === null ? "this machine" : `${devices.toLocaleString("en-US")} devices`}, ${workersFor(plan, facts)} worker process(es)`, ""];

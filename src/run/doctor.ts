@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { autoWorkers, ephemeralPorts, FD_RESERVE, PORT_SEARCH_SLOW } from "../engine/limits.ts";
 import { getFileLimit } from "../../native/rlimit.ts";
+import type { TlsStack } from "../transport/connect.ts";
 
 /**
  * Memory per mTLS device in cicada's processes, and the kernel's memory per socket (slab:
@@ -21,6 +22,12 @@ import { getFileLimit } from "../../native/rlimit.ts";
  * half of the 9.1–10.2 KB the slab grew per loopback connection (both ends). README, "Sizing".
  */
 export const DEVICE_RSS_BYTES = 22_100;
+/**
+ * The same with cicada's own TLS client (--tls-stack cicada): the 100,000-device test's tree held
+ * 710 MB PSS at its peak, 188 MB of it the processes' own, so 5.2 KB per device (2026-11-27); an
+ * idle one holds 4.7 KB (`bun bench/memory.bench.ts --layers mtls --tls-stack cicada`).
+ */
+export const DEVICE_RSS_BYTES_OWN_TLS = 5_300;
 export const DEVICE_KERNEL_BYTES = 5_100;
 /**
  * What the processes cost before their devices (`bun bench/memory.bench.ts --layers process`):
@@ -144,6 +151,8 @@ export interface Plan {
   destinations: number;
   /** --source-address count (0: the kernel picks the source). */
   sources: number;
+  /** Whose TLS the devices speak (--tls-stack; absent: Bun's): what a device costs in memory. */
+  tlsStack?: TlsStack;
 }
 
 export interface Check {
@@ -248,13 +257,14 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
     );
   }
   if (f.memAvailable !== null) {
-    const per = DEVICE_RSS_BYTES + DEVICE_KERNEL_BYTES;
+    const own = plan.tlsStack === "cicada" ? DEVICE_RSS_BYTES_OWN_TLS : DEVICE_RSS_BYTES;
+    const per = own + DEVICE_KERNEL_BYTES;
     const base = EXECUTABLE_BYTES + SUPERVISOR_BYTES + workers * PROCESS_BASE_BYTES;
     checks.push({
       name: "memory",
       found:
         `${(f.memAvailable / 2 ** 30).toFixed(1)} GiB available, 10% kept spare; ${(base / 2 ** 20).toFixed(0)} MB for the executable and ${workers + 1} process(es), ` +
-        `then ~${(per / 1000).toFixed(1)} KB per mTLS device (${(DEVICE_RSS_BYTES / 1000).toFixed(1)} KB in cicada, ${(DEVICE_KERNEL_BYTES / 1000).toFixed(1)} KB in the kernel)`,
+        `then ~${(per / 1000).toFixed(1)} KB per mTLS device (${(own / 1000).toFixed(1)} KB in cicada${plan.tlsStack === "cicada" ? " with its own TLS" : ""}, ${(DEVICE_KERNEL_BYTES / 1000).toFixed(1)} KB in the kernel)`,
       holds: Math.max(0, Math.floor((f.memAvailable * (1 - MEMORY_SPARE) - base) / per)),
       fix: ["# more memory, or spread the devices over more machines (cicada worker --redis …)"],
     });
@@ -306,9 +316,9 @@ export const doctorHint = (devices: number) => `cicada doctor --devices ${device
  * (engine/limits.ts, which stop it): the doctor's memory, whole-machine files and conntrack, only
  * warnings, as the figures behind them are estimates.
  */
-export function hostWarnings(devices: number, workers: number, f: HostFacts): string[] {
+export function hostWarnings(devices: number, workers: number, f: HostFacts, tlsStack?: TlsStack): string[] {
   const own = new Set(["open files per process", "ephemeral ports"]);
-  return assess({ devices, workers, destinations: 1, sources: 0 }, f)
+  return assess({ devices, workers, destinations: 1, sources: 0, ...(tlsStack ? { tlsStack } : {}) }, f)
     .short.filter((c) => !own.has(c.name))
     .map((c) => `${c.name}: ${c.found}: about ${n(c.holds)} devices fit, fewer than --users ${devices} (${doctorHint(devices)})`);
 }

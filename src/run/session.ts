@@ -163,7 +163,7 @@ export class RunSession {
       files,
       ports: ephemeralPorts(),
     });
-    for (const w of [...cap.warnings, ...hostWarnings(cfg.swarm.users, workers, await probeHostFacts())]) say(`warning: ${w}`);
+    for (const w of [...cap.warnings, ...hostWarnings(cfg.swarm.users, workers, await probeHostFacts(), cfg.swarm.tlsStack)]) say(`warning: ${w}`);
     if (cap.errors.length) throw new ConfigError([...cap.errors, doctorHint(cfg.swarm.users)]);
 
     const ranges: Range[] = [space];

@@ -1,10 +1,13 @@
 /**
  * One dial to a broker address, for `cicada doctor`: is it reachable, how long TCP and TLS take,
  * and does its certificate verify against the devices' CA. With a device's certificate and key
- * the handshake is the mutual one the devices will do. Nothing is sent after the handshake.
+ * the handshake is the mutual one the devices will do, with the TLS they will speak (Bun's, or
+ * cicada's own with --tls-stack cicada). Nothing is sent after the handshake.
  */
 import type { Socket, TLSOptions } from "bun";
-import { tlsOfferOptions, type TlsOffer } from "./connect.ts";
+import { X509Certificate } from "node:crypto";
+import { DEFAULT_TLS_GROUPS, tlsOfferOptions, type TlsOffer } from "./connect.ts";
+import { Tls13Client, TlsError, anchorsOf, groupName as tls13GroupName, verifyChain, type Tls13Sink } from "./tls13.ts";
 
 /** With TlsOffer: the ClientHello the devices will send (--tls-version, --tls-groups). */
 export interface ProbeTls extends TlsOffer {
@@ -37,53 +40,134 @@ function groupName(info: unknown): string | undefined {
   return typeof name === "string" && name ? name : undefined;
 }
 
+/** What a probe's dial shares, whichever TLS speaks: the clock, the timeout, the ways it ends before its handshake does. */
+class Dial {
+  readonly t0 = performance.now();
+  connectMs: number | undefined;
+  private readonly result = Promise.withResolvers<ProbeResult>();
+  private readonly timer: ReturnType<typeof setTimeout>;
+
+  constructor(timeoutMs: number) {
+    this.timer = setTimeout(() => this.resolve({ ok: false, ...this.tcp(), detail: `no answer within ${timeoutMs} ms${this.connectMs !== undefined ? " (TCP connected, TLS did not finish)" : ""}` }), timeoutMs);
+  }
+
+  readonly resolve = (r: ProbeResult): void => this.result.resolve(r);
+
+  tcp(): { connectMs?: number } {
+    return this.connectMs !== undefined ? { connectMs: this.connectMs } : {};
+  }
+
+  opened(): void {
+    this.connectMs = performance.now() - this.t0;
+  }
+
+  tlsMs(): number {
+    return performance.now() - this.t0 - (this.connectMs ?? 0);
+  }
+
+  /** The socket handlers for a dial that ends before its handshake: refused, closed, an error. */
+  endings() {
+    return {
+      close: () => this.resolve({ ok: false, ...this.tcp(), detail: this.connectMs === undefined ? "closed before connecting" : "closed during the TLS handshake (does it want a client certificate this CA signed?)" }),
+      connectError: (_s: unknown, err: Error) => this.resolve({ ok: false, detail: `cannot connect: ${reason(err)}` }),
+      error: (_s: unknown, err: Error) => this.resolve({ ok: false, ...this.tcp(), detail: reason(err) }),
+    };
+  }
+
+  /** Connects with `connect` and waits for the outcome; the socket is closed after. */
+  async run(connect: () => Promise<Socket<unknown>>): Promise<ProbeResult> {
+    let socket: Socket<unknown> | undefined;
+    try {
+      socket = await connect();
+    } catch (err) {
+      this.resolve({ ok: false, detail: `cannot connect: ${reason(err)}` });
+    }
+    const result = await this.result.promise;
+    clearTimeout(this.timer);
+    socket?.end();
+    return result;
+  }
+}
+
+/** The broker certificate's subject and expiry, as a probe line shows them. */
+function describe(x: { subject: string; validTo: string }): string {
+  return `${x.subject.replace(/\n/g, ", ")}, valid until ${x.validTo}`;
+}
+
 /** Dials host:port (TLS when `tls` is given) and answers within `timeoutMs`; never throws. */
 export async function probeBroker(host: string, port: number, tls: ProbeTls | null, timeoutMs = 5000): Promise<ProbeResult> {
-  const t0 = performance.now();
-  let connectMs: number | undefined;
-  const { promise, resolve } = Promise.withResolvers<ProbeResult>();
-  const timer = setTimeout(() => resolve({ ok: false, ...(connectMs !== undefined ? { connectMs } : {}), detail: `no answer within ${timeoutMs} ms${connectMs !== undefined ? " (TCP connected, TLS did not finish)" : ""}` }), timeoutMs);
+  if (tls?.tlsStack === "cicada") return probeOwnTls(host, port, tls, timeoutMs);
+  const d = new Dial(timeoutMs);
   const options: TLSOptions | undefined = tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: false, serverName: host, ...tlsOfferOptions(tls) } : undefined;
-  let socket: Socket | undefined;
-  try {
-    socket = await Bun.connect({
+  return d.run(() =>
+    Bun.connect({
       hostname: host,
       port,
       ...(options ? { tls: options } : {}),
       socket: {
         open() {
-          connectMs = performance.now() - t0;
-          if (!tls) resolve({ ok: true, connectMs, detail: "reachable (plain TCP)" });
+          d.opened();
+          if (!tls) d.resolve({ ok: true, connectMs: d.connectMs!, detail: "reachable (plain TCP)" });
         },
         handshake(s, success, authorizationError) {
-          const tlsMs = performance.now() - t0 - (connectMs ?? 0);
+          const tlsMs = d.tlsMs();
           const x = s.getPeerX509Certificate();
-          const peer = x ? `${x.subject.replace(/\n/g, ", ")}, valid until ${x.validTo}` : undefined;
           const protocol = success ? s.getTLSVersion() : "";
           const group = success ? groupName(s.getEphemeralKeyInfo()) : undefined;
-          const base = { connectMs: connectMs ?? 0, tlsMs, ...(peer ? { peer } : {}), ...(protocol ? { protocol } : {}), ...(group ? { group } : {}) };
-          if (!success) return resolve({ ok: false, ...base, detail: `TLS handshake failed: ${reason(authorizationError)}` });
-          if (!tls?.ca) return resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
-          if (authorizationError) return resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${reason(authorizationError)}` });
-          resolve({ ok: true, ...base, detail: "the broker's certificate verifies against the CA" });
+          const base = { connectMs: d.connectMs ?? 0, tlsMs, ...(x ? { peer: describe(x) } : {}), ...(protocol ? { protocol } : {}), ...(group ? { group } : {}) };
+          if (!success) return d.resolve({ ok: false, ...base, detail: `TLS handshake failed: ${reason(authorizationError)}` });
+          if (!tls?.ca) return d.resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
+          if (authorizationError) return d.resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${reason(authorizationError)}` });
+          d.resolve({ ok: true, ...base, detail: "the broker's certificate verifies against the CA" });
         },
         data() {},
-        close() {
-          resolve({ ok: false, ...(connectMs !== undefined ? { connectMs } : {}), detail: connectMs === undefined ? "closed before connecting" : "closed during the TLS handshake (does it want a client certificate this CA signed?)" });
-        },
-        connectError(_s, err) {
-          resolve({ ok: false, detail: `cannot connect: ${reason(err)}` });
-        },
-        error(_s, err) {
-          resolve({ ok: false, ...(connectMs !== undefined ? { connectMs } : {}), detail: reason(err) });
-        },
+        ...d.endings(),
       },
-    });
+    }),
+  );
+}
+
+/** The handshake the devices do with cicada's own TLS client (--tls-stack cicada), over a plain socket. */
+async function probeOwnTls(host: string, port: number, tls: ProbeTls, timeoutMs: number): Promise<ProbeResult> {
+  let client: Tls13Client;
+  try {
+    client = new Tls13Client({ cert: tls.cert ?? "", key: tls.key ?? "", host, groups: tls.tlsGroups ?? DEFAULT_TLS_GROUPS });
   } catch (err) {
-    resolve({ ok: false, detail: `cannot connect: ${reason(err)}` });
+    return { ok: false, detail: `TLS handshake failed: ${reason(err)}` };
   }
-  const result = await promise;
-  clearTimeout(timer);
-  socket?.end();
-  return result;
+  const d = new Dial(timeoutMs);
+  const sink: Tls13Sink<Socket<unknown>> = {
+    send: (s, bytes) => void s.write(bytes),
+    established: () => {
+      const chain = client.peer!;
+      const group = tls13GroupName(client.group);
+      const base = { connectMs: d.connectMs ?? 0, tlsMs: d.tlsMs(), peer: describe(new X509Certificate(chain[0]!)), protocol: "TLSv1.3", ...(group ? { group } : {}) };
+      if (!tls.ca) return d.resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
+      const problem = verifyChain(chain, anchorsOf(tls.ca), host);
+      if (problem) return d.resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${problem}` });
+      d.resolve({ ok: true, ...base, detail: "the broker's certificate verifies against the CA" });
+    },
+    data: () => {},
+  };
+  return d.run(() =>
+    Bun.connect({
+      hostname: host,
+      port,
+      socket: {
+        open(s) {
+          d.opened();
+          s.write(client.hello());
+        },
+        data(s, bytes) {
+          try {
+            client.read(bytes, sink, s);
+          } catch (err) {
+            if (!(err instanceof TlsError)) throw err;
+            d.resolve({ ok: false, connectMs: d.connectMs ?? 0, detail: `TLS handshake failed: ${err.message}` });
+          }
+        },
+        ...d.endings(),
+      },
+    }),
+  );
 }

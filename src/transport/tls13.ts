@@ -148,6 +148,11 @@ const ALERTS: Readonly<Record<number, string>> = {
   120: "no_application_protocol",
 };
 
+/** A group's name (TLS13_GROUPS'), e.g. for a probe's report. */
+export function groupName(code: number): string | undefined {
+  return Object.keys(TLS13_GROUPS).find((k) => TLS13_GROUPS[k] === code);
+}
+
 /** Why `groups` (colon-separated) is not a list this client computes, or null when it is. */
 export function tls13GroupsProblem(groups: string): string | null {
   const unknown = groups.split(":").filter((g) => !(g in TLS13_GROUPS));
@@ -156,7 +161,7 @@ export function tls13GroupsProblem(groups: string): string | null {
 
 /** What one handshake needs: the device's identity and the broker's name. */
 export interface Tls13Options {
-  /** The device's certificate (PEM; intermediates after it are sent too) and private key (PEM). */
+  /** The device's certificate (PEM; intermediates after it are sent too) and private key (PEM); empty: none (a broker that asks gets an empty Certificate). */
   cert: string;
   key: string;
   /** The broker's host: sent as SNI unless it is an IP address. */
@@ -238,6 +243,8 @@ export class Tls13Client {
   anchors: readonly X509Certificate[] | null = null;
   /** The broker's host, for the dialer's check of its certificate's names. */
   readonly host: string;
+  /** The key-exchange group the handshake used (its code point; 0 before the ServerHello). */
+  group = 0;
   established = false;
 
   constructor(opts: Tls13Options) {
@@ -414,6 +421,7 @@ export class Tls13Client {
     if (hs.retrySuite && hs.retrySuite.id !== suite.id) throw new TlsError("tls_illegal_parameter");
     hs.suite = suite;
     this.suite = suite;
+    this.group = keyShare.group;
     hs.transcript.push(msg);
     const shared = agree(hs.share, keyShare.key);
     // §7.1: early secret (no PSK), then the handshake secret from the key exchange.
@@ -452,9 +460,13 @@ export class Tls13Client {
     const serverApp = deriveSecret(suite, hs.master!, "s ap traffic", th);
     const flight: Uint8Array[] = [];
     if (hs.requestContext !== null) {
-      const certMsg = clientCertificate(hs.requestContext, hs.opts.cert);
+      const certs = pemBlocks(hs.opts.cert, "CERTIFICATE");
+      const certMsg = clientCertificate(hs.requestContext, certs);
       hs.transcript.push(certMsg);
       flight.push(certMsg);
+    }
+    // Without a certificate the Certificate message is empty and nothing is signed (§4.4.2).
+    if (hs.requestContext !== null && hs.opts.cert) {
       let key: KeyObject;
       try {
         key = createPrivateKey(hs.opts.key);
@@ -672,9 +684,7 @@ function serverCertificates(r: Reader): Uint8Array[] {
   return certs;
 }
 
-function clientCertificate(context: Uint8Array, pem: string): Uint8Array {
-  const certs = pemBlocks(pem, "CERTIFICATE");
-  if (certs.length === 0) throw new TlsError("tls_bad_client_certificate");
+function clientCertificate(context: Uint8Array, certs: readonly Uint8Array[]): Uint8Array {
   const entries = concat(certs.flatMap((der) => [u24(der.length), der, u16(0)]));
   return handshakeMessage(CERTIFICATE, concat([Uint8Array.of(context.length), context, u24(entries.length), entries]));
 }

@@ -73,6 +73,19 @@ describe("the doctor's arithmetic", () => {
     for (const w of warnings) expect(w).toContain("cicada doctor --devices 100000");
   });
 
+  test("with cicada's own TLS a device costs its own figure: more devices fit in the same memory", () => {
+    const f: HostFacts = { ...ROOMY, memAvailable: 8 * 2 ** 30 };
+    const memory = (tlsStack?: "cicada") => assess({ devices: 1_000_000, workers: "auto", destinations: 100, sources: 0, ...(tlsStack ? { tlsStack } : {}) }, f).checks.find((c) => c.name === "memory")!;
+    const bun = memory();
+    const own = memory("cicada");
+    expect(bun.found).toContain("~27.2 KB per mTLS device (22.1 KB in cicada, 5.1 KB in the kernel)");
+    expect(own.found).toContain("~10.4 KB per mTLS device (5.3 KB in cicada with its own TLS, 5.1 KB in the kernel)");
+    expect(own.holds / bun.holds).toBeCloseTo(27.2 / 10.4, 1);
+    // cicada run warns from the same figure: 500,000 devices fit in 8 GiB only with cicada's TLS.
+    expect(hostWarnings(500_000, 8, f).some((w) => w.startsWith("memory"))).toBe(true);
+    expect(hostWarnings(500_000, 8, f, "cicada").some((w) => w.startsWith("memory"))).toBe(false);
+  });
+
   test("a conntrack table that tracks nothing (0 entries, connections open) is a note, not a limit", () => {
     const f: HostFacts = { ...ROOMY, conntrackMax: 65_536, conntrackUsed: 0, tcpEstablished: 40 };
     const v = assess({ devices: 100_000, workers: "auto", destinations: 8, sources: 0 }, f);
@@ -125,13 +138,19 @@ describe("the conntrack probe, on this machine", () => {
   });
 });
 
+/** Two certificate directories of different CAs under `root`: the brokers' (`cert`, 2 devices) and a stranger's (`other`, 1). */
+async function twoCas(root: string): Promise<{ certDir: string; otherDir: string }> {
+  const certDir = join(root, "cert");
+  const otherDir = join(root, "other");
+  await makeCerts(certDir, 2);
+  await makeCerts(otherDir, 1);
+  return { certDir, otherDir };
+}
+
 describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
   test("a broker whose certificate verifies, one that does not, one that is not there; exit codes", async () => {
     using tmp = tempDir();
-    const certDir = join(tmp.path, "cert");
-    const otherDir = join(tmp.path, "other");
-    await makeCerts(certDir, 2);
-    await makeCerts(otherDir, 1);
+    const { certDir, otherDir } = await twoCas(tmp.path);
     await using broker = await startBroker({ certDir, stateDir: tmp.path });
     const dead = await freePort();
 
@@ -162,6 +181,24 @@ describe.skipIf(!HAVE_MOSQUITTO)("cicada doctor on this machine", () => {
     expect(pq.code).toBe(2);
     expect(pq.stdout).toContain(`[FAIL ] 127.0.0.1:${broker.port}: TLS handshake failed`);
     expect(readFileSync(broker.log, "utf8")).toContain("no suitable key share");
+  }, 30_000);
+
+  test("--tls-stack cicada: each broker dialled with cicada's own TLS; one without a TLS 1.3 suite it offers fails", async () => {
+    using tmp = tempDir();
+    const { certDir, otherDir } = await twoCas(tmp.path);
+    await using broker = await startBroker({ certDir, stateDir: tmp.path });
+    await using noSuite = await startBroker({ certDir, stateDir: tmp.path, listenerExtra: ["ciphers_tls1.3 TLS_AES_128_CCM_8_SHA256"] });
+    const ok = await cicada(["doctor", "--devices", "100", "--brokers", `127.0.0.1:${broker.port}`, "--certs", certDir, "--tls-stack", "cicada", "--tls-groups", "P-256"]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(new RegExp(`\\[ok +\\] 127\\.0\\.0\\.1:${broker.port}: the broker's certificate verifies against the CA \\(TCP [\\d.]+ ms, TLS [\\d.]+ ms, TLSv1\\.3 P-256\\); CN=127\\.0\\.0\\.1`));
+    expect(ok.stdout).toContain("KB in cicada with its own TLS");
+    const bad = await cicada(["doctor", "--brokers", `127.0.0.1:${noSuite.port},127.0.0.1:${broker.port}`, "--certs", otherDir, "--tls-stack", "cicada"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout).toContain(`[FAIL ] 127.0.0.1:${noSuite.port}: TLS handshake failed: tls_alert_handshake_failure`);
+    // Another CA's directory: the broker's chain (its certificate and its CA, as mosquitto sends
+    // them) ends in a root that directory does not trust, in OpenSSL's words; checked as the
+    // handshake ends, before the broker's own verdict on the device.
+    expect(bad.stdout).toContain(`[FAIL ] 127.0.0.1:${broker.port}: the broker's certificate does not verify against the CA: self_signed_cert_in_chain`);
   }, 30_000);
 
   test("the open-file limit of the shell that starts it: short, with the ulimit that lifts it; the verdict names it", async () => {
