@@ -5,8 +5,10 @@
  *   connect — client CPU per mTLS connect (P-256; RSA-2048 with --rsa N)
  *   publish — client CPU per QoS 1 publish + PUBACK at a given message rate
  * The swarm runs in its own process (bench/fixtures/swarm-fixture.ts) so its CPU and RSS are its own.
- *   bun bench/swarm.bench.ts [--held 19000] [--brokers 2] [--rate 400] [--msgs 5000] [--rsa 1000] [--only held,publish,rsa]
+ * `--tls-stack cicada`: the devices speak cicada's own TLS 1.3 client instead of Bun's TLS sockets.
+ *   bun bench/swarm.bench.ts [--held 19000] [--brokers 2] [--rate 400] [--msgs 5000] [--rsa 1000] [--only held,publish,rsa] [--tls-stack bun|cicada]
  */
+import { TLS_STACKS, type TlsStack } from "../src/transport/connect.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,8 +30,11 @@ const { values } = parseArgs({
     only: { type: "string", default: "held,publish,rsa" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs") },
     insecure: { type: "boolean", default: false },
+    "tls-stack": { type: "string", default: "bun" },
   },
 });
+const tlsStack = values["tls-stack"] as TlsStack;
+if (!TLS_STACKS.includes(tlsStack)) throw new Error(`--tls-stack: ${TLS_STACKS.join(" or ")}, not ${tlsStack}`);
 const only = new Set(values.only!.split(","));
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "swarm", ...o }));
 const log = (s: string) => process.stderr.write(`# ${s}\n`);
@@ -44,6 +49,7 @@ function swarmConfig(brokers: Broker[], users: number, rate: number, intervalMs:
     targets: brokers.map((b) => ({ host: b.host, port: b.port })),
     sources: [],
     tls: true,
+    ...(tlsStack !== "bun" ? { tlsStack } : {}),
     insecure: values.insecure!,
     tenant: "admin",
     qos: 1,
@@ -116,6 +122,7 @@ async function publish(msgsPerS: number, brokerCount: number, windowS: number): 
     const secs = b.t - a.t;
     emit({
       figure: "publish",
+      tls_stack: tlsStack,
       devices: users,
       msgs_per_s: +(msgs / secs).toFixed(0),
       window_s: +secs.toFixed(1),

@@ -257,16 +257,22 @@ export function assess(plan: Plan, f: HostFacts): Verdict {
     );
   }
   if (f.memAvailable !== null) {
-    const own = plan.tlsStack === "cicada" ? DEVICE_RSS_BYTES_OWN_TLS : DEVICE_RSS_BYTES;
-    const per = own + DEVICE_KERNEL_BYTES;
+    const ownTls = plan.tlsStack === "cicada";
+    const own = ownTls ? DEVICE_RSS_BYTES_OWN_TLS : DEVICE_RSS_BYTES;
     const base = EXECUTABLE_BYTES + SUPERVISOR_BYTES + workers * PROCESS_BASE_BYTES;
+    const room = f.memAvailable * (1 - MEMORY_SPARE) - base;
+    const fits = (perDevice: number) => Math.max(0, Math.floor(room / (perDevice + DEVICE_KERNEL_BYTES)));
+    const kb = (bytes: number) => (bytes / 1000).toFixed(1);
     checks.push({
       name: "memory",
       found:
         `${(f.memAvailable / 2 ** 30).toFixed(1)} GiB available, 10% kept spare; ${(base / 2 ** 20).toFixed(0)} MB for the executable and ${workers + 1} process(es), ` +
-        `then ~${(per / 1000).toFixed(1)} KB per mTLS device (${(own / 1000).toFixed(1)} KB in cicada${plan.tlsStack === "cicada" ? " with its own TLS" : ""}, ${(DEVICE_KERNEL_BYTES / 1000).toFixed(1)} KB in the kernel)`,
-      holds: Math.max(0, Math.floor((f.memAvailable * (1 - MEMORY_SPARE) - base) / per)),
-      fix: ["# more memory, or spread the devices over more machines (cicada worker --redis …)"],
+        `then ~${kb(own + DEVICE_KERNEL_BYTES)} KB per mTLS device (${kb(own)} KB in cicada${ownTls ? " with its own TLS" : ""}, ${kb(DEVICE_KERNEL_BYTES)} KB in the kernel)`,
+      holds: fits(own),
+      fix: [
+        ...(ownTls ? [] : [`--tls-stack cicada   # cicada's own TLS 1.3 client: ~${kb(DEVICE_RSS_BYTES_OWN_TLS + DEVICE_KERNEL_BYTES)} KB per device → ~${n(fits(DEVICE_RSS_BYTES_OWN_TLS))} devices, if they speak TLS 1.3`]),
+        "# more memory, or spread the devices over more machines (cicada worker --redis …)",
+      ],
     });
   }
   checks.push({

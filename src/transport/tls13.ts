@@ -75,6 +75,8 @@ const MAX_PLAINTEXT = 16384;
 /** §5.2: a TLSCiphertext may carry at most 2^14 + 256 bytes. */
 const MAX_CIPHERTEXT = MAX_PLAINTEXT + 256;
 const TAG = 16;
+/** The AEAD's options, one object for every record. */
+const GCM = { authTagLength: TAG } as const;
 /** A handshake message past this is refused (a certificate chain is a few KB). */
 const MAX_HANDSHAKE = 64 * 1024;
 
@@ -548,7 +550,7 @@ export class Tls13Client {
   private decrypt(header: Uint8Array, body: Uint8Array): Buffer {
     if (body.length < TAG + 1) throw new TlsError("tls_bad_record_mac");
     const { keyLen } = this.suite;
-    const d = createDecipheriv(this.suite.cipher, this.keys!.subarray(0, keyLen), nonce(this.keys!, keyLen, this.readSeq++), { authTagLength: TAG });
+    const d = createDecipheriv(this.suite.cipher, this.keys!.subarray(0, keyLen), nonce(this.keys!, keyLen, this.readSeq++), GCM);
     d.setAAD(header);
     d.setAuthTag(body.subarray(body.length - TAG));
     const plain = d.update(body.subarray(0, body.length - TAG));
@@ -560,22 +562,25 @@ export class Tls13Client {
     return plain;
   }
 
+  /** One record: the header, `data` and its content type encrypted in place (one update call), the tag. */
   private encrypt(type: number, data: Uint8Array): Uint8Array {
-    const len = data.length + 1 + TAG;
+    const n = data.length;
+    const len = n + 1 + TAG;
     const out = new Uint8Array(5 + len);
     out[0] = APPLICATION_DATA;
     out[1] = 3;
     out[2] = 3;
     out[3] = len >> 8;
     out[4] = len & 0xff;
+    out.set(data, 5);
+    out[5 + n] = type;
     const at = this.side();
     const { keyLen } = this.suite;
-    const c = createCipheriv(this.suite.cipher, this.keys!.subarray(at, at + keyLen), nonce(this.keys!, at + keyLen, this.writeSeq++), { authTagLength: TAG });
+    const c = createCipheriv(this.suite.cipher, this.keys!.subarray(at, at + keyLen), nonce(this.keys!, at + keyLen, this.writeSeq++), GCM);
     c.setAAD(out.subarray(0, 5));
-    out.set(c.update(data), 5);
-    out.set(c.update(Uint8Array.of(type)), 5 + data.length);
+    out.set(c.update(out.subarray(5, 6 + n)), 5);
     c.final();
-    out.set(c.getAuthTag(), 5 + data.length + 1);
+    out.set(c.getAuthTag(), 6 + n);
     return out;
   }
 }

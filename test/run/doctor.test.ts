@@ -81,6 +81,9 @@ describe("the doctor's arithmetic", () => {
     expect(bun.found).toContain("~27.2 KB per mTLS device (22.1 KB in cicada, 5.1 KB in the kernel)");
     expect(own.found).toContain("~10.4 KB per mTLS device (5.3 KB in cicada with its own TLS, 5.1 KB in the kernel)");
     expect(own.holds / bun.holds).toBeCloseTo(27.2 / 10.4, 1);
+    // Short of memory with Bun's TLS, the doctor names the flag and what it would hold.
+    expect(bun.fix[0]).toBe(`--tls-stack cicada   # cicada's own TLS 1.3 client: ~10.4 KB per device → ~${Math.floor(own.holds).toLocaleString("en-US")} devices, if they speak TLS 1.3`);
+    expect(own.fix.join("\n")).not.toContain("--tls-stack");
     // cicada run warns from the same figure: 500,000 devices fit in 8 GiB only with cicada's TLS.
     expect(hostWarnings(500_000, 8, f).some((w) => w.startsWith("memory"))).toBe(true);
     expect(hostWarnings(500_000, 8, f, "cicada").some((w) => w.startsWith("memory"))).toBe(false);
