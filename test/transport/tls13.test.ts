@@ -167,6 +167,47 @@ describe("cicada's TLS 1.3 client against OpenSSL's s_server", () => {
   });
 });
 
+describe("a malformed ServerHello costs that connection a TLS failure, never anything else", () => {
+  test("every truncation of a well-formed ServerHello, a key share off the curve, records that do not decrypt: each a tls_ reason", () => {
+    using tmp = tempDir();
+    const p = pki(tmp.path, "ec");
+    const share = Buffer.alloc(32, 9); // an X25519 public key (any 32 bytes is one)
+    const exts = Buffer.concat([Buffer.from([0, 43, 0, 2, 3, 4]), Buffer.from([0, 51, 0, 36, 0, 0x1d, 0, 32]), share]);
+    const body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32, 1), Buffer.from([0, 0x13, 0x01, 0]), Buffer.from([0, exts.length]), exts]);
+    const serverHello = (len: number) => {
+      const hs = Buffer.concat([Buffer.from([2, 0, len >> 8, len & 0xff]), body.subarray(0, len)]);
+      return Buffer.concat([Buffer.from([22, 3, 3, hs.length >> 8, hs.length & 0xff]), hs]);
+    };
+    const sink: Tls13Sink<null> = { send: () => {}, established: () => {}, data: () => {} };
+    const outcome = (bytes: Uint8Array) => {
+      const client = new Tls13Client({ ...p.device, host: "127.0.0.1", groups: "X25519:P-256" });
+      client.hello();
+      try {
+        client.read(bytes, sink, null);
+        return "taken";
+      } catch (err) {
+        return err instanceof TlsError ? "tls" : `other: ${String(err)}`;
+      }
+    };
+    expect(outcome(serverHello(body.length))).toBe("taken");
+    const cuts = Array.from({ length: body.length }, (_, k) => outcome(serverHello(k)));
+    expect(cuts.filter((o) => o !== "tls")).toEqual([]);
+    // A P-256 key share that is not a point on the curve: the key exchange fails as a TLS failure.
+    const badPoint = Buffer.concat([Buffer.from([4]), Buffer.alloc(64, 0xff)]);
+    const p256Exts = Buffer.concat([Buffer.from([0, 43, 0, 2, 3, 4]), Buffer.from([0, 51, 0, 69, 0, 0x17, 0, 65]), badPoint]);
+    const p256Body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32, 1), Buffer.from([0, 0x13, 0x01, 0]), Buffer.from([0, p256Exts.length]), p256Exts]);
+    const p256Hs = Buffer.concat([Buffer.from([2, 0, 0, p256Body.length]), p256Body]);
+    const p256 = new Tls13Client({ ...p.device, host: "127.0.0.1", groups: "P-256" });
+    p256.hello();
+    expect(() => p256.read(Buffer.concat([Buffer.from([22, 3, 3, 0, p256Hs.length]), p256Hs]), sink, null)).toThrow("tls_illegal_parameter");
+    // Encrypted records that follow it but do not decrypt under its keys: a bad record MAC.
+    const junk = Buffer.concat([Buffer.from([23, 3, 3, 0, 40]), Buffer.alloc(40, 5)]);
+    const client = new Tls13Client({ ...p.device, host: "127.0.0.1", groups: "X25519" });
+    client.hello();
+    expect(() => client.read(Buffer.concat([serverHello(body.length), junk]), sink, null)).toThrow("tls_bad_record_mac");
+  });
+});
+
 describe("verifyChain: the broker's certificate against the CA, as Bun's TLS names what is wrong", () => {
   test("the right CA and host pass; another host, another CA, an expired certificate each have their reason", () => {
     using tmp = tempDir();
