@@ -28,8 +28,8 @@ import { issueDevice } from "../src/pki/issue.ts";
 import { openLocalCa } from "../src/pki/signers/local.ts";
 import { certDir as certDirOf } from "../src/store/dir.ts";
 import { pssBytes, treeUsage } from "../scripts/lib/procstat.ts";
-import { DEFAULT_TLS_GROUPS, TLS_STACKS, TLS_VERSIONS, type TlsStack, type TlsVersion } from "../src/transport/connect.ts";
-import { buildExecutable, ensureCerts, processTree } from "./fixtures/common.ts";
+import { DEFAULT_TLS_GROUPS, TLS_VERSIONS, type TlsVersion } from "../src/transport/connect.ts";
+import { buildExecutable, ensureCerts, processTree, tlsStackArg } from "./fixtures/common.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
 import type { FixtureSample } from "./fixtures/swarm-fixture.ts";
 
@@ -42,11 +42,10 @@ const { values } = parseArgs({
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs-ec") },
     "tls-version": { type: "string" },
     "tls-groups": { type: "string" },
-    "tls-stack": { type: "string", default: "bun" },
+    "tls-stack": { type: "string" },
   },
 });
-const tlsStack = values["tls-stack"] as TlsStack;
-if (!TLS_STACKS.includes(tlsStack)) throw new Error(`--tls-stack: ${TLS_STACKS.join(" or ")}, not ${tlsStack}`);
+const tlsStack = tlsStackArg(values["tls-stack"]);
 const tlsVersion = values["tls-version"] as TlsVersion | undefined;
 if (tlsVersion && !TLS_VERSIONS.includes(tlsVersion)) throw new Error(`--tls-version: ${TLS_VERSIONS.join(" or ")}, not ${tlsVersion}`);
 const tlsGroups = values["tls-groups"];

@@ -8,7 +8,6 @@
  * `--tls-stack cicada`: the devices speak cicada's own TLS 1.3 client instead of Bun's TLS sockets.
  *   bun bench/swarm.bench.ts [--held 19000] [--brokers 2] [--rate 400] [--msgs 5000] [--rsa 1000] [--only held,publish,rsa] [--tls-stack bun|cicada]
  */
-import { TLS_STACKS, type TlsStack } from "../src/transport/connect.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,7 +16,7 @@ import { startBrokers, type Broker } from "../scripts/lib/testbed.ts";
 import type { KeyKind } from "../src/pki/build.ts";
 import type { SwarmConfig } from "../src/engine/config.ts";
 import { Fixture } from "./fixtures/swarm-process.ts";
-import { ensureCerts } from "./fixtures/common.ts";
+import { ensureCerts, tlsStackArg } from "./fixtures/common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -30,11 +29,10 @@ const { values } = parseArgs({
     only: { type: "string", default: "held,publish,rsa" },
     certs: { type: "string", default: join(tmpdir(), "cicada-bench-certs") },
     insecure: { type: "boolean", default: false },
-    "tls-stack": { type: "string", default: "bun" },
+    "tls-stack": { type: "string" },
   },
 });
-const tlsStack = values["tls-stack"] as TlsStack;
-if (!TLS_STACKS.includes(tlsStack)) throw new Error(`--tls-stack: ${TLS_STACKS.join(" or ")}, not ${tlsStack}`);
+const tlsStack = tlsStackArg(values["tls-stack"]);
 const only = new Set(values.only!.split(","));
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify({ bench: "swarm", ...o }));
 const log = (s: string) => process.stderr.write(`# ${s}\n`);

@@ -132,22 +132,18 @@ export function socketHandlers(ev: LinkEvents, tls: boolean, verify: boolean): S
       const conn = s.data;
       try {
         if (!success) return fail(s, conn, authorizationError);
-        if (verify) {
-          const pins = conn.pins;
-          if (pins && conn.pinned) {
-            // No CA store in this context, so Bun reports the chain as unverified: what counts
-            // is that the broker presented a certificate already verified for this target.
-            const peer = s.getPeerX509Certificate();
-            if (!peer || !pins.has(peer.raw)) return ev.unpinned(conn);
-            pins.matched++;
-          } else {
-            // With verification off (--insecure) Bun still reports why the chain did not verify.
-            if (authorizationError) return fail(s, conn, authorizationError);
-            const peer = pins && s.getPeerX509Certificate();
-            if (peer) pins.add(peer.raw, peer.validToDate.getTime());
-          }
-        }
-        transportReady(s, ev, conn);
+        if (!verify) return transportReady(s, ev, conn);
+        // Dialled with a pin, there was no CA store in the context, so Bun reports the chain as
+        // unverified: trustPeer then looks at the pin alone and never asks why.
+        const peer = s.getPeerX509Certificate();
+        trustPeer(
+          s,
+          ev,
+          conn,
+          peer?.raw ?? null,
+          () => (authorizationError ? errorReason(authorizationError) : null),
+          () => peer!.validToDate.getTime(),
+        );
       } catch (err) {
         crash(ev, conn, err);
       }
@@ -214,20 +210,37 @@ function tls13Established(s: Socket<Link>, ev: LinkEvents, conn: Link, tls: Tls1
   const anchors = tls.anchors;
   tls.peer = null;
   tls.anchors = null;
-  if (verify) {
-    const pins = conn.pins;
-    if (pins && conn.pinned) {
-      if (!pins.has(chain[0]!)) return ev.unpinned(conn);
-      pins.matched++;
-    } else {
-      const problem = verifyChain(chain, anchors ?? [], tls.host);
-      if (problem) {
-        conn.failReason = problem;
-        s.end();
-        return;
-      }
-      pins?.add(chain[0]!, new X509Certificate(chain[0]!).validToDate.getTime());
+  if (!verify) return transportReady(s, ev, conn);
+  const leaf = chain[0]!;
+  trustPeer(
+    s,
+    ev,
+    conn,
+    leaf,
+    () => verifyChain(chain, anchors ?? [], tls.host),
+    () => new X509Certificate(leaf).validToDate.getTime(),
+  );
+}
+
+/**
+ * The broker's certificate (`leaf`, DER) once a handshake is done, whichever TLS did it (pins.ts):
+ * dialled with a pin, it must be a pinned one, or the dial is redone with the CA; dialled with the
+ * CA, the chain must have verified (`problem` says why not, and the connection fails with it),
+ * and then it is pinned until `notAfter`. MQTT (or the WebSocket upgrade) follows.
+ */
+function trustPeer(s: Socket<Link>, ev: LinkEvents, conn: Link, leaf: Uint8Array | null, problem: () => string | null, notAfter: () => number): void {
+  const pins = conn.pins;
+  if (pins && conn.pinned) {
+    if (!leaf || !pins.has(leaf)) return ev.unpinned(conn);
+    pins.matched++;
+  } else {
+    const why = problem();
+    if (why) {
+      conn.failReason = why;
+      s.end();
+      return;
     }
+    if (pins && leaf) pins.add(leaf, notAfter());
   }
   transportReady(s, ev, conn);
 }

@@ -90,9 +90,7 @@ export class ServerPins {
    */
   tlsFor(link: Link, target: Target, ident: { cert: string; key: string }, caPem: string | undefined, insecure: boolean, fullVerify: boolean): TLSOptions {
     if (insecure) return { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.offer };
-    const pins = (link.pins = this.for(target.host, target.port));
-    link.pinned = pins.usable && !fullVerify;
-    return link.pinned ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.offer } : { cert: ident.cert, key: ident.key, ca: caPem, rejectUnauthorized: true, ...this.offer };
+    return this.pin(link, target, fullVerify) ? { cert: ident.cert, key: ident.key, rejectUnauthorized: false, ...this.offer } : { cert: ident.cert, key: ident.key, ca: caPem, rejectUnauthorized: true, ...this.offer };
   }
 
   /**
@@ -103,10 +101,14 @@ export class ServerPins {
   clientFor(link: Link, target: Target, ident: { cert: string; key: string }, caPem: string | undefined, insecure: boolean, fullVerify: boolean): Tls13Client {
     const client = new Tls13Client({ cert: ident.cert, key: ident.key, host: target.host, groups: this.groups });
     if (insecure) return client;
-    const pins = (link.pins = this.for(target.host, target.port));
-    link.pinned = pins.usable && !fullVerify;
-    if (!link.pinned) client.anchors = this.anchorsFor(caPem);
+    if (!this.pin(link, target, fullVerify)) client.anchors = this.anchorsFor(caPem);
     return client;
+  }
+
+  /** Gives `link` its target's pins; whether it goes by a pin (something is pinned, and `fullVerify` does not ask for the CA). */
+  private pin(link: Link, target: Target, fullVerify: boolean): boolean {
+    const pins = (link.pins = this.for(target.host, target.port));
+    return (link.pinned = pins.usable && !fullVerify);
   }
 
   private anchorsFor(caPem: string | undefined): readonly X509Certificate[] {

@@ -89,6 +89,16 @@ class Dial {
   }
 }
 
+type Handshook = Pick<ProbeResult, "connectMs" | "tlsMs" | "peer" | "protocol" | "group">;
+
+/** A handshake that succeeded: no CA to check against, or the broker's chain checked against it (`problem`: why it does not verify, null when it does). */
+function verdict(base: Handshook, ca: string | undefined, problem: () => string | null): ProbeResult {
+  if (!ca) return { ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" };
+  const why = problem();
+  if (why) return { ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${why}` };
+  return { ok: true, ...base, detail: "the broker's certificate verifies against the CA" };
+}
+
 /** The broker certificate's subject and expiry, as a probe line shows them. */
 function describe(x: { subject: string; validTo: string }): string {
   return `${x.subject.replace(/\n/g, ", ")}, valid until ${x.validTo}`;
@@ -116,9 +126,7 @@ export async function probeBroker(host: string, port: number, tls: ProbeTls | nu
           const group = success ? groupName(s.getEphemeralKeyInfo()) : undefined;
           const base = { connectMs: d.connectMs ?? 0, tlsMs, ...(x ? { peer: describe(x) } : {}), ...(protocol ? { protocol } : {}), ...(group ? { group } : {}) };
           if (!success) return d.resolve({ ok: false, ...base, detail: `TLS handshake failed: ${reason(authorizationError)}` });
-          if (!tls?.ca) return d.resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
-          if (authorizationError) return d.resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${reason(authorizationError)}` });
-          d.resolve({ ok: true, ...base, detail: "the broker's certificate verifies against the CA" });
+          d.resolve(verdict(base, tls?.ca, () => (authorizationError ? reason(authorizationError) : null)));
         },
         data() {},
         ...d.endings(),
@@ -142,10 +150,7 @@ async function probeOwnTls(host: string, port: number, tls: ProbeTls, timeoutMs:
       const chain = client.peer!;
       const group = tls13GroupName(client.group);
       const base = { connectMs: d.connectMs ?? 0, tlsMs: d.tlsMs(), peer: describe(new X509Certificate(chain[0]!)), protocol: "TLSv1.3", ...(group ? { group } : {}) };
-      if (!tls.ca) return d.resolve({ ok: true, ...base, detail: "TLS handshake done (no CA given: the broker's certificate was not checked)" });
-      const problem = verifyChain(chain, anchorsOf(tls.ca), host);
-      if (problem) return d.resolve({ ok: false, ...base, detail: `the broker's certificate does not verify against the CA: ${problem}` });
-      d.resolve({ ok: true, ...base, detail: "the broker's certificate verifies against the CA" });
+      d.resolve(verdict(base, tls.ca, () => verifyChain(chain, anchorsOf(tls.ca!), host)));
     },
     data: () => {},
   };

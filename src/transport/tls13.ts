@@ -199,8 +199,7 @@ class Handshake {
   /** Handshake bytes received but not yet a whole message. */
   buf: Uint8Array | null = null;
   suite: Suite | null = null;
-  retried = false;
-  /** The suite a HelloRetryRequest named, which the ServerHello must keep. */
+  /** The suite a HelloRetryRequest named, which the ServerHello must keep (null: no retry asked). */
   retrySuite: Suite | null = null;
   /** The master secret (§7.1), and the handshake traffic secrets. */
   master: Buffer | null = null;
@@ -326,27 +325,14 @@ export class Tls13Client {
 
   private handshakeBytes<C>(bytes: Uint8Array, sink: Tls13Sink<C>, ctx: C): void {
     const hs = this.hs!;
-    const buf = hs.buf ? concat([hs.buf, bytes]) : bytes;
-    hs.buf = null;
     const epoch = this.readEpoch;
-    let off = 0;
-    while (buf.length - off >= 4) {
-      const len = (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!;
-      if (len > MAX_HANDSHAKE) throw new TlsError("tls_handshake_too_large");
-      if (buf.length - off < 4 + len) break;
-      const msg = buf.subarray(off, off + 4 + len);
-      off += 4 + len;
+    hs.buf = eachMessage(hs.buf, bytes, (msg, more) => {
       this.message(msg, sink, ctx);
+      if (this.readEpoch === epoch) return true;
       // A key change (after the ServerHello, after the server's Finished) must end its record (§5.1).
-      if (this.readEpoch !== epoch) {
-        if (off < buf.length) throw new TlsError("tls_unexpected_message");
-        return;
-      }
-    }
-    if (off < buf.length) {
-      hs.buf = buf.slice(off);
-      if (hs.buf.length > MAX_HANDSHAKE) throw new TlsError("tls_handshake_too_large");
-    }
+      if (more) throw new TlsError("tls_unexpected_message");
+      return false;
+    });
   }
 
   private message<C>(msg: Uint8Array, sink: Tls13Sink<C>, ctx: C): void {
@@ -403,7 +389,7 @@ export class Tls13Client {
     const suite = SUITES.find((s) => s.id === suiteId);
     if (!suite) throw new TlsError("tls_illegal_parameter");
     let version = 0;
-    let keyShare: { group: number; key: Uint8Array | null } | null = null;
+    let theirs: { group: number; key: Uint8Array | null } | null = null;
     let cookie: Uint8Array | null = null;
     const retry = equal(random, HRR_RANDOM);
     const exts = new Reader(r.vec(2));
@@ -412,20 +398,20 @@ export class Tls13Client {
       const type = exts.u16();
       const data = new Reader(exts.vec(2));
       if (type === EXT_SUPPORTED_VERSIONS) version = data.u16();
-      else if (type === EXT_KEY_SHARE) keyShare = { group: data.u16(), key: retry ? null : data.vec(2) };
+      else if (type === EXT_KEY_SHARE) theirs = { group: data.u16(), key: retry ? null : data.vec(2) };
       else if (type === EXT_COOKIE && retry) cookie = data.vec(2);
     }
     // Without supported_versions 1.3 the broker chose TLS 1.2 or older, which this client does not speak.
     if (version !== TLS13) throw new TlsError("tls_version_not_1_3");
-    if (retry) return this.retry(hs, msg, suite, keyShare?.group ?? hs.share.group, cookie, sink, ctx);
-    if (!keyShare?.key || keyShare.group !== hs.share.group) throw new TlsError("tls_illegal_parameter");
+    if (retry) return this.retry(hs, msg, suite, theirs?.group ?? hs.share.group, cookie, sink, ctx);
+    if (!theirs?.key || theirs.group !== hs.share.group) throw new TlsError("tls_illegal_parameter");
     // The suite a HelloRetryRequest named stays (§4.1.4).
     if (hs.retrySuite && hs.retrySuite.id !== suite.id) throw new TlsError("tls_illegal_parameter");
     hs.suite = suite;
     this.suite = suite;
-    this.group = keyShare.group;
+    this.group = theirs.group;
     hs.transcript.push(msg);
-    const shared = agree(hs.share, keyShare.key);
+    const shared = agree(hs.share, theirs.key);
     // §7.1: early secret (no PSK), then the handshake secret from the key exchange.
     const zeros = Buffer.alloc(suite.hashLen);
     const early = hmac(suite.hash, zeros, zeros);
@@ -440,8 +426,7 @@ export class Tls13Client {
 
   /** A HelloRetryRequest: the broker wants a key share in another group we offered (§4.1.4). */
   private retry<C>(hs: Handshake, msg: Uint8Array, suite: Suite, group: number, cookie: Uint8Array | null, sink: Tls13Sink<C>, ctx: C): void {
-    if (hs.retried || !hs.groups.includes(group) || group === hs.share.group) throw new TlsError("tls_illegal_parameter");
-    hs.retried = true;
+    if (hs.retrySuite || !hs.groups.includes(group) || group === hs.share.group) throw new TlsError("tls_illegal_parameter");
     hs.suite = null;
     // The transcript restarts with a synthetic message_hash of the first ClientHello (§4.4.1).
     const first = createHash(suite.hash).update(hs.transcript[0]!).digest();
@@ -494,26 +479,18 @@ export class Tls13Client {
 
   /** After the handshake: NewSessionTicket (ignored: no resumption) and KeyUpdate. */
   private postHandshake<C>(bytes: Uint8Array, sink: Tls13Sink<C>, ctx: C): void {
-    const buf = this.post ? concat([this.post, bytes]) : bytes;
-    this.post = null;
-    let off = 0;
-    while (buf.length - off >= 4) {
-      const len = (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!;
-      if (len > MAX_HANDSHAKE) throw new TlsError("tls_handshake_too_large");
-      if (buf.length - off < 4 + len) break;
-      const type = buf[off]!;
-      const body = buf.subarray(off + 4, off + 4 + len);
-      off += 4 + len;
-      if (type === NEW_SESSION_TICKET) continue;
-      if (type !== KEY_UPDATE || len !== 1 || body[0]! > 1) throw new TlsError("tls_unexpected_message");
+    this.post = eachMessage(this.post, bytes, (msg) => {
+      const type = msg[0]!;
+      if (type === NEW_SESSION_TICKET) return true;
+      if (type !== KEY_UPDATE || msg.length !== 5 || msg[4]! > 1) throw new TlsError("tls_unexpected_message");
       this.setRead(expandLabel(this.suite, this.secret(0), "traffic upd", EMPTY, this.suite.hashLen));
-      if (body[0] === 1) {
+      if (msg[4] === 1) {
         // update_requested: answer with our own KeyUpdate, then switch our keys.
         sink.send(ctx, this.encrypt(HANDSHAKE, handshakeMessage(KEY_UPDATE, Uint8Array.of(0))));
         this.setWrite(expandLabel(this.suite, this.secret(this.side()), "traffic upd", EMPTY, this.suite.hashLen));
       }
-    }
-    if (off < buf.length) this.post = buf.slice(off);
+      return true;
+    });
   }
 
   // ---- records ------------------------------------------------------------------------------
@@ -641,6 +618,27 @@ export function anchorsOf(pem: string): X509Certificate[] {
 }
 
 // ---- messages -------------------------------------------------------------------------------
+
+/**
+ * Whole handshake messages (type, 3-byte length, body) from `held` (the bytes an earlier record
+ * left) and `bytes`, each to `take` with whether more bytes follow it; `take` returns false to stop
+ * there. Returns what is left of a message not yet whole, or null.
+ */
+function eachMessage(held: Uint8Array | null, bytes: Uint8Array, take: (msg: Uint8Array, more: boolean) => boolean): Uint8Array | null {
+  const buf = held ? concat([held, bytes]) : bytes;
+  let off = 0;
+  while (buf.length - off >= 4) {
+    const len = (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!;
+    if (len > MAX_HANDSHAKE) throw new TlsError("tls_handshake_too_large");
+    if (buf.length - off < 4 + len) break;
+    const msg = buf.subarray(off, off + 4 + len);
+    off += 4 + len;
+    if (!take(msg, off < buf.length)) return null;
+  }
+  if (off === buf.length) return null;
+  if (buf.length - off > MAX_HANDSHAKE) throw new TlsError("tls_handshake_too_large");
+  return buf.slice(off);
+}
 
 const EMPTY = new Uint8Array(0);
 
